@@ -1,0 +1,111 @@
+"""Training losses: what one batch costs. The training loop itself is in :mod:`.training`.
+
+An objective is a callable ``objective(model, batch, generator) -> loss`` that draws its
+own randomness (levels, noise, label dropout) from ``generator`` so that a run is
+reproducible and resumes exactly. ``batch`` holds ``image`` (N, C, ...), optionally
+``label`` (N,) and ``cond`` (N, Cc, ...) — conditions concatenated to the noisy image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from anodiff.diffusion.noise import draw_noise
+from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.errors import AnodiffError
+
+
+def random_levels(
+    n: int, max_level: int, generator: torch.Generator, device: torch.device
+) -> Tensor:
+    """Levels drawn uniformly from [1, max_level] (network timesteps 0 ... max_level - 1)."""
+    return torch.randint(1, max_level + 1, (n,), generator=generator).to(device)
+
+
+@dataclass(frozen=True)
+class DiffusionObjective:
+    """The denoising loss of review Eq. 4, and its common variants.
+
+    * ``prediction="eps"``: ``||eps - eps_theta(x_l, l)||`` (Ho et al. 2020);
+      ``prediction="x0"``: the network predicts the clean image (pDDPM).
+    * ``loss``: ``mse`` (Eq. 4) or ``l1``.
+    * ``max_level``: levels are drawn from [1, max_level]; methods that only ever noise to
+      L <= 400 need not learn the rest (AnoDDPM trains t < 800). Default: all T levels.
+    * ``label_dropout``: probability of replacing the label by ``null_label``, which trains the
+      unconditional model needed by classifier-free guidance (Ho & Salimans 2022).
+    * ``noise``: ``gaussian`` or ``simplex`` (AnoDDPM), with ``noise_options``.
+    """
+
+    schedule: NoiseSchedule
+    prediction: Literal["eps", "x0"] = "eps"
+    loss: Literal["mse", "l1"] = "mse"
+    max_level: int | None = None
+    label_dropout: float = 0.0
+    null_label: int | None = None
+    noise: str = "gaussian"
+    noise_options: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in ("eps", "x0"):
+            raise AnodiffError(f"prediction must be 'eps' or 'x0', got {self.prediction!r}")
+        if self.loss not in ("mse", "l1"):
+            raise AnodiffError(f"loss must be 'mse' or 'l1', got {self.loss!r}")
+        if self.label_dropout > 0 and self.null_label is None:
+            raise AnodiffError("label_dropout > 0 needs a null_label (the 'no class' index)")
+        if self.max_level is not None:
+            self.schedule.check_level(self.max_level, "max_level")
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
+                 ) -> Tensor:
+        x0 = batch["image"]
+        n = x0.shape[0]
+        level = random_levels(n, self.max_level or self.schedule.num_steps, generator, x0.device)
+        noise = draw_noise(self.noise, tuple(x0.shape), level=level.cpu(), generator=generator,
+                           dtype=x0.dtype, **self.noise_options).to(x0.device)
+        x_t = self.schedule.q_sample(x0, level, noise)
+        if "cond" in batch:
+            x_t = torch.cat([x_t, batch["cond"]], dim=1)
+        label = batch.get("label")
+        if label is not None and self.label_dropout > 0:
+            drop = torch.rand(n, generator=generator).to(x0.device) < self.label_dropout
+            label = torch.where(drop, torch.full_like(label, self.null_label), label)
+        out = model(x_t, timesteps=level - 1, class_labels=label)
+        target = noise if self.prediction == "eps" else x0
+        return F.mse_loss(out, target) if self.loss == "mse" else F.l1_loss(out, target)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly settings, stored in checkpoints."""
+        settings = asdict(self)
+        settings["schedule"] = self.schedule.to_dict()
+        return {"objective": "diffusion", **settings}
+
+
+@dataclass(frozen=True)
+class ClassifierObjective:
+    """Cross-entropy of a noise-aware classifier on ``q_sample``d inputs (Dhariwal 2021).
+
+    The classifier ``C(x_l, l)`` must recognise the class at every level it will guide, so
+    inputs are noised to levels uniform in [1, max_level] (Wolleb: t uniform in [0, T)).
+    """
+
+    schedule: NoiseSchedule
+    max_level: int | None = None
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
+                 ) -> Tensor:
+        x0, label = batch["image"], batch["label"]
+        level = random_levels(x0.shape[0], self.max_level or self.schedule.num_steps,
+                              generator, x0.device)
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        logits = model(self.schedule.q_sample(x0, level, noise), timesteps=level - 1)
+        return F.cross_entropy(logits, label)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly settings, stored in checkpoints."""
+        return {"objective": "noise_aware_classifier", "schedule": self.schedule.to_dict(),
+                "max_level": self.max_level}

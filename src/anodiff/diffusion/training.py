@@ -1,0 +1,327 @@
+"""The training loop shared by every network of the project (diffusion models, classifiers).
+
+AdamW with linear warm-up, gradient clipping, EMA, a progress bar with the loss and it/s,
+atomic checkpoints every ``checkpoint_every`` steps, and **exact resume**: a run stopped
+at any checkpoint and restarted continues bit-identically to an uninterrupted one. That
+holds because everything random is a function of saved state: batches come from
+per-epoch permutations derived from ``(seed, epoch)``, and levels, noise and label dropout
+come from a ``torch.Generator`` whose state is checkpointed with the global torch RNG
+(dropout), the optimiser moments and the EMA weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from anodiff.diffusion.checkpoint import (
+    checkpoint_name,
+    flatten_optimizer,
+    latest_checkpoint,
+    load_state_into,
+    mark_latest,
+    prune_checkpoints,
+    read_checkpoint,
+    unflatten_optimizer,
+    write_checkpoint,
+)
+from anodiff.diffusion.ema import EMA
+from anodiff.diffusion.objectives import ClassifierObjective
+from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.errors import AnodiffError, CheckpointError
+
+Objective = Callable[[nn.Module, dict[str, Tensor], torch.Generator], Tensor]
+
+
+class SampleSource(Protocol):
+    """What the loop trains on: indexable samples, each a dict of equally shaped tensors."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
+class ArrayDataset:
+    """In-memory training samples: images (N, C, ...), optional labels (N,) and conditions."""
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None, cond: Tensor | None = None
+                 ) -> None:
+        for name, value in (("labels", labels), ("cond", cond)):
+            if value is not None and len(value) != len(images):
+                raise AnodiffError(f"ArrayDataset: {len(images)} images but {len(value)} {name}")
+        self.images, self.labels, self.cond = images, labels, cond
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = {"image": self.images[index]}
+        if self.labels is not None:
+            item["label"] = self.labels[index].long()
+        if self.cond is not None:
+            item["cond"] = self.cond[index]
+        return item
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Presets of the methods are instances of this class."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    ema_decay: float | None = 0.999
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints")
+        bad = [name for name in positive if getattr(self, name) < 1]
+        if bad or self.lr <= 0:
+            raise AnodiffError(f"TrainConfig: {bad or ['lr']} must be positive")
+
+
+# Settings that may change between a run and its resumption (training longer, elsewhere).
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "device"})
+
+
+@dataclass
+class TrainHistory:
+    """What :meth:`Trainer.fit` did: losses per step it ran, and its timing."""
+
+    start_step: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def steps_per_second(self) -> float:
+        return len(self.losses) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> Tensor:
+    """Sample indices of batch ``step``: consecutive slices of per-epoch permutations.
+
+    A pure function of its arguments (no iterator state), which is what makes resume exact.
+    """
+    start = step * batch_size
+    positions = torch.arange(start, start + batch_size)
+    epochs = positions // num_samples
+    out = torch.empty(batch_size, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(
+            seed * 1_000_003 + epoch))
+        chosen = epochs == epoch
+        out[chosen] = perm[positions[chosen] % num_samples]
+    return out
+
+
+def collate(data: SampleSource, indices: Tensor, device: torch.device) -> dict[str, Tensor]:
+    """Stack the samples at ``indices`` into one batch on ``device``."""
+    items = [data[int(i)] for i in indices]
+    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+
+
+class Trainer:
+    """Trains ``model`` on ``objective``; checkpoints into ``run_dir`` and resumes from it.
+
+    ``run_dir=None`` trains without checkpoints (tests, throw-away runs). ``description`` is
+    stored in every checkpoint's metadata (e.g. the network's preset and channel counts)
+    so a checkpoint says what it holds.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        config: TrainConfig,
+        run_dir: Path | None = None,
+        description: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.description = description or {}
+        self.progress = progress
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.ema = None if config.ema_decay is None else EMA(self.model, config.ema_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.step = 0
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """The folder holding this run's checkpoints."""
+        return None if self.run_dir is None else self.run_dir / "checkpoints"
+
+    @property
+    def inference_model(self) -> nn.Module:
+        """The network to sample with: the EMA copy when there is one."""
+        return self.model if self.ema is None else self.ema.model
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
+        return self.config.lr * min(1.0, (step + 1) / max(self.config.warmup_steps, 1))
+
+    def fit(self, data: SampleSource) -> TrainHistory:
+        """Train up to ``config.steps`` steps in total, resuming from the latest checkpoint."""
+        if len(data) == 0:
+            raise AnodiffError("training data is empty")
+        self.resume()
+        history = TrainHistory(start_step=self.step)
+        self.model.train()
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress,
+                   desc="train", unit="step")
+        started = time.perf_counter()
+        while self.step < self.config.steps:
+            loss = self.train_step(data)
+            history.losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.checkpoints is not None and (
+                self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps
+            ):
+                self.save_checkpoint(loss)
+        history.seconds = time.perf_counter() - started
+        bar.close()
+        self.model.eval()
+        return history
+
+    def train_step(self, data: SampleSource) -> float:
+        """One optimisation step on batch ``self.step``; returns its loss."""
+        indices = batch_indices(self.step, self.config.batch_size, len(data), self.config.seed)
+        batch = collate(data, indices, self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        loss = self.objective(self.model, batch, self.generator)
+        if not torch.isfinite(loss):
+            raise AnodiffError(f"training diverged at step {self.step}: loss is {loss.item()}; "
+                               "lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        return float(loss.detach())
+
+    def save_checkpoint(self, last_loss: float) -> Path:
+        """Write the full training state after ``self.step`` steps (atomically)."""
+        assert self.checkpoints is not None
+        optim_tensors, optim_rest = flatten_optimizer(self.optimizer.state_dict())
+        groups = {
+            "model": self.model.state_dict(),
+            "optimizer": optim_tensors,
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+        }
+        if self.ema is not None:
+            groups["ema"] = self.ema.model.state_dict()
+        meta = {
+            "step": self.step,
+            "loss": last_loss,
+            "train_config": asdict(self.config),
+            "objective": _describe(self.objective),
+            "model": self.description,
+            "optimizer": optim_rest,
+        }
+        name = checkpoint_name(self.step)
+        path = write_checkpoint(self.checkpoints / name, groups, meta)
+        mark_latest(self.checkpoints, name)
+        prune_checkpoints(self.checkpoints, self.config.keep_checkpoints)
+        return path
+
+    def resume(self) -> None:
+        """Restore the latest checkpoint of ``run_dir``, if there is one."""
+        if self.checkpoints is None:
+            return
+        path = latest_checkpoint(self.checkpoints)
+        if path is None:
+            return
+        groups, meta = read_checkpoint(path)
+        saved = meta.get("train_config", {})
+        changed = sorted(k for k, v in asdict(self.config).items()
+                         if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        if changed:
+            raise AnodiffError(
+                f"{path}: this run was started with other settings ({', '.join(changed)}); "
+                "use a new run folder, or the run's own settings to resume it"
+            )
+        load_state_into(self.model, groups["model"], path / "model.safetensors")
+        if self.ema is not None:
+            if "ema" not in groups:
+                raise CheckpointError(f"{path}: has no EMA weights but EMA is enabled")
+            load_state_into(self.ema.model, groups["ema"], path / "ema.safetensors")
+        try:
+            self.optimizer.load_state_dict(unflatten_optimizer(groups["optimizer"],
+                                                               meta["optimizer"]))
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: optimiser state does not fit ({err})") from err
+        torch.set_rng_state(groups["rng"]["torch"])
+        self.generator.set_state(groups["rng"]["generator"])
+        self.step = int(meta["step"])
+
+
+def _describe(objective: Objective) -> dict[str, Any]:
+    describe = getattr(objective, "describe", None)
+    return describe() if callable(describe) else {"objective": type(objective).__name__}
+
+
+def load_weights(checkpoint: Path, model: nn.Module, use_ema: bool = True) -> dict[str, Any]:
+    """Load a checkpoint's (EMA) weights into ``model`` for inference; returns its metadata.
+
+    ``checkpoint`` is a checkpoint directory or a run directory (its latest checkpoint).
+    """
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "checkpoints").is_dir():
+        found = latest_checkpoint(checkpoint / "checkpoints")
+        if found is None:
+            raise CheckpointError(f"{checkpoint}: the run has no finished checkpoint yet")
+        checkpoint = found
+    groups, meta = read_checkpoint(checkpoint)
+    group = "ema" if use_ema and "ema" in groups else "model"
+    load_state_into(model, groups[group], checkpoint / f"{group}.safetensors")
+    model.eval()
+    return meta
+
+
+def train_noise_aware_classifier(
+    classifier: nn.Module,
+    data: SampleSource,
+    schedule: NoiseSchedule,
+    config: TrainConfig,
+    *,
+    max_level: int | None = None,
+    run_dir: Path | None = None,
+    description: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, TrainHistory]:
+    """Train a classifier ``C(x_l, l)`` with cross-entropy on ``q_sample``d inputs.
+
+    ``data`` items need ``image`` and ``label``. Levels are uniform in [1, max_level] (all
+    of them by default), see :class:`~anodiff.diffusion.objectives.ClassifierObjective`.
+    The same loop, checkpoints and resume as the diffusion model; returns the network to
+    guide with (its EMA copy when ``config.ema_decay`` is set) and the history.
+    """
+    objective = ClassifierObjective(schedule, max_level=max_level)
+    trainer = Trainer(classifier, objective, config, run_dir, description, progress)
+    history = trainer.fit(data)
+    return trainer.inference_model, history
+

@@ -1,0 +1,9 @@
+"""Anomaly detection methods: each a :class:`~anodiff.methods.base.Detector` in its own module.
+
+Importing this package imports every method module so that their ``@register`` decorators
+run; :func:`anodiff.methods.base.available` then lists them.
+"""
+
+from anodiff.methods.base import AnomalyResult, Detector, MethodInfo, available, create, register
+
+__all__ = ["AnomalyResult", "Detector", "MethodInfo", "available", "create", "register"]
