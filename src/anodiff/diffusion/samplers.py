@@ -130,6 +130,7 @@ def dpmpp_2m_step(
     return x_to, Multistep(x0=x0, h=h)
 
 
+@torch.no_grad()
 def transport(
     eps_fn: EpsFn,
     x: Tensor,
@@ -148,7 +149,8 @@ def transport(
     ``solver``: ``ddim`` (deterministic, both directions), ``dpmpp2m`` (deterministic, both
     directions, second order) or ``ddpm`` (stochastic, toward less noise only; ``eta``,
     ``noise`` in {gaussian, simplex} and ``noise_options`` apply). The network is evaluated at
-    the current state and level of every hop (explicit scheme, Eq. 6 for encoding).
+    the current state and level of every hop (explicit scheme, Eq. 6 for encoding). Runs
+    without autograd (guidance wrappers that need a gradient enable it themselves).
     """
     if solver not in SOLVERS:
         raise AnodiffError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")

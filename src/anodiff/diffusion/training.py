@@ -227,11 +227,10 @@ class Trainer:
         """Write the full training state after ``self.step`` steps (atomically)."""
         assert self.checkpoints is not None
         optim_tensors, optim_rest = flatten_optimizer(self.optimizer.state_dict())
-        groups = {
-            "model": self.model.state_dict(),
-            "optimizer": optim_tensors,
-            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-        }
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        groups = {"model": self.model.state_dict(), "optimizer": optim_tensors, "rng": rng}
         if self.ema is not None:
             groups["ema"] = self.ema.model.state_dict()
         meta = {
@@ -275,6 +274,8 @@ class Trainer:
         except (KeyError, ValueError) as err:
             raise CheckpointError(f"{path}: optimiser state does not fit ({err})") from err
         torch.set_rng_state(groups["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in groups["rng"]:
+            torch.cuda.set_rng_state(groups["rng"]["cuda"], self.device)
         self.generator.set_state(groups["rng"]["generator"])
         self.step = int(meta["step"])
 

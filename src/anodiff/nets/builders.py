@@ -16,18 +16,26 @@ Presets (the design brief's ``quick``, ``cpu``, ``paper``):
   multipliers (1, 1, 2, 2, 4, 4), 2 residual blocks, attention at resolution 16 with one
   head. Guided-diffusion's learned variance (hybrid loss) is not reproduced: MONAI's UNet
   predicts the noise only, which DDIM sampling (all the paper uses) does not need.
+
+2-D networks are returned in ``channels_last`` memory format: with oneDNN convolutions this
+made one evaluation of the ``cpu`` UNet (batch 32, 64²) 25-30 % faster here (0.80 -> 0.57-0.60
+s); a training step is unchanged within run-to-run noise (1.7-2.0 s either way). Inputs need
+no conversion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder, DiffusionModelUNet
 from torch import nn
 
 from anodiff.errors import AnodiffError
+
+Net = TypeVar("Net", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ def build_unet(
     guidance). ``out_channels`` defaults to ``in_channels``.
     """
     cfg = net_config(preset)
-    return DiffusionModelUNet(
+    net = DiffusionModelUNet(
         spatial_dims=spatial_dims,
         in_channels=in_channels + cond_channels,
         out_channels=out_channels or in_channels,
@@ -98,6 +106,7 @@ def build_unet(
         norm_num_groups=cfg.norm_num_groups,
         num_class_embeds=num_class_embeds,
     )
+    return _fast_layout(net, spatial_dims)
 
 
 def build_classifier(
@@ -116,7 +125,7 @@ def build_classifier(
     cfg = net_config(preset)
     if len(image_size) != spatial_dims:
         raise AnodiffError(f"image_size {tuple(image_size)} does not have {spatial_dims} dims")
-    return DiffusionModelEncoder(
+    net = DiffusionModelEncoder(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=num_classes,
@@ -127,6 +136,12 @@ def build_classifier(
         num_head_channels=cfg.num_head_channels,
         norm_num_groups=cfg.norm_num_groups,
     )
+    return _fast_layout(net, spatial_dims)
+
+
+def _fast_layout(net: Net, spatial_dims: int) -> Net:
+    """Put 2-D convolution weights in channels_last layout (faster oneDNN kernels)."""
+    return net.to(memory_format=torch.channels_last) if spatial_dims == 2 else net
 
 
 def count_parameters(model: nn.Module) -> int:
