@@ -20,6 +20,7 @@ Network evaluations per image (NFE) are counted in :func:`transport` only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -118,15 +119,13 @@ def dpmpp_2m_step(
     """
     if float(sigma_to.max()) == 0.0:  # into clean data: lambda_to is infinite, first order
         return alpha_to * x0, Multistep(x0=x0, h=float("inf"))
-    lam_from = torch.log(alpha_from / sigma_from)
-    lam_to = torch.log(alpha_to / sigma_to)
-    h = float((lam_to - lam_from).flatten()[0])
-    if previous is None or not np.isfinite(previous.h):
+    h = float(torch.log(alpha_to / sigma_to) - torch.log(alpha_from / sigma_from))
+    if previous is None or not math.isfinite(previous.h):
         d = x0
     else:
         r = previous.h / h
         d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous.x0
-    x_to = (sigma_to / sigma_from) * x - alpha_to * torch.expm1(-(lam_to - lam_from)) * d
+    x_to = (sigma_to / sigma_from) * x - alpha_to * math.expm1(-h) * d
     return x_to, Multistep(x0=x0, h=h)
 
 
