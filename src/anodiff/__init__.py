@@ -6,7 +6,7 @@ is in :mod:`anodiff.diffusion`, the networks in :mod:`anodiff.nets`.
 
 from anodiff._version import __version__
 from anodiff.errors import AnodiffError, CheckpointError
-from anodiff.methods import AnomalyResult, Detector, MethodInfo, create
+from anodiff.methods import AnomalyResult, Detector, MethodInfo, create, load
 from anodiff.methods import available as methods
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "MethodInfo",
     "__version__",
     "create",
+    "load",
     "methods",
 ]

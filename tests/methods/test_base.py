@@ -24,14 +24,19 @@ def registered_method():
         presets = {"quick": MeanConfig(), "cpu": MeanConfig(1.0)}
 
         def fit(self, data):
+            self.build(tuple(data.shape[1:]))
             self.mean = data.mean(0)
 
+        def state(self):
+            return {"mean": self.mean}
+
+        def load_state(self, state):
+            self.mean = state["mean"]
+
         def localize(self, images):
+            self.check_fitted()
             amap = (images - self.mean).abs().sum(1)
             return AnomalyResult(anomaly_map=amap, score=amap.flatten(1).max(1).values, nfe=0)
-
-        def save(self, path):
-            raise NotImplementedError
 
     yield MeanDetector
     del base._REGISTRY["test-mean"]
@@ -70,3 +75,15 @@ def test_anomaly_result_checks_its_shapes() -> None:
     with pytest.raises(ValueError, match="uncertainty"):
         AnomalyResult(anomaly_map=amap, score=torch.zeros(2), nfe=0,
                       uncertainty=torch.zeros(2, 4, 5))
+
+
+def test_save_and_load_round_trip(registered_method, tmp_path) -> None:
+    det = anodiff.create("test-mean", preset="quick", smoothing=0.5)
+    with pytest.raises(anodiff.AnodiffError, match="call fit"):
+        det.localize(torch.zeros(1, 1, 8, 8))
+    det.fit(torch.rand(6, 2, 8, 8))
+    det.save(tmp_path / "model")
+    again = anodiff.load(tmp_path / "model")
+    assert isinstance(again, registered_method) and again.config == det.config
+    x = torch.rand(3, 2, 8, 8)
+    assert torch.equal(again.localize(x).anomaly_map, det.localize(x).anomaly_map)

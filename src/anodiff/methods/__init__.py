@@ -4,6 +4,14 @@ Importing this package imports every method module so that their ``@register`` d
 run; :func:`anodiff.methods.base.available` then lists them.
 """
 
-from anodiff.methods.base import AnomalyResult, Detector, MethodInfo, available, create, register
+from anodiff.methods.base import (
+    AnomalyResult,
+    Detector,
+    MethodInfo,
+    available,
+    create,
+    load,
+    register,
+)
 
-__all__ = ["AnomalyResult", "Detector", "MethodInfo", "available", "create", "register"]
+__all__ = ["AnomalyResult", "Detector", "MethodInfo", "available", "create", "load", "register"]

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from anodiff.errors import AnodiffError
+from anodiff.config import build, to_plain
+from anodiff.diffusion.checkpoint import load_state_into, read_checkpoint, write_checkpoint
+from anodiff.errors import AnodiffError, CheckpointError
 
 SUPERVISION = ("supervised", "semi", "weak", "self", "unsupervised", "none")
 
@@ -76,6 +78,10 @@ class Detector(ABC):
     """An anomaly localiser: ``fit`` on a dataset, ``localize`` images in [0, 1].
 
     Constructed from one frozen config dataclass (a preset, possibly with overrides).
+    Subclasses create their networks in :meth:`build` (called by ``fit`` once the input
+    shape is known, and by :func:`load`), list them in :meth:`networks`, and keep any other
+    fitted numbers (thresholds, histograms, memory banks) in :meth:`state` /
+    :meth:`load_state`; saving and loading is then generic.
     """
 
     name: ClassVar[str]
@@ -85,6 +91,7 @@ class Detector(ABC):
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.input_shape: tuple[int, ...] | None = None  # (C, H, W) the method was fitted on
 
     @abstractmethod
     def fit(self, data: Any) -> None:
@@ -94,9 +101,52 @@ class Detector(ABC):
     def localize(self, images: Tensor) -> AnomalyResult:
         """Anomaly maps (and what else the method gives) for images (N, C, H, W) in [0, 1]."""
 
-    @abstractmethod
-    def save(self, path: Path) -> None:
-        """Write config, safetensors weights and metadata into the directory ``path``."""
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create the networks for inputs of ``input_shape`` (C, H, W)."""
+        self.input_shape = tuple(int(v) for v in input_shape)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The trained networks, by name (saved as safetensors)."""
+        return {}
+
+    def state(self) -> dict[str, Tensor]:
+        """Fitted values that are not network weights."""
+        return {}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`state` returned (the base class has nothing to restore)."""
+        if state:
+            raise CheckpointError(f"{self.name}: unexpected saved values {sorted(state)}")
+
+    def check_fitted(self) -> None:
+        """Refuse to localise with an untrained detector (a clear error, not garbage maps)."""
+        if self.input_shape is None:
+            raise AnodiffError(f"{self.name}: call fit() (or anodiff.load a saved run) first")
+
+    def save(self, path: str | Path) -> Path:
+        """Write config, weights (safetensors) and metadata into directory ``path``."""
+        self.check_fitted()
+        groups = {f"net_{key}": net.state_dict() for key, net in self.networks().items()}
+        groups["state"] = self.state()
+        meta = {"method": self.name, "config": to_plain(self.config),
+                "input_shape": list(self.input_shape or ())}
+        return write_checkpoint(Path(path), groups, meta)
+
+
+def load(path: str | Path) -> Detector:
+    """Load a detector written by :meth:`Detector.save` (or a run folder's ``model``)."""
+    groups, meta = read_checkpoint(Path(path))
+    cls = _REGISTRY.get(meta.get("method", ""))
+    if cls is None:
+        raise CheckpointError(f"{path}: unknown method {meta.get('method')!r} in its metadata")
+    config = build(type(next(iter(cls.presets.values()))), meta["config"], meta["method"])
+    detector = cls(config)
+    detector.build(tuple(meta["input_shape"]))
+    for key, net in detector.networks().items():
+        load_state_into(net, groups.get(f"net_{key}", {}), Path(path) / f"net_{key}.safetensors")
+        net.eval()
+    detector.load_state(groups.get("state", {}))
+    return detector
 
 
 _REGISTRY: dict[str, type[Detector]] = {}
