@@ -92,6 +92,8 @@ class Detector(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
         self.input_shape: tuple[int, ...] | None = None  # (C, H, W) the method was fitted on
+        # Where training checkpoints go (set by `anodiff train`); fit resumes from it.
+        self.run_dir: Path | None = None
 
     @abstractmethod
     def fit(self, data: Any) -> None:

@@ -1,0 +1,65 @@
+"""Small pieces every method needs: its training images per supervision regime, the brain
+foreground, image scores from maps, and a healthy-calibrated threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from anodiff.errors import AnodiffError
+
+
+def training_images(data: Any, regime: str, with_labels: bool = False
+                    ) -> tuple[Tensor, Tensor | None]:
+    """Stack the images (N, C, H, W) a method of ``regime`` may train on, and their labels.
+
+    ``data`` is a dataset with ``for_regime`` (design brief, "who may use what": unsupervised
+    and self-supervised methods see healthy train slices only, weakly supervised ones all
+    train slices with image labels), or any indexable of dicts with ``image`` (and
+    ``label``), or a (N, C, H, W) tensor of healthy images.
+    """
+    if isinstance(data, Tensor | np.ndarray):
+        return torch.as_tensor(data, dtype=torch.float32), None
+    if hasattr(data, "for_regime"):
+        data = data.for_regime(regime)
+    if len(data) == 0:
+        raise AnodiffError(f"no training slices for a {regime} method in this dataset")
+    items = [data[i] for i in range(len(data))]
+    images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32) for item in items])
+    labels = None
+    if with_labels:
+        labels = torch.tensor([int(item["label"]) for item in items], dtype=torch.long)
+    return images, labels
+
+
+def foreground(images: Tensor) -> Tensor:
+    """Brain foreground (N, H, W): pixels above the image minimum in any channel.
+
+    The convention of the UPD study (Lagogiannis et al.): skull-stripped MRI has a constant
+    background at its minimum.
+    """
+    flat_min = images.flatten(2).min(-1).values[..., None, None]
+    return (images > flat_min).any(1)
+
+
+def image_scores(maps: Tensor, fg: Tensor, percentile: float) -> Tensor:
+    """Image score = the ``percentile`` of the map inside the foreground (0 if none)."""
+    scores = torch.zeros(maps.shape[0])
+    for i in range(maps.shape[0]):
+        values = maps[i][fg[i]]
+        if values.numel():
+            scores[i] = torch.quantile(values.float(), percentile / 100)
+    return scores
+
+
+def healthy_threshold(maps: Tensor, fg: Tensor, fpr: float) -> float:
+    """The map value exceeded by a fraction ``fpr`` of healthy foreground pixels."""
+    values = maps[fg].float()
+    if values.numel() == 0:
+        raise AnodiffError("cannot calibrate a threshold: the healthy images have no foreground")
+    values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))
+                    [:2_000_000]]  # quantile over at most 2 M pixels (torch's limit is 16 M)
+    return float(torch.quantile(values, 1 - fpr))
