@@ -58,4 +58,5 @@ def test_the_methods_own_mask_and_postprocessing_are_used() -> None:
     maps = rng.random(truth.shape)
     res = evaluate(maps, truth, rng.random(20), foreground=fg, predicted=truth.copy(),
                    postprocess=PostProcess(min_component_size=2))
-    assert res["dice_otsu"] == 1.0 and res["postprocess"]["min_component_size"] == 2
+    assert res["dice_own"] == 1.0 and res["dice_otsu"] < 0.5
+    assert res["postprocess"]["min_component_size"] == 2

@@ -70,8 +70,9 @@ def evaluate(
     """All metrics of one method on one test set.
 
     ``maps`` (N, H, W), ``truth`` (N, H, W) bool, ``scores`` (N,). ``labels`` default to
-    "the slice's mask has a positive pixel". ``predicted`` is the method's own mask; without
-    one, each map's Otsu threshold makes it. ``image_threshold`` (on scores) and
+    "the slice's mask has a positive pixel". The ``*_otsu`` figures use each map's own Otsu
+    threshold (Wolleb's protocol); ``predicted``, the method's own mask if it has one, adds
+    ``*_own`` figures. ``image_threshold`` (on scores) and
     ``pixel_threshold`` (on maps) come from healthy validation data; without them
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
     (N, C, H, W) give the healthy reconstruction residual.
@@ -87,8 +88,7 @@ def evaluate(
 
     pixels_truth, pixels_score = truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]]
     best = best_dice(pixels_truth, pixels_score)
-    masks = predicted.astype(bool) if predicted is not None else per_image_otsu(maps, fg)
-    masks = post.masks(masks)
+    masks = post.masks(per_image_otsu(maps, fg))
     detection = lesion_detection(masks, truth)
     results: dict[str, Any] = {
         "image_auroc": auroc(labels, scores),
@@ -114,6 +114,9 @@ def evaluate(
     if images is not None and pseudo_healthy is not None and healthy.any():
         residual = np.abs(images[healthy] - pseudo_healthy[healthy]).sum(1)
         results["healthy_residual"] = float(residual[fg[healthy]].mean())
+    if predicted is not None:
+        results.update(mask_metrics(post.masks(predicted.astype(bool))[anomalous],
+                                    truth[anomalous], "own"))
     if pixel_threshold is not None:
         at_threshold = post.masks((maps >= pixel_threshold) & fg)
         results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr"))
