@@ -20,7 +20,8 @@ vectorised: all fields of a batch and all octaves are evaluated together on broa
 (octave, field, D, H, W) coordinates, with no Python loop over pixels, batch elements or
 octaves (large inputs are split into chunks of fields only to bound memory). Speed for
 32 x 1 x 64 x 64 with 6 octaves, median of 10 calls after warm-up (measured here, 2 cores,
-2026-11-22: 26 ms; up to ~40 ms while other jobs share the CPU).
+2026-11-22: 26 ms on an idle machine; with another process saturating the cores, torch's 2
+threads contend and one call took up to ~1.8 s — use torch.set_num_threads(1) in data workers).
 """
 
 from __future__ import annotations
