@@ -23,6 +23,9 @@ missing sequence, shape or affine mismatches, a segmentation that is not a label
 missing/empty when ``require_masks=True``) can be skipped with ``on_error="skip"``: the case
 is left out, recorded in ``dataset.skipped`` and logged; loading fails only if no case is
 left. Folder-level problems (bad CSVs, unknown splits, ids without files) always raise.
+
+:func:`load_input` makes one detection input (a case folder, a volume or a 2-D image) into
+slices with the same per-case loaders, so detection sees exactly what training saw.
 """
 
 from __future__ import annotations
@@ -242,6 +245,23 @@ def open_dataset(
         raise AnodiffError(f"{root}: dataset folder not found")
     if on_error not in ("raise", "skip"):
         raise AnodiffError(f"on_error must be 'raise' or 'skip', got '{on_error}'")
+    options = _slice_options(size, fit, normalisation, normalisation_params, keep, require_masks)
+    if (root / "images").is_dir():
+        if sequences is not None:
+            raise AnodiffError(f"{root}: an images dataset has no sequences to choose")
+        return _open_images(root, options, on_error)
+    return _open_volumes(root, sequences, options, on_error)
+
+
+def _slice_options(
+    size: int,
+    fit: str,
+    normalisation: str,
+    normalisation_params: dict[str, float] | None,
+    keep: KeepRule | None,
+    require_masks: bool,
+) -> SliceOptions:
+    """Checked :class:`SliceOptions` (a boundary: values come from configs and users)."""
     options = SliceOptions(
         size=size,
         fit=fit,
@@ -253,11 +273,76 @@ def open_dataset(
     if fit not in FIT_MODES or size < 1:
         raise AnodiffError(f"fit must be one of {FIT_MODES} and size positive (got {fit}, {size})")
     normalisation_settings(normalisation, **dict(options.normalisation_params))
-    if (root / "images").is_dir():
-        if sequences is not None:
-            raise AnodiffError(f"{root}: an images dataset has no sequences to choose")
-        return _open_images(root, options, on_error)
-    return _open_volumes(root, sequences, options, on_error)
+    return options
+
+
+# ---- one input, for detection ----------------------------------------------------------------
+
+
+def load_input(
+    path: str | Path,
+    sequences: Sequence[str] | None,
+    *,
+    size: int = 64,
+    fit: str = "resize",
+    normalisation: str = "percentile",
+    normalisation_params: dict[str, float] | None = None,
+) -> SliceDataset:
+    """One input to run a trained model on, made into slices exactly as training data is.
+
+    ``sequences`` are a volumes model's channels, in order: the input is then a case folder
+    holding ``<case>_<seq>.*`` for each of them (a segmentation there is ignored) or, for a
+    one-sequence model, a single 3-D image or DICOM series folder. ``None`` means an images
+    model: the input is one 2-D image (grey or RGB). ``size``, ``fit`` and ``normalisation``
+    are as for :func:`open_dataset`; the case loaders are the training ones, so training and
+    detection cannot drift apart. One difference, on purpose: no slice range is pruned. Every
+    slice with foreground is kept so that a map covers the whole volume; slices without
+    foreground are left out and come back as 0 from ``reassemble``.
+
+    Returns a one-case :class:`SliceDataset` named after the folder or file stem (split
+    ``test``, labels 0 and empty masks: a detection input carries no annotation), whose
+    ``reassemble`` and ``reference_image`` put maps back on the input's grid; for a case
+    folder the reference is the first sequence's image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AnodiffError(f"{path}: not found")
+    options = _slice_options(
+        size, fit, normalisation, normalisation_params, ForegroundExtent(0.0), False
+    )
+    name = path.name if path.is_dir() else image_stem(path)
+    if sequences is None:
+        channels: list[int] = []
+
+        def load(key: str) -> _Loaded:
+            return _load_image(key, path, None, 0, channels, options)
+
+        return _collect(path, [name], load, {name: "test"}, ("image",), options, "raise")
+    names = tuple(sequences)
+    files = _input_files(path, names)
+
+    def load_volume(key: str) -> _Loaded:
+        return _load_case(key, files, names, options)
+
+    return _collect(path, [name], load_volume, {name: "test"}, names, options, "raise")
+
+
+def _input_files(path: Path, sequences: tuple[str, ...]) -> dict[str, list[Path]]:
+    """``{sequence: paths}`` of one detection input for a volumes model (no segmentation).
+
+    A folder with ``<folder>_*`` images is a case folder; any other folder is a DICOM
+    series, and it or a single file is the one sequence of a one-sequence model.
+    """
+    if path.is_dir():
+        found = _case_files(path)
+        if found or len(sequences) > 1:
+            return {seq: paths for seq, paths in found.items() if seq != "seg"}
+    elif len(sequences) > 1:
+        raise AnodiffError(
+            f"{path}: a single image, but the model takes the sequences {list(sequences)}; "
+            f"give a case folder <case>/<case>_<sequence>.* instead"
+        )
+    return {sequences[0]: [path]}
 
 
 # ---- volumes layout ------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""``anodiff benchmark CONFIG --out DIR``: methods x datasets -> tables, curves, grids, report.
+
+The config (YAML, validated against :class:`BenchmarkConfig`)::
+
+    title: embedded benchmark
+    datasets: {tumour: synth/tumour, stroke: synth/stroke}   # relative to the config file
+    methods:
+      - {method: threshold, preset: cpu}
+      - {method: autoencoder, preset: cpu, label: vae, settings: {train: {steps: 800}}}
+    data: {size: 64}            # DataConfig, shared by every method
+    fpr: 0.01                   # healthy-validation false-positive rate for thresholds
+    postprocess: {median_size: 1}
+
+Each method x dataset trains into ``DIR/runs/<dataset>/<label>`` (a rerun resumes or reuses
+finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``. The results go to
+``DIR/results.{md,csv,json}``, per-dataset ROC/PR curves of all methods, and
+``DIR/report.html``, which embeds everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anodiff.config import build, load_yaml, to_plain
+from anodiff.diffusion.checkpoint import write_text_atomic
+from anodiff.errors import AnodiffError
+from anodiff.evaluation.runner import Predictions
+from anodiff.report.figures import curves
+from anodiff.report.html import write_report
+from anodiff.scoring.postprocess import PostProcess
+from anodiff.workflows.evaluate import evaluate_detector, json_ready
+from anodiff.workflows.run import DataConfig, load_run, run_log, train_run
+
+log = logging.getLogger("anodiff")
+
+COLUMNS = ("dataset", "method", "image_auroc", "image_ap", "pixel_auroc", "pixel_ap",
+           "dice_max", "dice_otsu", "precision_otsu", "hd95_otsu", "vs_otsu", "dice_fpr",
+           "lesion_detection_rate", "healthy_fp_area", "healthy_residual",
+           "seconds_per_image", "nfe_per_image", "train_seconds", "n_images")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One method of the benchmark: name, preset, a label for tables, setting overrides."""
+
+    method: str
+    preset: str = "cpu"
+    label: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """A benchmark: datasets (name -> folder) x methods, shared data and threshold settings."""
+
+    datasets: dict[str, str]
+    methods: tuple[MethodEntry, ...]
+    title: str = "anodiff benchmark"
+    data: DataConfig = field(default_factory=DataConfig)
+    fpr: float = 0.01
+    postprocess: PostProcess = field(default_factory=PostProcess)
+
+
+def load_benchmark(path: Path) -> tuple[BenchmarkConfig, Path]:
+    """Read and validate a benchmark config; returns it and the folder paths are relative to."""
+    config = build(BenchmarkConfig, load_yaml(path), "")
+    if not config.methods or not config.datasets:
+        raise AnodiffError(f"{path}: needs at least one dataset and one method")
+    labels = [m.name for m in config.methods]
+    if len(set(labels)) != len(labels):
+        raise AnodiffError(f"{path}: method labels must be unique, got {labels}")
+    return config, Path(path).resolve().parent
+
+
+def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig) -> float:
+    """Train (or resume, or reuse a finished run); returns the seconds spent now."""
+    if (run / "model").is_dir():
+        log.info("reusing the finished run %s", run)
+        return math.nan
+    start = time.perf_counter()
+    train_run(entry.method, data_root, run, entry.preset,
+              {"method": entry.settings, "data": to_plain(data)})
+    return time.perf_counter() - start
+
+
+def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
+    """Run every method on every dataset; write results, curves and the HTML report."""
+    config, base = load_benchmark(config_path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    figures: list[tuple[str, Path]] = []
+    with run_log(out, "benchmark"):
+        for dataset, folder in config.datasets.items():
+            root = (base / folder).resolve()
+            if not root.is_dir():
+                raise AnodiffError(f"{config_path}: dataset {dataset!r} folder {root} not found"
+                                   " (build the embedded one with `anodiff data synth`)")
+            data = config.data.open(root)
+            predictions: dict[str, Predictions] = {}
+            for entry in config.methods:
+                log.info("benchmark: %s on %s", entry.name, dataset)
+                run = out / "runs" / dataset / entry.name
+                train_seconds = _train(entry, root, run, config.data)
+                detector, _ = load_run(run)
+                metrics, test = evaluate_detector(
+                    detector, data, out / "eval" / dataset / entry.name,
+                    title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
+                    fpr=config.fpr)
+                predictions[entry.name] = test
+                rows.append({"dataset": dataset, "method": entry.name,
+                             "train_seconds": train_seconds, **metrics})
+                figures.append((f"{entry.name} on {dataset}: examples (largest lesions first)",
+                                out / "eval" / dataset / entry.name / "grid.png"))
+            figures += _dataset_curves(dataset, predictions, out)
+        _write_tables(rows, out)
+        write_report(out / "report.html", config.title, rows, COLUMNS, figures,
+                     settings={"config": str(config_path), **to_plain(config)},
+                     notes=["Pixel metrics pool the brain pixels of the anomalous test slices;"
+                            " *_fpr figures threshold at the value exceeded by "
+                            f"{config.fpr:.0%} of healthy validation pixels; dice_max is an "
+                            "oracle (test labels choose its threshold).",
+                            "train_seconds is empty when a finished run was reused."])
+    return rows
+
+
+def _dataset_curves(dataset: str, predictions: dict[str, Predictions], out: Path
+                    ) -> list[tuple[str, Path]]:
+    """Image- and pixel-level ROC/PR curves of all methods on one dataset."""
+    image, pixel = {}, {}
+    for name, test in predictions.items():
+        fg = test.foreground
+        anomalous = test.truth.reshape(len(test.truth), -1).any(1)
+        image[name] = (test.labels, test.scores)
+        pixel[name] = (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])
+    folder = out / "eval" / dataset
+    return [
+        (f"{dataset}: image-level curves", curves(image, folder / "curves_image.png",
+                                                  f"{dataset}: image level")),
+        (f"{dataset}: pixel-level curves", curves(pixel, folder / "curves_pixel.png",
+                                                  f"{dataset}: pixel level")),
+    ]
+
+
+def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    """results.json (everything), results.csv and results.md (the main columns)."""
+    write_text_atomic(out / "results.json", json.dumps(json_ready(rows), indent=2))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(json_ready(rows))
+    write_text_atomic(out / "results.csv", buffer.getvalue())
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "–" if math.isnan(value) else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c, math.nan)) for c in COLUMNS) + " |"
+              for row in rows]
+    write_text_atomic(out / "results.md", "\n".join(lines) + "\n")

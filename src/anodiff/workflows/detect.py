@@ -1,0 +1,225 @@
+"""``anodiff detect RUN INPUT… --out DIR``: maps, masks and pseudo-healthy images for files.
+
+Each input is made into slices by :func:`anodiff.data.datasets.load_input` with the run's
+data options (sequences in channel order, normalisation, fit mode and size), i.e. by the
+very loaders training used, so detection sees what the model was trained on. One difference
+is deliberate: no slice range is pruned, every slice with foreground is localised, and
+slices without foreground get a zero map. Slices are localised in batches by
+:func:`anodiff.evaluation.runner.predict` (the same loop ``anodiff evaluate`` times and
+counts NFE with), and the maps are put back on the input's grid (``unfit``, then
+``slices_to_volume``) and written with :func:`~anodiff.data.io.write_like` in the input's
+own format and geometry (a case folder's reference is its first sequence's image)::
+
+    DIR/<name>_anomaly_map.<ext>                 float map, higher = more anomalous
+    DIR/<name>_mask.<ext>                        the method's own mask, else per-image Otsu
+    DIR/<name>_pseudo_healthy_<sequence>.<ext>   where the method makes one
+    DIR/scores.csv                               one row per input, written as they finish
+
+``<name>`` is the case folder's name or the file's stem. A bad input (unreadable, a missing
+sequence, the wrong number of channels, not 2-D/3-D as the model needs) is logged and
+recorded in scores.csv with ``status=error``, and the other inputs still run.
+
+Inputs are never written to: ``DIR`` may not be an input nor lie inside an input folder (a
+map written into a DICOM series folder would join the series), an output that would take an
+input's place is refused, and two inputs with the same name are refused rather than letting
+the second overwrite the first's maps.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from anodiff.data.datasets import SliceDataset, load_input
+from anodiff.data.io import image_stem, write_like
+from anodiff.errors import AnodiffError
+from anodiff.evaluation.runner import Predictions, predict
+from anodiff.methods.base import Detector
+from anodiff.scoring.thresholds import per_image_otsu
+from anodiff.workflows.run import RunSpec, load_run
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.csv"
+_RGB = ("red", "green", "blue")  # channel names of an RGB image's pseudo-healthy outputs
+_PSEUDO_HEALTHY = "anodiff pseudo-healthy image (normalised [0, 1] intensities)"
+
+
+@dataclass(frozen=True)
+class DetectRow:
+    """One row of ``scores.csv``: an input and what came of it.
+
+    ``score`` is the image score for a 2-D image and the maximum slice score for a volume;
+    ``anomalous_slices`` counts the slices whose mask (on the model grid) has a pixel;
+    ``seconds`` is the wall time for the input, reading and writing included. The numbers
+    are None (empty cells) when ``status`` is ``error``; ``message`` then says why.
+    """
+
+    input: str
+    name: str
+    status: str  # "ok" or "error"
+    message: str = ""
+    score: float | None = None
+    n_slices: int | None = None
+    anomalous_slices: int | None = None
+    seconds: float | None = None
+    nfe_per_slice: float | None = None
+
+
+@dataclass(frozen=True)
+class DetectReport:
+    """What :func:`detect_inputs` did: one row per input, in input order, and the CSV."""
+
+    rows: tuple[DetectRow, ...]
+    scores_csv: Path
+
+    @property
+    def failures(self) -> tuple[DetectRow, ...]:
+        """The inputs that could not be processed (``status == "error"``)."""
+        return tuple(row for row in self.rows if row.status == "error")
+
+
+def detect_inputs(
+    run: Path,
+    inputs: Sequence[Path],
+    out: Path,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> DetectReport:
+    """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
+
+    ``inputs``: case folders (``<case>/<case>_<seq>.*``, the volumes layout), single 3-D
+    images or DICOM series folders (for a one-sequence model), or 2-D images (for a model
+    trained on the images layout). ``out`` is created if missing. Pseudo-healthy images are
+    written in the normalised [0, 1] intensity scale the model works in, not in the input's
+    raw intensities. Problems with the run or ``out`` raise :class:`AnodiffError`; problems
+    with one input are recorded in its row and the others go on (see the module docstring).
+    """
+    run, out = Path(run), Path(out)
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise AnodiffError("detect: no inputs given")
+    if batch_size < 1:
+        raise AnodiffError(f"detect: batch_size must be positive, got {batch_size}")
+    detector, spec = load_run(run)
+    # Training records the sequences it used; an images model has none.
+    sequences = tuple(spec.data.sequences) if spec.data.sequences else None
+    _check_out(out, paths)
+    out.mkdir(parents=True, exist_ok=True)
+    protected = frozenset(p.resolve() for p in paths)
+    taken: dict[str, Path] = {}
+    rows: list[DetectRow] = []
+    with open(out / SCORES_FILE, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(DetectRow)])
+        writer.writeheader()
+        for path in tqdm(paths, desc=f"detect ({spec.method})", unit="input",
+                         disable=not progress):
+            row = _detect_one(detector, spec, sequences, path, out, protected, taken,
+                              batch_size)
+            writer.writerow(asdict(row))
+            f.flush()
+            rows.append(row)
+    failed = sum(row.status == "error" for row in rows)
+    log.info("detect: %d input(s) done, %d failed; scores in %s", len(rows) - failed, failed,
+             out / SCORES_FILE)
+    return DetectReport(tuple(rows), out / SCORES_FILE)
+
+
+def _detect_one(
+    detector: Detector,
+    spec: RunSpec,
+    sequences: tuple[str, ...] | None,
+    path: Path,
+    out: Path,
+    protected: frozenset[Path],
+    taken: dict[str, Path],
+    batch_size: int,
+) -> DetectRow:
+    """Process one input into its files and row; an AnodiffError becomes an error row."""
+    start = time.perf_counter()
+    name = path.name if path.is_dir() else image_stem(path)  # as load_input names the case
+    try:
+        if name.casefold() in taken:  # casefold: case-insensitive file systems
+            raise AnodiffError(f"{path}: its outputs would be named '{name}', like those of "
+                               f"{taken[name.casefold()]}; rename one of them")
+        taken[name.casefold()] = path
+        data = load_input(path, sequences, size=spec.data.size, fit=spec.data.fit,
+                          normalisation=spec.data.normalisation)
+        shape = tuple(data.images.shape[1:])
+        if shape != tuple(detector.input_shape or ()):
+            raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
+                               f"the model takes {tuple(detector.input_shape or ())}")
+        predictions = predict(detector, data, batch_size, progress=False)
+        masks = predictions.masks
+        if masks is None:
+            masks = per_image_otsu(predictions.maps, predictions.foreground)
+        _write_outputs(data, name, predictions, masks, out, protected)
+    except AnodiffError as err:
+        log.warning("detect: %s failed: %s", path, err)
+        return DetectRow(str(path), name, "error", str(err))
+    return DetectRow(
+        input=str(path),
+        name=name,
+        status="ok",
+        score=float(predictions.scores.max()),
+        n_slices=len(data),
+        anomalous_slices=int(masks.any(axis=(1, 2)).sum()),
+        seconds=round(time.perf_counter() - start, 3),
+        nfe_per_slice=float(predictions.nfe_per_image),
+    )
+
+
+def _write_outputs(
+    data: SliceDataset,
+    name: str,
+    predictions: Predictions,
+    masks: np.ndarray,
+    out: Path,
+    protected: frozenset[Path],
+) -> None:
+    """Write the map, mask and pseudo-healthy images of one input on its own grid.
+
+    Every output is checked against the inputs before the first is written, so a refused
+    input leaves no partial results behind.
+    """
+    outputs: list[tuple[str, np.ndarray, str | None]] = [
+        (f"{name}_anomaly_map", predictions.maps, None),
+        (f"{name}_mask", masks, None),
+    ]
+    if predictions.pseudo_healthy is not None:
+        channels = predictions.pseudo_healthy.shape[1]
+        names = data.sequences if len(data.sequences) == channels else _RGB
+        outputs += [(f"{name}_pseudo_healthy_{channel}", predictions.pseudo_healthy[:, c],
+                     _PSEUDO_HEALTHY) for c, channel in enumerate(names)]
+    folder = out.resolve()
+    for stem, _, _ in outputs:
+        # write_like keeps the stem and picks the extension, so a clash is a same-stem input
+        if any(p.parent == folder and image_stem(p) == stem for p in protected):
+            raise AnodiffError(f"{out / stem}: would overwrite an input of this run; choose "
+                               "another --out")
+    reference = data.reference_image(name)
+    for stem, slices, description in outputs:
+        write_like(data.reassemble(name, slices), reference, out / stem, description=description)
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is a file, an input, or inside an input folder."""
+    if out.exists() and not out.is_dir():
+        raise AnodiffError(f"{out}: exists and is not a folder; --out needs a folder")
+    target = out.resolve()
+    for path in inputs:
+        source = path.resolve()
+        if source == target or (path.is_dir() and source in target.parents):
+            raise AnodiffError(f"{out}: is or lies inside the input {path}; write the results "
+                               "to a folder of their own")
+        if source == target / SCORES_FILE:
+            raise AnodiffError(f"{path}: an input named like the {SCORES_FILE} that detect "
+                               f"writes into {out}; choose another --out")

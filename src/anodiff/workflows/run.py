@@ -1,0 +1,169 @@
+"""Run folders and ``anodiff train``.
+
+A run folder holds everything needed to reuse a trained method::
+
+    RUN/run.yaml        method, preset, resolved method config, data options, data path
+    RUN/model/          the fitted detector (anodiff.load), written when training ends
+    RUN/checkpoints/    training checkpoints (a rerun resumes from the latest)
+    RUN/train.log       the log of every training session in this folder
+
+Config files are YAML with two optional sections, ``method`` (the method's settings, e.g.
+``train: {steps: 500}``) and ``data`` (:class:`DataConfig`); ``--set method.train.lr=1e-3``
+overrides a key. Unknown keys and wrong types are named in the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
+from anodiff.data import DropEnds, ForegroundExtent, SliceDataset, open_dataset
+from anodiff.diffusion.checkpoint import write_text_atomic
+from anodiff.errors import AnodiffError
+from anodiff.methods.base import Detector, load, method_class
+
+RUN_FILE = "run.yaml"
+log = logging.getLogger("anodiff")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a dataset folder becomes model inputs (see :func:`anodiff.data.open_dataset`)."""
+
+    sequences: tuple[str, ...] | None = None  # channels in order; None = all, sorted
+    size: int = 64
+    fit: Literal["resize", "pad"] = "resize"
+    normalisation: Literal["percentile", "max", "brain"] = "percentile"
+    keep_fraction: float | None = 0.1  # keep slices with >= this share of the max brain area
+    drop_inferior: int = 0  # or drop fixed counts of slices at the ends (Wolleb: 80, 26)
+    drop_superior: int = 0
+    on_error: Literal["raise", "skip"] = "skip"
+
+    def open(self, root: str | Path) -> SliceDataset:
+        """Open ``root`` with these options."""
+        if self.drop_inferior or self.drop_superior:
+            keep = DropEnds(self.drop_inferior, self.drop_superior)
+        else:
+            keep = None if self.keep_fraction is None else ForegroundExtent(self.keep_fraction)
+        return open_dataset(root, sequences=self.sequences, size=self.size, fit=self.fit,
+                            normalisation=self.normalisation, keep=keep,
+                            on_error=self.on_error)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The content of ``run.yaml``."""
+
+    method: str
+    preset: str
+    data_root: str
+    data: DataConfig
+    method_config: dict[str, Any]
+
+
+def config_values(config_file: Path | None, overrides: list[str]) -> dict[str, Any]:
+    """A YAML config file (optional) with ``--set key=value`` overrides merged over it."""
+    return merge(load_yaml(config_file) if config_file else {}, parse_overrides(overrides))
+
+
+def resolve_settings(method: str, preset: str, values: dict[str, Any]
+                     ) -> tuple[Any, DataConfig]:
+    """The method config (preset + ``values['method']``) and data config, validated."""
+    cls = method_class(method)
+    unknown = sorted(set(values) - {"method", "data"})
+    if unknown:
+        raise AnodiffError(f"{unknown[0]}: unknown section; a config has 'method' and 'data'")
+    if preset not in cls.presets:
+        raise AnodiffError(f"{method}: unknown preset '{preset}'; choose one of "
+                           f"{list(cls.presets)}")
+    base = cls.presets[preset]
+    method_config = build(type(base), values.get("method", {}), "method", base=base)
+    return method_config, build(DataConfig, values.get("data", {}), "data")
+
+
+def read_run(run: Path) -> RunSpec:
+    """Read ``RUN/run.yaml`` with clear errors."""
+    spec_file = Path(run) / RUN_FILE
+    if not spec_file.is_file():
+        raise AnodiffError(f"{run}: not a run folder ({RUN_FILE} missing); "
+                           "create one with `anodiff train`")
+    values = load_yaml(spec_file)
+    try:
+        return RunSpec(method=values["method"], preset=values["preset"],
+                       data_root=values["data_root"],
+                       data=build(DataConfig, values.get("data", {}), "data"),
+                       method_config=values.get("method_config", {}))
+    except KeyError as err:
+        raise AnodiffError(f"{spec_file}: missing key {err}") from err
+
+
+@contextmanager
+def run_log(run: Path, name: str):
+    """Log (INFO and above) into ``RUN/<name>.log`` while the block runs."""
+    handler = logging.FileHandler(Path(run) / f"{name}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
+
+
+def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
+              values: dict[str, Any] | None = None) -> Detector:
+    """``anodiff train``: fit ``method`` on the dataset, resumably, into the run folder.
+
+    ``values`` holds the ``method`` and ``data`` sections (see :func:`config_values`).
+    """
+    run = Path(run)
+    method_config, data_config = resolve_settings(method, preset, values or {})
+    data = data_config.open(data_root)
+    volumes_layout = not (Path(data_root) / "images").is_dir()
+    if volumes_layout and data_config.sequences is None:  # record the channels actually used
+        data_config = replace(data_config, sequences=tuple(data.sequences))
+    spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
+                   to_plain(method_config))
+    if (run / RUN_FILE).is_file():
+        previous = read_run(run)
+        if (previous.method, previous.preset) != (method, preset) or \
+                previous.method_config != spec.method_config or previous.data != data_config:
+            raise AnodiffError(
+                f"{run}: holds a run with other settings ({previous.method}, preset "
+                f"{previous.preset}); use a new --out folder, or the same settings to resume")
+    run.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run / RUN_FILE, yaml.safe_dump({
+        "method": method, "preset": preset, "data_root": spec.data_root,
+        "data": to_plain(data_config), "method_config": spec.method_config}, sort_keys=False))
+    with run_log(run, "train"):
+        log.info("train %s (preset %s) on %s into %s", method, preset, data_root, run)
+        for case, problem in data.skipped:
+            log.warning("skipped case %s: %s", case, problem)
+        log.info("%d slices (%d train), channels %s", len(data), len(data.split("train")),
+                 ", ".join(data.sequences) or "-")
+        detector = method_class(method)(method_config)
+        detector.run_dir = run
+        detector.fit(data)
+        detector.save(run / "model")
+        log.info("saved the fitted detector to %s", run / "model")
+    return detector
+
+
+def load_run(run: Path) -> tuple[Detector, RunSpec]:
+    """The fitted detector of a run folder and its spec."""
+    spec = read_run(run)
+    model = Path(run) / "model"
+    if not model.is_dir():
+        raise AnodiffError(f"{run}: training has not finished (no model/ yet); rerun "
+                           "`anodiff train` with the same --out to resume it")
+    return load(model), replace(spec)

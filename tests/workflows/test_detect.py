@@ -1,0 +1,251 @@
+"""Tests for anodiff.workflows.detect: maps in the input's geometry, errors per input, 2-D."""
+
+import csv
+import hashlib
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image as PILImage
+
+from anodiff.errors import AnodiffError
+from anodiff.methods.base import AnomalyResult
+from anodiff.methods.threshold import ThresholdDetector
+from anodiff.workflows.detect import detect_inputs
+from anodiff.workflows.run import train_run
+
+SHAPE = (24, 24, 10)
+SEQUENCES = ("flair", "t1")
+LESION = (slice(10, 12), slice(11, 14), slice(4, 6))  # 12 voxels, < 1 % of the brain
+
+
+def oblique_affine() -> np.ndarray:
+    """LPS-like, anisotropic, rotated 12 degrees about the axial axis."""
+    a = np.deg2rad(12)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-1.1, -0.9, 2.0])
+    affine[:3, 3] = [12.0, 15.0, -9.0]
+    return affine
+
+
+def brain() -> np.ndarray:
+    g = np.indices(SHAPE).astype(float)
+    return (g[0] - 11.5) ** 2 / 110 + (g[1] - 11.5) ** 2 / 110 + (g[2] - 4.5) ** 2 / 12 < 1
+
+
+def write_case(root: Path, case: str, seed: int, *, lesion: bool) -> None:
+    folder = root / case
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    seg = np.zeros(SHAPE, np.uint8)
+    if lesion:
+        seg[LESION] = 1
+    for k, seq in enumerate(SEQUENCES):
+        volume = np.where(brain(), rng.normal(70 + 20 * k, 5, SHAPE), 0.0)
+        volume[seg > 0] = 200.0
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), oblique_affine()),
+                 folder / f"{case}_{seq}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, oblique_affine()), folder / f"{case}_seg.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def volume_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A threshold run trained on four healthy cases, and a lesioned case to detect on."""
+    root = tmp_path_factory.mktemp("volumes")
+    for i in range(4):
+        write_case(root / "DATA", f"case{i}", i, lesion=False)
+    write_case(root / "inputs", "sick", 9, lesion=True)
+    train_run("threshold", root / "DATA", root / "run", preset="quick",
+              values={"data": {"size": 16}})
+    return root / "run", root / "inputs" / "sick"
+
+
+def read_scores(out: Path) -> list[dict[str, str]]:
+    with open(out / "scores.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_case_folder_maps_in_input_geometry(volume_run: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    run, case = volume_run
+    report = detect_inputs(run, [case], tmp_path / "out", progress=False)
+    assert not report.failures
+    reference = nib.load(case / "sick_flair.nii.gz")
+    amap = nib.load(tmp_path / "out" / "sick_anomaly_map.nii.gz")
+    mask = nib.load(tmp_path / "out" / "sick_mask.nii.gz")
+    for image in (amap, mask):
+        assert image.shape == SHAPE
+        np.testing.assert_allclose(image.affine, reference.affine, atol=1e-5)
+    values = amap.get_fdata()
+    lesion = nib.load(case / "sick_seg.nii.gz").get_fdata() > 0
+    assert values[lesion].mean() > values[brain() & ~lesion].mean()
+    empty = ~brain().any(axis=(0, 1))
+    assert empty.sum() == 4 and np.all(values[:, :, empty] == 0)  # no foreground: zero map
+    assert mask.get_fdata()[lesion].mean() > 0.5
+    assert not (tmp_path / "out" / "sick_pseudo_healthy_flair.nii.gz").exists()  # none here
+
+    (row,) = read_scores(tmp_path / "out")
+    assert (row["input"], row["name"], row["status"], row["message"]) == (
+        str(case), "sick", "ok", "")
+    assert int(row["n_slices"]) == int(brain().any(axis=(0, 1)).sum())  # every brain slice
+    assert 2 <= int(row["anomalous_slices"]) <= int(row["n_slices"])
+    assert float(row["score"]) == report.rows[0].score and float(row["nfe_per_slice"]) == 0
+    assert float(row["seconds"]) >= 0
+
+
+def test_pseudo_healthy_per_sequence(volume_run: tuple[Path, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method with pseudo-healthy images (here: the input itself) gets one file each."""
+    run, case = volume_run
+    localize = ThresholdDetector.localize
+
+    def with_pseudo_healthy(self: ThresholdDetector, images: torch.Tensor) -> AnomalyResult:
+        return replace(localize(self, images), pseudo_healthy=images.clone())
+
+    monkeypatch.setattr(ThresholdDetector, "localize", with_pseudo_healthy)
+    detect_inputs(run, [case], tmp_path, progress=False)
+    for seq in SEQUENCES:
+        healthy = nib.load(tmp_path / f"sick_pseudo_healthy_{seq}.nii.gz").get_fdata()
+        assert healthy.shape == SHAPE and healthy.min() >= 0 and healthy.max() <= 1
+        assert healthy[brain()].mean() > 0.2
+        assert np.all(healthy[:, :, ~brain().any(axis=(0, 1))] == 0)
+
+
+def test_bad_inputs_are_recorded_and_the_rest_runs(volume_run: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    run, case = volume_run
+    missing = tmp_path / "half"
+    missing.mkdir()
+    (missing / "half_flair.nii.gz").write_bytes((case / "sick_flair.nii.gz").read_bytes())
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("not an image")
+    inputs = [missing, case, text, tmp_path / "nowhere"]
+    report = detect_inputs(run, inputs, tmp_path / "out", progress=False)
+
+    assert [row.status for row in report.rows] == ["error", "ok", "error", "error"]
+    assert [row.input for row in report.failures] == [str(missing), str(text),
+                                                       str(tmp_path / "nowhere")]
+    assert "missing sequence" in report.rows[0].message and "t1" in report.rows[0].message
+    assert str(text) in report.rows[2].message
+    assert (tmp_path / "out" / "sick_anomaly_map.nii.gz").is_file()
+    rows = read_scores(tmp_path / "out")
+    assert [r["status"] for r in rows] == ["error", "ok", "error", "error"]
+    assert rows[0]["message"] == report.rows[0].message and rows[0]["score"] == ""
+
+
+def test_inputs_are_never_written_to(volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run, case = volume_run
+    before = digests(case)
+    detect_inputs(run, [case], tmp_path / "out", progress=False)
+    assert digests(case) == before
+    with pytest.raises(AnodiffError, match="inside the input"):
+        detect_inputs(run, [case], case / "maps", progress=False)  # would join the case
+    assert digests(case) == before and not (case / "maps").exists()
+
+
+def test_same_name_twice_is_refused(volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run, case = volume_run
+    twin = tmp_path / "elsewhere" / "sick"
+    twin.mkdir(parents=True)
+    for p in case.iterdir():
+        (twin / p.name).write_bytes(p.read_bytes())
+    report = detect_inputs(run, [case, twin], tmp_path / "out", progress=False)
+    assert [row.status for row in report.rows] == ["ok", "error"]
+    assert "rename" in report.rows[1].message
+
+
+def test_single_volume_for_a_one_sequence_model(volume_run: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    run, case = volume_run
+    data = Path(run).parent / "DATA"
+    one = tmp_path / "run1"
+    train_run("threshold", data, one, preset="quick",
+              values={"data": {"size": 16, "sequences": ["flair"]}})
+    volume = case / "sick_flair.nii.gz"
+    report = detect_inputs(one, [volume, case], tmp_path / "out", progress=False)
+    assert [row.status for row in report.rows] == ["ok", "ok"]
+    assert [row.name for row in report.rows] == ["sick_flair", "sick"]
+    assert nib.load(tmp_path / "out" / "sick_flair_anomaly_map.nii.gz").shape == SHAPE
+    # a two-sequence model cannot take one volume
+    report = detect_inputs(run, [volume], tmp_path / "out2", progress=False)
+    assert "case folder" in report.rows[0].message
+
+
+def test_run_yaml_records_the_sequences_so_detect_needs_no_training_data(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """Training writes the channels it used into run.yaml; the training folder may go."""
+    run, case = volume_run
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    spec = yaml.safe_load((moved / "run.yaml").read_text())
+    assert spec["data"]["sequences"] == sorted(SEQUENCES)
+    spec["data_root"] = str(tmp_path / "gone")
+    (moved / "run.yaml").write_text(yaml.safe_dump(spec))
+    report = detect_inputs(moved, [case], tmp_path / "out", progress=False)
+    assert report.rows[0].score == detect_inputs(run, [case], tmp_path / "out2",
+                                                 progress=False).rows[0].score
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    PILImage.fromarray(array.astype(np.uint8)).save(path)
+
+
+def grey_image(seed: int, shape: tuple[int, int] = (20, 28), lesion: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    g = np.indices(shape).astype(float)
+    disc = (g[0] - shape[0] / 2) ** 2 + (g[1] - shape[1] / 2) ** 2 < (min(shape) / 2 - 1) ** 2
+    image = np.where(disc, rng.normal(100, 8, shape), 0)
+    if lesion:
+        image[8:11, 12:15] = 250
+    return np.clip(image, 0, 255)
+
+
+def test_png_in_png_out(tmp_path: Path) -> None:
+    data = tmp_path / "DATA"
+    (data / "images").mkdir(parents=True)
+    for i in range(4):
+        write_png(data / "images" / f"img{i}.png", grey_image(i))
+    (data / "labels.csv").write_text("id,label,split\n" + "".join(
+        f"img{i},0,train\n" for i in range(4)))
+    train_run("threshold", data, tmp_path / "run", preset="quick", values={"data": {"size": 16}})
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_png(inputs / "scan.png", grey_image(7, lesion=True))
+    write_png(inputs / "colour.png", np.repeat(grey_image(8)[..., None], 3, -1) * [1, 0.5, 0.2])
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 2), np.float32), np.eye(4)),
+             inputs / "fourd.nii.gz")
+    write_png(inputs / "other.png", grey_image(9))
+    (tmp_path / "out").mkdir()
+    decoy = tmp_path / "out" / "other_mask.png"  # an input where an output would go
+    decoy.write_bytes((inputs / "scan.png").read_bytes())
+    before = digests(inputs) | digests(tmp_path / "out")
+    report = detect_inputs(tmp_path / "run", [inputs / "scan.png", inputs / "colour.png",
+                                              inputs / "fourd.nii.gz", inputs / "other.png",
+                                              decoy],
+                           tmp_path / "out", progress=False)
+    assert [row.status for row in report.rows] == ["ok", "error", "error", "error", "ok"]
+    assert "model takes (1, 16, 16)" in report.rows[1].message
+    assert "4-D" in report.rows[2].message
+    assert "would overwrite an input" in report.rows[3].message
+    assert not (tmp_path / "out" / "other_anomaly_map.png").exists()  # nothing half-written
+    after = digests(inputs) | digests(tmp_path / "out")
+    assert {k: after[k] for k in before} == before
+    with PILImage.open(tmp_path / "out" / "scan_anomaly_map.png") as amap:
+        assert amap.size == (28, 20)
+        values = np.asarray(amap, dtype=float)
+    with PILImage.open(tmp_path / "out" / "scan_mask.png") as mask:
+        assert mask.size == (28, 20)
+    assert values[8:11, 12:15].mean() > values.mean()
+    assert report.rows[0].n_slices == 1
