@@ -138,9 +138,9 @@ class Detector(ABC):
 def load(path: str | Path) -> Detector:
     """Load a detector written by :meth:`Detector.save` (or a run folder's ``model``)."""
     groups, meta = read_checkpoint(Path(path))
-    cls = _REGISTRY.get(meta.get("method", ""))
-    if cls is None:
+    if meta.get("method") not in _REGISTRY:
         raise CheckpointError(f"{path}: unknown method {meta.get('method')!r} in its metadata")
+    cls = _REGISTRY[meta["method"]]
     config = build(type(next(iter(cls.presets.values()))), meta["config"], meta["method"])
     detector = cls(config)
     detector.build(tuple(meta["input_shape"]))
@@ -174,12 +174,17 @@ def available() -> list[MethodInfo]:
     return [MethodInfo(n, c.supervision, c.description) for n, c in sorted(_REGISTRY.items())]
 
 
-def create(name: str, preset: str = "cpu", **overrides: Any) -> Detector:
-    """Build method ``name`` with a preset's configuration and keyword overrides."""
+def method_class(name: str) -> type[Detector]:
+    """The Detector class registered as ``name`` (a clear error for unknown names)."""
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none yet"
         raise AnodiffError(f"unknown method {name!r}; available: {known}")
-    cls = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def create(name: str, preset: str = "cpu", **overrides: Any) -> Detector:
+    """Build method ``name`` with a preset's configuration and keyword overrides."""
+    cls = method_class(name)
     if preset not in cls.presets:
         raise AnodiffError(f"{name}: unknown preset {preset!r}; choose one of {list(cls.presets)}")
     config = cls.presets[preset]
