@@ -24,6 +24,7 @@ masks (N, H, W) bool. 3-D volumes are passed as (N, D, H, W) with ``spacing``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,11 +145,13 @@ def hd95(prediction: np.ndarray, truth: np.ndarray,
     if not prediction.any() or not truth.any():
         steps = np.asarray(spacing if spacing is not None else (1.0,) * truth.ndim)
         return float(np.linalg.norm((np.asarray(truth.shape) - 1) * steps))
-    distance = compute_hausdorff_distance(
-        torch.from_numpy(prediction[None, None]), torch.from_numpy(truth[None, None]),
-        include_background=True, percentile=95,
-        spacing=None if spacing is None else list(spacing),
-    )
+    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal call
+        warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
+        distance = compute_hausdorff_distance(
+            torch.from_numpy(prediction[None, None]), torch.from_numpy(truth[None, None]),
+            include_background=True, percentile=95,
+            spacing=None if spacing is None else list(spacing),
+        )
     return float(distance.item())
 
 

@@ -34,7 +34,7 @@ class AutoencoderConfig:
     fpr: float = 0.01
     score_percentile: float = 99.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99))
+        steps=3000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99))
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,8 @@ def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
                     title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
                     fpr=config.fpr)
                 predictions[entry.name] = test
-                rows.append({"dataset": dataset, "method": entry.name,
-                             "train_seconds": train_seconds, **metrics})
+                rows.append({**metrics, "dataset": dataset, "method": entry.name,
+                             "base_method": entry.method, "train_seconds": train_seconds})
                 figures.append((f"{entry.name} on {dataset}: examples (largest lesions first)",
                                 out / "eval" / dataset / entry.name / "grid.png"))
             figures += _dataset_curves(dataset, predictions, out)
