@@ -33,6 +33,7 @@ def test_a_perfect_map_scores_perfectly() -> None:
     assert KEYS <= set(res)
     for key in ("image_auroc", "image_ap", "image_f1", "pixel_auroc", "pixel_ap", "dice_max",
                 "dice_otsu", "precision_otsu", "vs_otsu", "dice_fpr", "volume_dice_otsu",
+                "dice_global_otsu",
                 "lesion_detection_rate"):
         assert res[key] == pytest.approx(1.0), key
     assert res["hd95_otsu"] == 0.0 and res["healthy_fp_area"] == 0.0

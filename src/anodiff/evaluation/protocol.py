@@ -27,7 +27,7 @@ from anodiff.evaluation.metrics import (
     lesion_detection,
 )
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import per_image_otsu
+from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -71,7 +71,8 @@ def evaluate(
 
     ``maps`` (N, H, W), ``truth`` (N, H, W) bool, ``scores`` (N,). ``labels`` default to
     "the slice's mask has a positive pixel". The ``*_otsu`` figures use each map's own Otsu
-    threshold (Wolleb's protocol); ``predicted``, the method's own mask if it has one, adds
+    threshold (Wolleb's protocol), the ``*_global_otsu`` ones a single Otsu threshold over
+    all test foreground pixels; ``predicted``, the method's own mask if it has one, adds
     ``*_own`` figures. ``image_threshold`` (on scores) and
     ``pixel_threshold`` (on maps) come from healthy validation data; without them
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
@@ -114,6 +115,10 @@ def evaluate(
     if images is not None and pseudo_healthy is not None and healthy.any():
         residual = np.abs(images[healthy] - pseudo_healthy[healthy]).sum(1)
         results["healthy_residual"] = float(residual[fg[healthy]].mean())
+    if anomalous.any():  # one Otsu threshold for the whole test set (pooled foreground)
+        global_t = otsu_threshold(maps, fg)
+        results.update(mask_metrics(post.masks((maps > global_t) & fg)[anomalous],
+                                    truth[anomalous], "global_otsu"))
     if predicted is not None:
         results.update(mask_metrics(post.masks(predicted.astype(bool))[anomalous],
                                     truth[anomalous], "own"))
