@@ -62,9 +62,10 @@ def qualitative_grid(
 ) -> Path:
     """One row per example: input, pseudo-healthy, anomaly map, mask, ground truth.
 
-    ``images`` and ``pseudo_healthy`` are (N, C, H, W) in [0, 1] (the last channel is shown,
-    e.g. FLAIR when sequences are t1, t2, flair); ``maps`` (N, H, W) are shown on one shared
-    colour scale so rows can be compared; masks are outlined on the input.
+    ``images`` and ``pseudo_healthy`` are (N, C, H, W) in [0, 1]; the FLAIR channel is shown
+    when ``channel_names`` has one (lesions are most visible there), else the last; ``maps``
+    (N, H, W) are shown on one shared colour scale so rows can be compared; masks are
+    outlined on the input.
     """
     columns = ["input", "pseudo-healthy", "anomaly map", "mask", "ground truth"]
     if pseudo_healthy is None:
@@ -74,13 +75,15 @@ def qualitative_grid(
     n = len(images)
     fig, axes = plt.subplots(n, len(columns), figsize=(2 * len(columns), 2 * n + 0.4),
                              dpi=90, squeeze=False)
-    shown = channel_names[-1] if channel_names else f"channel {images.shape[1] - 1}"
+    names = list(channel_names or [])
+    channel = names.index("flair") if "flair" in names else images.shape[1] - 1
+    shown = names[channel] if names else f"channel {channel}"
     vmax = float(np.percentile(maps, 99.5)) or 1.0
     for row in range(n):
-        picture = images[row, -1]
+        picture = images[row, channel]
         panels = {
             "input": (picture, "gray", 0, 1),
-            "pseudo-healthy": (None if pseudo_healthy is None else pseudo_healthy[row, -1],
+            "pseudo-healthy": (None if pseudo_healthy is None else pseudo_healthy[row, channel],
                                "gray", 0, 1),
             "anomaly map": (maps[row], "inferno", 0, vmax),
             "mask": (picture, "gray", 0, 1),

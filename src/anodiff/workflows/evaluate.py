@@ -42,13 +42,16 @@ def json_ready(value: Any) -> Any:
 
 
 def grid_rows(test: Predictions, count: int = 6) -> np.ndarray:
-    """Example rows for the qualitative grid: the largest lesions first, then two healthy."""
+    """Example rows for the grid: lesions from the largest down, then the two healthy slices
+    with the most brain (typical anatomy rather than the skull base)."""
     lesion_area = test.truth.reshape(len(test.truth), -1).sum(1)
     anomalous = np.flatnonzero(lesion_area > 0)
     spread = anomalous[np.argsort(-lesion_area[anomalous])]
     picks = spread[np.linspace(0, len(spread) - 1, min(count - 2, len(spread))).astype(int)] \
         if len(spread) else spread
-    healthy = np.flatnonzero(lesion_area == 0)[:2]
+    brain = test.foreground.reshape(len(test.truth), -1).sum(1)
+    healthy_rows = np.flatnonzero(lesion_area == 0)
+    healthy = healthy_rows[np.argsort(-brain[healthy_rows])][:2]
     return np.concatenate([picks, healthy]).astype(int)
 
 
