@@ -1,0 +1,96 @@
+"""Trained parts shared by the diffusion methods: a noise predictor and a noise-aware classifier.
+
+A method's config holds a :class:`DiffusionPart` (network preset, schedule, training) and,
+if it needs one, a :class:`ClassifierPart`; the functions here build and train them with the
+engine's loop, each part checkpointing into ``run_dir/<part name>/checkpoints`` so that an
+interrupted ``anodiff train`` resumes every part where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from anodiff.diffusion.objectives import DiffusionObjective
+from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.diffusion.training import (
+    ArrayDataset,
+    TrainConfig,
+    Trainer,
+    train_noise_aware_classifier,
+)
+from anodiff.nets.builders import build_classifier, build_unet
+
+
+@dataclass(frozen=True)
+class DiffusionPart:
+    """A diffusion model: network preset, noise schedule, what it learns and how long."""
+
+    net: Literal["quick", "cpu", "paper"] = "cpu"
+    schedule: Literal["linear", "cosine"] = "linear"
+    num_steps: int = 1000  # T
+    max_level: int | None = None  # train levels in [1, max_level] (all when None)
+    prediction: Literal["eps", "x0"] = "eps"
+    loss: Literal["mse", "l1"] = "mse"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1000, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.995))
+
+    def noise_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.create(self.schedule, self.num_steps)
+
+
+@dataclass(frozen=True)
+class ClassifierPart:
+    """A noise-aware classifier C(y | x_l, l) (the encoder half of the UNet)."""
+
+    net: Literal["quick", "cpu", "paper"] = "cpu"
+    max_level: int | None = None  # the highest level it must classify (guidance range)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=500, batch_size=32, lr=1e-3, warmup_steps=20, ema_decay=None))
+
+
+def _part_dir(run_dir: Path | None, name: str) -> Path | None:
+    return None if run_dir is None else Path(run_dir) / name
+
+
+def build_diffusion_unet(part: DiffusionPart, channels: int, *, cond_channels: int = 0,
+                         num_class_embeds: int | None = None) -> nn.Module:
+    """The (untrained) noise predictor of ``part`` for ``channels``-channel images."""
+    return build_unet(part.net, channels, cond_channels=cond_channels,
+                      num_class_embeds=num_class_embeds)
+
+
+def train_diffusion_unet(
+    net: nn.Module, part: DiffusionPart, images: Tensor, *, labels: Tensor | None = None,
+    cond: Tensor | None = None, label_dropout: float = 0.0, null_label: int | None = None,
+    noise: str = "gaussian", noise_options: dict[str, float] | None = None,
+    run_dir: Path | None = None, name: str = "unet", progress: bool = True,
+) -> nn.Module:
+    """Train ``net`` with the denoising loss (review Eq. 4); returns its EMA copy."""
+    objective = DiffusionObjective(
+        part.noise_schedule(), prediction=part.prediction, loss=part.loss,
+        max_level=part.max_level, label_dropout=label_dropout, null_label=null_label,
+        noise=noise, noise_options=noise_options or {})
+    trainer = Trainer(net, objective, part.train, _part_dir(run_dir, name),
+                      {"part": name, "net": part.net}, progress)
+    trainer.fit(ArrayDataset(images, labels, cond))
+    return trainer.inference_model.eval()
+
+
+def train_classifier(
+    part: ClassifierPart, schedule: NoiseSchedule, images: Tensor, labels: Tensor,
+    num_classes: int = 2, *, run_dir: Path | None = None, name: str = "classifier",
+    progress: bool = True,
+) -> nn.Module:
+    """Build and train a noise-aware classifier on ``q_sample``d images."""
+    torch.manual_seed(part.train.seed)
+    net = build_classifier(part.net, images.shape[1], num_classes, tuple(images.shape[2:]))
+    trained, _ = train_noise_aware_classifier(
+        net, ArrayDataset(images, labels), schedule, part.train, max_level=part.max_level,
+        run_dir=_part_dir(run_dir, name), description={"part": name, "net": part.net},
+        progress=progress)
+    return trained.eval()
