@@ -69,3 +69,9 @@ def test_train_config_builds_over_a_preset() -> None:
     assert cfg.steps == 400 and cfg.lr == 5e-4
     with pytest.raises(AnodiffError, match="train.ema_decay: expected a number"):
         build(TrainConfig, {"ema_decay": "slow"}, "train", base=preset)
+
+
+def test_nested_overrides_update_the_preset_instead_of_resetting_it() -> None:
+    preset = Outer(train=Inner(lr=0.5, steps=7))
+    cfg = build(Outer, {"train": {"steps": 50}}, base=preset)
+    assert cfg.train == Inner(lr=0.5, steps=50)

@@ -80,8 +80,11 @@ def build(cls: type[T], values: dict[str, Any], where: str = "", base: T | None 
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise AnodiffError(f"{key}: unknown setting; valid keys: {', '.join(sorted(names))}")
-    converted = {k: _convert(v, hints[k], f"{where}.{k}" if where else k)
-                 for k, v in values.items()}
+    converted = {
+        k: _convert(v, hints[k], f"{where}.{k}" if where else k,
+                    None if base is None else getattr(base, k))
+        for k, v in values.items()
+    }
     try:
         if base is not None:
             return dataclasses.replace(base, **converted)  # type: ignore[type-var]
@@ -90,8 +93,12 @@ def build(cls: type[T], values: dict[str, Any], where: str = "", base: T | None 
         raise AnodiffError(f"{where or cls.__name__}: {err}") from err
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against type ``hint``; convert YAML lists to tuples, ints to floats."""
+def _convert(value: Any, hint: Any, key: str, current: Any = None) -> Any:
+    """Check ``value`` against type ``hint``; convert YAML lists to tuples, ints to floats.
+
+    A mapping given for a nested dataclass updates ``current`` (the preset's value), so
+    ``--set method.train.steps=500`` keeps the preset's other training settings.
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
@@ -101,7 +108,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return _convert(value, option, key)
+                return _convert(value, option, key, current)
             except AnodiffError as err:
                 errors.append(str(err))
         raise AnodiffError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of "
@@ -111,7 +118,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise AnodiffError(f"{key}: {value!r} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, key)
+        return build(hint, value, key, base=current if isinstance(current, hint) else None)
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise AnodiffError(f"{key}: expected a list, got {value!r}")
