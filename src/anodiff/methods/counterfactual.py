@@ -24,21 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from anodiff.diffusion.guidance import EpsFn, class_conditioned, unet_eps
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult, Detector, register
+from anodiff.methods.base import register
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
 from anodiff.methods.translation import (
     TranslationConfig,
-    check_images,
+    TranslationDetector,
     check_translation,
     labelled_training_images,
-    residual_result,
-    translate,
-    translate_batches,
 )
 
 NULL_LABEL = 2  # the "no class" index of label dropout; classes are 0 = healthy, 1 = anomalous
@@ -64,7 +61,7 @@ class CounterfactualConfig(TranslationConfig):
 
 
 @register("counterfactual")
-class Counterfactual(Detector):
+class Counterfactual(TranslationDetector):
     supervision = "weak"
     description = "DDIM encoding + classifier-free guided decoding to healthy (Sanchez 2022)"
     presets = {
@@ -129,15 +126,3 @@ class Counterfactual(Detector):
         else:
             decoder = class_conditioned(eps, y=healthy, cfg_scale=w, null_label=NULL_LABEL)
         return class_conditioned(eps, y=encode_label), decoder
-
-    def localize(self, images: Tensor) -> AnomalyResult:
-        self.check_fitted()
-        assert self.input_shape is not None and self.unet is not None
-        images = check_images(self.name, images, self.input_shape)
-        encoder, decoder = self.predictors()
-        generator = torch.Generator().manual_seed(self.config.seed)
-        pseudo_healthy, nfe = translate_batches(
-            images, self.unet,
-            lambda x: translate(encoder, decoder, x, self.schedule, self.config, generator),
-            self.config.batch_size)
-        return residual_result(images, pseudo_healthy, nfe, self.config.score_percentile)

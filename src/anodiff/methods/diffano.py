@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from anodiff.diffusion.guidance import (
     EpsFn,
@@ -38,7 +38,7 @@ from anodiff.diffusion.guidance import (
 )
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult, Detector, register
+from anodiff.methods.base import register
 from anodiff.methods.parts import (
     ClassifierPart,
     DiffusionPart,
@@ -48,12 +48,9 @@ from anodiff.methods.parts import (
 )
 from anodiff.methods.translation import (
     TranslationConfig,
-    check_images,
+    TranslationDetector,
     check_translation,
     labelled_training_images,
-    residual_result,
-    translate,
-    translate_batches,
 )
 from anodiff.nets.builders import build_classifier
 
@@ -79,7 +76,7 @@ class DiffAnoConfig(TranslationConfig):
 
 
 @register("diffano")
-class DiffAno(Detector):
+class DiffAno(TranslationDetector):
     supervision = "weak"
     description = "DDIM noise encoding + classifier-guided decoding to healthy (Wolleb 2022)"
     presets = {
@@ -153,15 +150,3 @@ class DiffAno(Detector):
                                    y=healthy_label, scale=self.config.scale,
                                    schedule=self.schedule)
         return conditioned, guided
-
-    def localize(self, images: Tensor) -> AnomalyResult:
-        self.check_fitted()
-        assert self.input_shape is not None and self.unet is not None
-        images = check_images(self.name, images, self.input_shape)
-        encoder, decoder = self.predictors()
-        generator = torch.Generator().manual_seed(self.config.seed)
-        pseudo_healthy, nfe = translate_batches(
-            images, self.unet,
-            lambda x: translate(encoder, decoder, x, self.schedule, self.config, generator),
-            self.config.batch_size)
-        return residual_result(images, pseudo_healthy, nfe, self.config.score_percentile)

@@ -20,6 +20,7 @@ the map / mask / score step live here once.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from anodiff.diffusion.guidance import EpsFn
 from anodiff.diffusion.samplers import decode, encode
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult
+from anodiff.methods.base import AnomalyResult, Detector
 from anodiff.methods.common import foreground, image_scores, training_images
 from anodiff.scoring.thresholds import per_image_otsu
 
@@ -162,3 +163,30 @@ def residual_result(images: Tensor, pseudo_healthy: Tensor, nfe: int,
     mask = torch.from_numpy(per_image_otsu(maps.numpy(), fg.numpy()))
     return AnomalyResult(anomaly_map=maps, score=image_scores(maps, fg, score_percentile),
                          nfe=nfe, pseudo_healthy=pseudo_healthy, mask=mask)
+
+
+class TranslationDetector(Detector):
+    """A detector that translates images to pseudo-healthy ones (diffano, counterfactual).
+
+    Subclasses set ``self.unet`` and ``self.schedule`` and say, in :meth:`predictors`, how
+    the encoding and the guided decoding are conditioned; localisation is shared.
+    """
+
+    unet: nn.Module | None
+    schedule: NoiseSchedule
+
+    @abstractmethod
+    def predictors(self) -> tuple[EpsFn, EpsFn]:
+        """The noise predictors of the encoding and of the (guided) decoding."""
+
+    def localize(self, images: Tensor) -> AnomalyResult:
+        self.check_fitted()
+        assert self.input_shape is not None and self.unet is not None
+        images = check_images(self.name, images, self.input_shape)
+        encoder, decoder = self.predictors()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        pseudo_healthy, nfe = translate_batches(
+            images, self.unet,
+            lambda x: translate(encoder, decoder, x, self.schedule, self.config, generator),
+            self.config.batch_size)
+        return residual_result(images, pseudo_healthy, nfe, self.config.score_percentile)
