@@ -14,6 +14,7 @@ from anodiff.data.datasets import (
     SPLITS,
     SliceDataset,
     SliceOptions,
+    load_input,
     open_dataset,
 )
 from anodiff.data.io import FORMATS, Image, image_format, read_image, write_like
@@ -55,6 +56,7 @@ __all__ = [
     "fit_to_size",
     "foreground_mask",
     "image_format",
+    "load_input",
     "normalise_intensity",
     "open_dataset",
     "read_image",
