@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ class Predictions:
     seconds_per_image: float
     nfe_per_image: float
 
-    @property
+    @cached_property
     def foreground(self) -> np.ndarray:
         return foreground(torch.from_numpy(self.images)).numpy()
 

@@ -27,11 +27,19 @@ def training_images(data: Any, regime: str, with_labels: bool = False
         data = data.for_regime(regime)
     if len(data) == 0:
         raise AnodiffError(f"no training slices for a {regime} method in this dataset")
-    items = [data[i] for i in range(len(data))]
-    images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32) for item in items])
+    if hasattr(data, "images") and hasattr(data, "labels"):  # SliceDataset, ArrayDataset
+        images = torch.as_tensor(data.images, dtype=torch.float32)
+        raw_labels = data.labels
+    else:
+        items = [data[i] for i in range(len(data))]
+        images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
+                              for item in items])
+        raw_labels = [int(item["label"]) for item in items] if with_labels else None
     labels = None
     if with_labels:
-        labels = torch.tensor([int(item["label"]) for item in items], dtype=torch.long)
+        if raw_labels is None:
+            raise AnodiffError("this method needs image labels (0 healthy, 1 anomalous)")
+        labels = torch.as_tensor(raw_labels, dtype=torch.long)
     return images, labels
 
 
