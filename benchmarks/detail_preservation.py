@@ -9,7 +9,6 @@ Run: ``.venv/bin/python benchmarks/detail_preservation.py RUN DATA [--slices 128
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
@@ -24,25 +23,25 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--slices", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--level", type=int, default=None, help="L (default: the run's)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     detector, spec = load_run(args.run)
+    if args.level is not None:
+        detector = detector.retuned(level=args.level)
     healthy = spec.data.open(args.data).split("test").healthy()
     rows = np.sort(np.random.default_rng(args.seed).choice(
         len(healthy), min(args.slices, len(healthy)), replace=False))
     x = torch.stack([healthy[int(i)]["image"] for i in rows])
     fg = foreground(x)
-    print(f"{len(rows)} healthy test slices of {args.data}, run {args.run}\n")
+    print(f"{len(rows)} healthy test slices of {args.data}, run {args.run}, L = "
+          f"{detector.config.level}, {detector.config.steps} + {detector.config.steps} "
+          f"{detector.config.solver} steps\n")
     print("| encoding | guidance scale | mean abs(x - x_hat) per channel, brain | NFE |")
     print("|---|---|---|---|")
     for encoding in ("ddim", "ddpm"):
         for scale in (0.0, detector.config.scale):
-            config = dataclasses.replace(detector.config, encoding=encoding, scale=scale)
-            other = type(detector)(config)
-            for name, net in detector.networks().items():
-                setattr(other, name, net)
-            other.input_shape = detector.input_shape
-            result = other.localize(x)
+            result = detector.retuned(encoding=encoding, scale=scale).localize(x)
             error = (x - result.pseudo_healthy).abs().mean(1)[fg].mean().item()
             print(f"| {encoding} | {scale:g} | {error:.4f} | {result.nfe} |")
 

@@ -155,6 +155,48 @@ def benchmark(
                f"{out / 'results.md'}, report {out / 'report.html'}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the data, results and report.html.")] = (
+        Path("anodiff-demo")),
+    cases: Annotated[int, typer.Option(help="Test cases with a lesion (and as many "
+                                            "without) to evaluate.")] = 3,
+) -> None:
+    """DiffANO and baselines on the embedded benchmark: an HTML report in a few minutes."""
+    from anodiff.workflows.demo import run_demo
+
+    start = time.perf_counter()
+    typer.echo(f"anodiff demo: building the synthetic tumour track and evaluating diffano and "
+               f"two baselines on {cases} + {cases} test cases into {out} (a few minutes on "
+               "2 CPU cores)")
+    rows = run_demo(out, cases)
+    for row in rows:
+        typer.echo(f"  {row['method']:<17} pixel AP {row['pixel_ap']:.3f}  best Dice "
+                   f"{row['dice_max']:.3f}  image AUROC {row['image_auroc']:.3f}  "
+                   f"{row['seconds_per_image']:.2f} s/slice")
+    typer.echo(f"done in {time.perf_counter() - start:.0f} s; open {out / 'report.html'}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run folder made by `anodiff train`.")],
+    out: Annotated[Path, typer.Option(help="New folder for the copy (run.yaml + model/).")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights as float16 (half the "
+                                                      "size; loaded back as float32).")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Change a test-time setting, e.g. --set level=100 (repeatable).")] = None,
+) -> None:
+    """Copy a run's model without training checkpoints or logs, to share or archive it."""
+    from anodiff.config import parse_overrides
+    from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
+
+    export_run(run, out, half=half, settings=parse_overrides(set_ or []))
+    message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
+    if half:
+        message += f"; largest weight change {weight_rounding_error(run, out):.2e}"
+    typer.echo(message)
+
+
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

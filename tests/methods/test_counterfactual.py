@@ -6,7 +6,6 @@ single-threaded: the quick network is tiny, and on the shared 2-core machine a 2
 training step of it stalled at 1.7 s against 0.06 s with one thread.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,13 +42,6 @@ def test_images() -> dict[str, torch.Tensor]:
     return {"healthy": toy_slices(8, False, seed=2)[0], "anomalous": anomalous, "truth": truth}
 
 
-def with_config(det: Counterfactual, **changes: object) -> Counterfactual:
-    """The same trained network under other inference settings."""
-    other = Counterfactual(replace(det.config, **changes))
-    other.input_shape, other.unet = det.input_shape, det.unet
-    return other
-
-
 def test_fits_and_localises_end_to_end(fitted: Counterfactual, test_images: dict) -> None:
     images = test_images["anomalous"]
     res = fitted.localize(images)
@@ -59,7 +51,7 @@ def test_fits_and_localises_end_to_end(fitted: Counterfactual, test_images: dict
     assert res.mask.dtype == torch.bool and res.mask.shape == (8, SIZE, SIZE)
     assert res.score.shape == (8,)
     assert res.nfe == 10 + 2 * 10  # 10 encoding steps, 10 guided decoding steps at 2 NFE
-    assert with_config(fitted, cfg_scale=1.0).localize(images[:2]).nfe == 10 + 10
+    assert fitted.retuned(cfg_scale=1.0).localize(images[:2]).nfe == 10 + 10
     assert set(fitted.networks()) == {"unet"}
     assert (fitted.run_dir / "unet" / "checkpoints" / "latest").is_file()
 
@@ -72,7 +64,7 @@ def test_guidance_toward_healthy_removes_the_blob(fitted: Counterfactual,
     in_blob = residual(anomalous, res_a)[truth].mean()
     assert in_blob > 2 * residual(healthy, res_h)[foreground(healthy)].mean()
     assert res_a.score.mean() > res_h.score.mean()
-    conditional_only = with_config(fitted, cfg_scale=1.0).localize(anomalous)
+    conditional_only = fitted.retuned(cfg_scale=1.0).localize(anomalous)
     assert in_blob > residual(anomalous, conditional_only)[truth].mean()
 
 
@@ -81,8 +73,8 @@ def test_ddim_encoding_round_trips_far_better_than_noising(fitted: Counterfactua
     healthy = test_images["healthy"]
     # encoding and decoding both unconditional (null label, w = 0): a plain round trip
     round_trip = dict(encode_label="null", cfg_scale=0.0)
-    ddim = residual(healthy, with_config(fitted, **round_trip).localize(healthy)).mean()
-    ddpm = with_config(fitted, encoding="ddpm", **round_trip).localize(healthy)
+    ddim = residual(healthy, fitted.retuned(**round_trip).localize(healthy)).mean()
+    ddpm = fitted.retuned(encoding="ddpm", **round_trip).localize(healthy)
     assert ddim < residual(healthy, ddpm).mean() / 2.5
     assert ddpm.nfe == 10
 
@@ -90,10 +82,10 @@ def test_ddim_encoding_round_trips_far_better_than_noising(fitted: Counterfactua
 def test_labels_are_explicit(fitted: Counterfactual, test_images: dict) -> None:
     anomalous, truth = test_images["anomalous"], test_images["truth"]
     toward_healthy = fitted.localize(anomalous)
-    toward_anomalous = with_config(fitted, healthy_label=1).localize(anomalous)
+    toward_anomalous = fitted.retuned(healthy_label=1).localize(anomalous)
     assert residual(anomalous, toward_anomalous)[truth].mean() < \
         0.5 * residual(anomalous, toward_healthy)[truth].mean()
-    null_encoded = with_config(fitted, encode_label="null").localize(anomalous)
+    null_encoded = fitted.retuned(encode_label="null").localize(anomalous)
     assert not torch.equal(null_encoded.anomaly_map, toward_healthy.anomaly_map)
 
 

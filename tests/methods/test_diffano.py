@@ -6,7 +6,6 @@ networks are tiny, and on the shared 2-core machine a 2-thread training step of 
 stalled at 1.7 s against 0.06 s with one thread.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,13 +42,6 @@ def test_images() -> dict[str, torch.Tensor]:
     return {"healthy": toy_slices(8, False, seed=2)[0], "anomalous": anomalous, "truth": truth}
 
 
-def with_config(det: DiffAno, **changes: object) -> DiffAno:
-    """The same trained networks under other inference settings."""
-    other = DiffAno(replace(det.config, **changes))
-    other.input_shape, other.unet, other.classifier = det.input_shape, det.unet, det.classifier
-    return other
-
-
 def test_fits_and_localises_end_to_end(fitted: DiffAno, test_images: dict) -> None:
     images = test_images["anomalous"]
     res = fitted.localize(images)
@@ -72,27 +64,27 @@ def test_guidance_toward_healthy_removes_the_blob(fitted: DiffAno, test_images: 
     on_healthy = residual(healthy, res_h)[foreground(healthy)].mean()
     assert in_blob > 3 * on_healthy
     assert res_a.score.mean() > res_h.score.mean()
-    unguided = with_config(fitted, scale=0.0).localize(anomalous)
+    unguided = fitted.retuned(scale=0.0).localize(anomalous)
     assert in_blob > 3 * residual(anomalous, unguided)[truth].mean()
 
 
 def test_ddim_encoding_round_trips_far_better_than_noising(fitted: DiffAno,
                                                            test_images: dict) -> None:
     healthy = test_images["healthy"]
-    ddim = residual(healthy, with_config(fitted, scale=0.0).localize(healthy)).mean()
-    ddpm_det = with_config(fitted, scale=0.0, encoding="ddpm")
+    ddim = residual(healthy, fitted.retuned(scale=0.0).localize(healthy)).mean()
+    ddpm_det = fitted.retuned(scale=0.0, encoding="ddpm")
     ddpm = ddpm_det.localize(healthy)
     assert ddim < residual(healthy, ddpm).mean() / 2.5
     assert ddpm.nfe == 10  # no network evaluation to noise with q_sample
     assert torch.equal(ddpm_det.localize(healthy).anomaly_map, ddpm.anomaly_map)  # seeded
-    reseeded = with_config(fitted, scale=0.0, encoding="ddpm", seed=1).localize(healthy)
+    reseeded = fitted.retuned(scale=0.0, encoding="ddpm", seed=1).localize(healthy)
     assert not torch.equal(reseeded.anomaly_map, ddpm.anomaly_map)
 
 
 def test_the_healthy_label_is_explicit(fitted: DiffAno, test_images: dict) -> None:
     anomalous, truth = test_images["anomalous"], test_images["truth"]
     toward_healthy = fitted.localize(anomalous)
-    toward_anomalous = with_config(fitted, healthy_label=1).localize(anomalous)
+    toward_anomalous = fitted.retuned(healthy_label=1).localize(anomalous)
     assert not torch.equal(toward_healthy.anomaly_map, toward_anomalous.anomaly_map)
     assert residual(anomalous, toward_anomalous)[truth].mean() < \
         0.5 * residual(anomalous, toward_healthy)[truth].mean()
@@ -121,3 +113,15 @@ def test_bad_input_is_refused(fitted: DiffAno) -> None:
         anodiff.create("diffano", preset="quick", healthy_label=2)
     with pytest.raises(AnodiffError, match="max_level"):
         anodiff.create("diffano", preset="cpu", level=600)
+
+
+def test_retuning_changes_test_time_settings_only(fitted: DiffAno) -> None:
+    other = fitted.retuned(level=30, scale=5)
+    assert (other.config.level, other.config.scale) == (30, 5.0)
+    assert other.unet is fitted.unet and other.classifier is fitted.classifier
+    with pytest.raises(AnodiffError, match="trained parts"):
+        fitted.retuned(diffusion={"net": "cpu"})
+    with pytest.raises(AnodiffError, match="unknown setting"):
+        fitted.retuned(levle=30)
+    with pytest.raises(AnodiffError, match="level"):
+        fitted.retuned(level="high")

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from anodiff.errors import AnodiffError
-from anodiff.nets.builders import NET_PRESETS, build_classifier, build_unet, count_parameters
+from anodiff.nets.builders import (
+    NET_PRESETS,
+    PooledHead,
+    build_classifier,
+    build_unet,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize("preset", ["quick", "cpu"])
@@ -24,6 +30,21 @@ def test_classifier_returns_logits_per_class() -> None:
     clf = build_classifier("quick", 1, 2, (16, 16))
     logits = clf(torch.randn(3, 1, 16, 16), timesteps=torch.tensor([1, 2, 3]))
     assert logits.shape == (3, 2)
+
+
+def test_classifier_pools_globally_so_its_size_does_not_grow_with_the_image() -> None:
+    small = build_classifier("cpu", 3, 2, (32, 32))
+    large = build_classifier("cpu", 3, 2, (96, 96))
+    assert count_parameters(small) == count_parameters(large) < 400_000
+    assert isinstance(small.out, PooledHead)
+
+
+def test_pooled_head_reads_channels_last_features_in_channel_order() -> None:
+    head = PooledHead(channels=8, norm_num_groups=4, num_classes=3)
+    features = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
+    flat = features.reshape(2, -1)  # what DiffusionModelEncoder.forward hands its head
+    expected = head.linear(torch.nn.functional.silu(head.norm(features)).mean((2, 3)))
+    torch.testing.assert_close(head(flat), expected)
 
 
 def test_three_dimensional_unet() -> None:

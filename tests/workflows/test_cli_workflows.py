@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build
 from anodiff.errors import AnodiffError
+from anodiff.methods.base import load
 
 RUNNER = CliRunner()
 
@@ -17,7 +19,7 @@ RUNNER = CliRunner()
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    build(out, SynthConfig(size=32, cases=8, tracks=("tumour",)), workers=1)
+    build(out, SynthConfig(size=32, cases=10, tracks=("tumour",)), workers=1)
     return out / "tumour"
 
 
@@ -91,3 +93,49 @@ def test_benchmark_writes_tables_curves_and_report(tiny_synth: Path, tmp_path: P
     # the FLAIR threshold must beat a random map on the tumour track (AP above base rate)
     flair = rows[1]
     assert flair["pixel_auroc"] > 0.8
+
+
+def test_benchmark_evaluates_a_finished_run_on_fewer_cases(tiny_synth: Path, tmp_path: Path
+                                                           ) -> None:
+    run = tmp_path / "run"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        f"datasets: {{tumour: {tiny_synth}}}\n"
+        "methods:\n  - {method: threshold, label: trained-before, run: run}\n"
+        "data: {size: 32}\nmax_cases: 1\n")
+    invoke("benchmark", config, "--out", tmp_path / "bench")
+    assert not (tmp_path / "bench" / "runs").exists()  # nothing was trained
+    row = json.loads((tmp_path / "bench" / "results.json").read_text())[0]
+    full = json.loads(invoke_json_metrics(run, tiny_synth, tmp_path / "eval"))
+    assert 0 < row["n_images"] < full["n_images"]
+    config.write_text(config.read_text().replace("max_cases: 1", "max_cases: 0"))
+    result = RUNNER.invoke(app, ["benchmark", str(config), "--out", str(tmp_path / "b2")])
+    assert result.exit_code != 0 and "max_cases" in str(result.exception)
+
+
+def invoke_json_metrics(run: Path, data: Path, out: Path) -> str:
+    invoke("evaluate", run, "--data", data, "--out", out)
+    return (out / "metrics.json").read_text()
+
+
+def test_export_half_halves_the_weights_and_keeps_the_maps(tiny_synth: Path, tmp_path: Path
+                                                           ) -> None:
+    run = tmp_path / "run"
+    invoke("train", "autoencoder", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    output = invoke("export", run, "--out", tmp_path / "small", "--half")
+    assert "largest weight change" in output
+    assert not (tmp_path / "small" / "checkpoints").exists()
+    original = load(run / "model")
+    small = load(tmp_path / "small" / "model")
+    for name in original.networks():
+        size = (run / "model" / f"net_{name}.safetensors").stat().st_size
+        half_size = (tmp_path / "small" / "model" / f"net_{name}.safetensors").stat().st_size
+        assert half_size < 0.6 * size
+    images = torch.rand(4, *original.input_shape)
+    a, b = original.localize(images).anomaly_map, small.localize(images).anomaly_map
+    assert (a - b).abs().max() < 1e-2 * a.abs().max()
+    result = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "small")])
+    assert result.exit_code != 0 and "not empty" in str(result.exception)

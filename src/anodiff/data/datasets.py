@@ -155,6 +155,13 @@ class SliceDataset(torch.utils.data.Dataset):
             raise AnodiffError(f"unknown split '{name}'; choose from {SPLITS}")
         return self._subset(self.splits == name)
 
+    def select_cases(self, case_ids: Sequence[str]) -> SliceDataset:
+        """The slices of the given cases (or image ids), in dataset order."""
+        unknown = sorted(set(case_ids) - set(self.case_ids))
+        if unknown:
+            raise AnodiffError(f"unknown case(s) {unknown[:5]}")
+        return self._subset(np.isin(self.cases, list(case_ids)))
+
     def healthy(self) -> SliceDataset:
         """The slices labelled healthy (0)."""
         return self._subset(self.labels == 0)

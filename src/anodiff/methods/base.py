@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,7 +79,8 @@ class Detector(ABC):
 
     Constructed from one frozen config dataclass (a preset, possibly with overrides).
     Subclasses create their networks in :meth:`build` (called by ``fit`` once the input
-    shape is known, and by :func:`load`), list them in :meth:`networks`, and keep any other
+    shape is known, and by :func:`load`), list them in :meth:`networks` (keyed by the name
+    of the attribute that holds each), and keep any other
     fitted numbers (thresholds, histograms, memory banks) in :meth:`state` /
     :meth:`load_state`; saving and loading is then generic.
     """
@@ -119,6 +120,30 @@ class Detector(ABC):
         """Restore what :meth:`state` returned (the base class has nothing to restore)."""
         if state:
             raise CheckpointError(f"{self.name}: unexpected saved values {sorted(state)}")
+
+    def retuned(self, **settings: Any) -> Detector:
+        """A copy with changed test-time settings that shares this detector's fitted parts.
+
+        Only settings that do not shape what was trained may change (a setting holding a
+        nested config, such as a network part with its training, may not): this is how a
+        sensitivity study or an export fixes L, s or the solver without retraining.
+        """
+        self.check_fitted()
+        names = {f.name: f for f in fields(self.config)}
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise AnodiffError(f"{self.name}: unknown setting(s) {unknown}")
+        trained = sorted(k for k in settings if is_dataclass(getattr(self.config, k)))
+        if trained:
+            raise AnodiffError(f"{self.name}: {trained} describe trained parts; retrain "
+                               "instead of changing them")
+        config = build(type(self.config), {**to_plain(self.config), **settings}, self.name)
+        other = type(self)(config)
+        other.input_shape = self.input_shape
+        for key, net in self.networks().items():
+            setattr(other, key, net)
+        other.load_state(self.state())
+        return other
 
     def check_fitted(self) -> None:
         """Refuse to localise with an untrained detector (a clear error, not garbage maps)."""

@@ -63,10 +63,12 @@ class DiffAnoConfig(TranslationConfig):
 
     ``scale`` is s of Algorithm 1 (0 = no guidance: a plain DDIM round trip). The defaults
     are the ``cpu`` preset: 64² images, T = 1000, both parts trained on levels <= 500 only
-    (the decoding never guides above L), L = 400 with DPM-Solver++(2M) 10 + 10 steps.
+    (the decoding never guides above L), L = 100 and s = 100 with DPM-Solver++(2M) 10 + 10
+    steps — the best of an L x s grid on the tumour track (docs/BENCHMARKS.md).
     """
 
-    scale: float = 20.0
+    level: int = 100
+    scale: float = 100.0
     diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(
         net="cpu", num_steps=1000, max_level=500, train=TrainConfig(
             steps=900, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.995)))

@@ -10,9 +10,12 @@ The config (YAML, validated against :class:`BenchmarkConfig`)::
     data: {size: 64}            # DataConfig, shared by every method
     fpr: 0.01                   # healthy-validation false-positive rate for thresholds
     postprocess: {median_size: 1}
+    max_cases: null             # evaluate on N anomalous + N healthy test cases only
 
 Each method x dataset trains into ``DIR/runs/<dataset>/<label>`` (a rerun resumes or reuses
-finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``. The results go to
+finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``. A method entry with
+``run: FOLDER`` evaluates that finished run (from ``anodiff train`` or ``anodiff export``)
+instead of training; it must have been trained on the dataset it is evaluated on. The results go to
 ``DIR/results.{md,csv,json}``, per-dataset ROC/PR curves of all methods, and
 ``DIR/report.html``, which embeds everything.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from anodiff.config import build, load_yaml, to_plain
+from anodiff.data.datasets import SliceDataset
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions
@@ -49,12 +53,14 @@ COLUMNS = ("dataset", "method", "image_auroc", "image_ap", "pixel_auroc", "pixel
 
 @dataclass(frozen=True)
 class MethodEntry:
-    """One method of the benchmark: name, preset, a label for tables, setting overrides."""
+    """One method of the benchmark: name, preset, a label for tables, setting overrides, or
+    ``run``, a finished run folder to evaluate instead of training (relative to the config)."""
 
     method: str
     preset: str = "cpu"
     label: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    run: str | None = None
 
     @property
     def name(self) -> str:
@@ -63,7 +69,13 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """A benchmark: datasets (name -> folder) x methods, shared data and threshold settings."""
+    """A benchmark: datasets (name -> folder) x methods, shared data and threshold settings.
+
+    ``max_cases`` keeps only N anomalous and N healthy test cases and N validation cases for
+    evaluation (training always sees the whole train split; see :func:`evaluation_cases`): a
+    quick look, such as the demo, not a result to compare with the literature. ``notes`` are
+    printed at the top of the report's notes.
+    """
 
     datasets: dict[str, str]
     methods: tuple[MethodEntry, ...]
@@ -71,17 +83,40 @@ class BenchmarkConfig:
     data: DataConfig = field(default_factory=DataConfig)
     fpr: float = 0.01
     postprocess: PostProcess = field(default_factory=PostProcess)
+    max_cases: int | None = None
+    notes: tuple[str, ...] = ()
 
 
 def load_benchmark(path: Path) -> tuple[BenchmarkConfig, Path]:
     """Read and validate a benchmark config; returns it and the folder paths are relative to."""
     config = build(BenchmarkConfig, load_yaml(path), "")
+    check_benchmark(config, str(path))
+    return config, Path(path).resolve().parent
+
+
+def check_benchmark(config: BenchmarkConfig, source: str) -> None:
+    """Refuse an empty benchmark, duplicate labels or a non-positive case limit."""
     if not config.methods or not config.datasets:
-        raise AnodiffError(f"{path}: needs at least one dataset and one method")
+        raise AnodiffError(f"{source}: needs at least one dataset and one method")
     labels = [m.name for m in config.methods]
     if len(set(labels)) != len(labels):
-        raise AnodiffError(f"{path}: method labels must be unique, got {labels}")
-    return config, Path(path).resolve().parent
+        raise AnodiffError(f"{source}: method labels must be unique, got {labels}")
+    if config.max_cases is not None and config.max_cases < 1:
+        raise AnodiffError(f"{source}: max_cases must be >= 1, got {config.max_cases}")
+
+
+def evaluation_cases(data: SliceDataset, max_cases: int | None) -> SliceDataset:
+    """``data`` with fewer evaluation cases: the first ``max_cases`` anomalous and the first
+    ``max_cases`` healthy test cases (a case is anomalous if any slice is), the first
+    ``max_cases`` validation cases, and every train case."""
+    if max_cases is None:
+        return data
+    test = data.split("test")
+    anomalous = set(test.cases[test.labels == 1].tolist())
+    keep = set(data.split("train").case_ids) | set(data.split("val").case_ids[:max_cases])
+    keep.update([c for c in test.case_ids if c in anomalous][:max_cases])
+    keep.update([c for c in test.case_ids if c not in anomalous][:max_cases])
+    return data.select_cases(sorted(keep))
 
 
 def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig) -> float:
@@ -96,8 +131,19 @@ def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig) -> 
 
 
 def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
-    """Run every method on every dataset; write results, curves and the HTML report."""
+    """``anodiff benchmark CONFIG --out DIR`` (see the module docstring)."""
     config, base = load_benchmark(config_path)
+    return run_benchmark_config(config, base, out, source=str(config_path))
+
+
+def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source: str
+                         ) -> list[dict[str, Any]]:
+    """Run every method on every dataset; write results, curves and the HTML report.
+
+    Dataset folders and pretrained ``run`` folders are relative to ``base``; ``source`` names
+    the configuration in the report.
+    """
+    check_benchmark(config, source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -106,14 +152,17 @@ def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
         for dataset, folder in config.datasets.items():
             root = (base / folder).resolve()
             if not root.is_dir():
-                raise AnodiffError(f"{config_path}: dataset {dataset!r} folder {root} not found"
+                raise AnodiffError(f"{source}: dataset {dataset!r} folder {root} not found"
                                    " (build the embedded one with `anodiff data synth`)")
-            data = config.data.open(root)
+            data = evaluation_cases(config.data.open(root), config.max_cases)
             predictions: dict[str, Predictions] = {}
             for entry in config.methods:
                 log.info("benchmark: %s on %s", entry.name, dataset)
-                run = out / "runs" / dataset / entry.name
-                train_seconds = _train(entry, root, run, config.data)
+                if entry.run is not None:
+                    run, train_seconds = (base / entry.run).resolve(), math.nan
+                else:
+                    run = out / "runs" / dataset / entry.name
+                    train_seconds = _train(entry, root, run, config.data)
                 detector, _ = load_run(run)
                 metrics, test = evaluate_detector(
                     detector, data, out / "eval" / dataset / entry.name,
@@ -127,8 +176,9 @@ def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
             figures += _dataset_curves(dataset, predictions, out)
         _write_tables(rows, out)
         write_report(out / "report.html", config.title, rows, COLUMNS, figures,
-                     settings={"config": str(config_path), **to_plain(config)},
-                     notes=["Pixel metrics pool the brain pixels of the anomalous test slices;"
+                     settings={"config": source, **to_plain(config)},
+                     notes=[*config.notes,
+                            "Pixel metrics pool the brain pixels of the anomalous test slices;"
                             " *_fpr figures threshold at the value exceeded by "
                             f"{config.fpr:.0%} of healthy validation pixels; dice_max is an "
                             "oracle (test labels choose its threshold).",
