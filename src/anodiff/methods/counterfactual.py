@@ -52,7 +52,8 @@ class CounterfactualConfig(TranslationConfig):
     on (``anomalous`` = 1 - ``healthy_label``, or ``null``). Defaults: the ``cpu`` preset.
     """
 
-    cfg_scale: float = 3.0
+    level: int = 50
+    cfg_scale: float = 6.0
     label_dropout: float = 0.15
     encode_label: Literal["anomalous", "null"] = "anomalous"
     diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(

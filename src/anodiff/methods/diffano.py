@@ -83,7 +83,7 @@ class DiffAno(TranslationDetector):
     description = "DDIM noise encoding + classifier-guided decoding to healthy (Wolleb 2022)"
     presets = {
         "quick": DiffAnoConfig(
-            level=50, steps=10, solver="ddim", scale=20.0, batch_size=64,
+            level=50, steps=10, solver="ddim", scale=100.0, batch_size=64,
             diffusion=DiffusionPart(net="quick", num_steps=100, train=TrainConfig(
                 steps=60, batch_size=16, lr=3e-3, warmup_steps=5, ema_decay=None)),
             classifier=ClassifierPart(net="quick", train=TrainConfig(
