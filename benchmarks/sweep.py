@@ -10,6 +10,8 @@ lesion and ``--healthy`` without — and reports:
 * ``healthy_residual``: on the healthy slices' brain, the mean |x - x_hat| per channel for
   methods that give a pseudo-healthy image (detail preservation), else the mean map value
   (NaN with ``--healthy 0``);
+* for a method with a calibrated threshold (``anoddpm``), ``dice_otsu`` is the Dice of its
+  own mask, whose threshold stays the one calibrated at training with the run's settings;
 * ``nfe`` and ``seconds_per_image``.
 
 Run, e.g. Wolleb's sensitivity study (Fig. 5 of the paper) on a diffano run::
@@ -147,7 +149,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
-        row = {**settings, **measure(detector.retuned(**fixed, **settings),
+        row = {**settings, **measure(detector.retuned(keep_state=True, **fixed, **settings),
                                      x, truth, healthy)}
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

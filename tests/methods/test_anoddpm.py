@@ -156,3 +156,10 @@ def test_bad_settings_and_inputs_are_refused(fitted: AnoDDPM) -> None:
         anodiff.create("anoddpm", preset="quick").localize(torch.zeros(1, 1, SIZE, SIZE))
     with pytest.raises(AnodiffError, match="expected images"):
         fitted.localize(torch.zeros(1, 2, SIZE, SIZE))
+
+
+def test_retuning_refuses_to_keep_a_stale_calibrated_threshold(fitted: AnoDDPM) -> None:
+    with pytest.raises(AnodiffError, match="calibrated"):
+        fitted.retuned(level=10)
+    kept = fitted.retuned(keep_state=True, level=10)
+    assert kept.config.level == 10 and torch.equal(kept.threshold, fitted.threshold)

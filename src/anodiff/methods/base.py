@@ -121,14 +121,25 @@ class Detector(ABC):
         if state:
             raise CheckpointError(f"{self.name}: unexpected saved values {sorted(state)}")
 
-    def retuned(self, **settings: Any) -> Detector:
+    def retuned(self, *, keep_state: bool = False, **settings: Any) -> Detector:
         """A copy with changed test-time settings that shares this detector's fitted parts.
 
         Only settings that do not shape what was trained may change (a setting holding a
         nested config, such as a network part with its training, may not): this is how a
         sensitivity study or an export fixes L, s or the solver without retraining.
+
+        Fitted values other than weights (:meth:`state`, e.g. a threshold calibrated on
+        healthy maps) were computed with the current settings and would be stale, so a
+        detector that has them refuses, unless ``keep_state=True`` accepts that its masks
+        (not its maps) keep the old calibration.
         """
         self.check_fitted()
+        state = self.state()
+        if state and settings and not keep_state:
+            raise AnodiffError(
+                f"{self.name}: its fitted {sorted(state)} were calibrated with the current "
+                f"settings and would be stale after changing {sorted(settings)}; train with "
+                "these settings instead (anodiff train --set ...)")
         names = {f.name: f for f in fields(self.config)}
         unknown = sorted(set(settings) - set(names))
         if unknown:
@@ -142,7 +153,7 @@ class Detector(ABC):
         other.input_shape = self.input_shape
         for key, net in self.networks().items():
             setattr(other, key, net)
-        other.load_state(self.state())
+        other.load_state(state)
         return other
 
     def check_fitted(self) -> None:
