@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from anodiff.workflows.benchmark import COLUMNS
+from anodiff.workflows.benchmark import COLUMNS, markdown_table
 
 
 def train_seconds(eval_dir: Path) -> float:
@@ -31,22 +31,13 @@ def main() -> None:
     parser.add_argument("entries", nargs="+", help="LABEL=EVAL_DIR")
     parser.add_argument("--dataset", default="tumour")
     args = parser.parse_args()
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
+    rows = []
     for entry in args.entries:
         label, _, folder = entry.partition("=")
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
-        row = {**metrics, "dataset": args.dataset, "method": label,
-               "train_seconds": train_seconds(Path(folder))}
-        cells = []
-        for column in COLUMNS:
-            value = row.get(column, math.nan)
-            if isinstance(value, float):
-                cells.append("–" if math.isnan(value) else f"{value:.3f}")
-            else:
-                cells.append(str(value))
-        print("| " + " | ".join(cells) + " |")
-
+        rows.append({**metrics, "dataset": args.dataset, "method": label,
+                     "train_seconds": train_seconds(Path(folder))})
+    print(markdown_table(rows, COLUMNS), end="")
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice  # noqa: E402
 from anodiff.methods.base import Detector  # noqa: E402
 from anodiff.methods.common import foreground  # noqa: E402
+from anodiff.workflows.benchmark import markdown_table  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
 HEATMAP_METRICS = ("pixel_auroc", "pixel_ap", "dice_max", "dice_otsu", "healthy_residual")
@@ -158,11 +159,7 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k])
-                                for k in header) + " |" for r in rows]
-    (args.out / "sweep.md").write_text("\n".join(lines) + "\n")
+    (args.out / "sweep.md").write_text(markdown_table(rows, list(rows[0]), digits=4))
     if len(grid) == 2:
         heatmaps(rows, grid, args.out / "sweep.png")
     print(f"wrote {args.out}")

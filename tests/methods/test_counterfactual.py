@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weak_toys import SIZE, residual, toy_slices  # noqa: E402
+from weak_toys import SIZE, fit_on_toys, residual, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
@@ -25,21 +25,12 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Counterfactual:
-    torch.set_num_threads(1)
-    healthy, _ = toy_slices(50, False, seed=0)
-    anomalous, _ = toy_slices(50, True, seed=1)
-    train = [{"image": x, "label": 0} for x in healthy] + \
-            [{"image": x, "label": 1} for x in anomalous]
-    det = anodiff.create("counterfactual", preset="quick")
-    det.run_dir = tmp_path_factory.mktemp("run")
-    det.fit(train)
-    return det
+    return fit_on_toys("counterfactual", tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
 def test_images() -> dict[str, torch.Tensor]:
-    anomalous, truth = toy_slices(8, True, seed=3)
-    return {"healthy": toy_slices(8, False, seed=2)[0], "anomalous": anomalous, "truth": truth}
+    return toy_test_images()
 
 
 def test_fits_and_localises_end_to_end(fitted: Counterfactual, test_images: dict) -> None:

@@ -1,5 +1,7 @@
 """A toy weakly labelled problem shared by the diffano and counterfactual tests."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -29,3 +31,22 @@ def toy_slices(n: int, lesion: bool, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 def residual(images: torch.Tensor, result: anodiff.AnomalyResult) -> torch.Tensor:
     return (images - result.pseudo_healthy).abs().sum(1)
+
+
+def fit_on_toys(method: str, run_dir: Path) -> anodiff.Detector:
+    """``method`` (quick preset) trained on 50 healthy + 50 lesioned labelled toy slices."""
+    torch.set_num_threads(1)
+    healthy, _ = toy_slices(50, False, seed=0)
+    anomalous, _ = toy_slices(50, True, seed=1)
+    train = [{"image": x, "label": 0} for x in healthy] + \
+            [{"image": x, "label": 1} for x in anomalous]
+    det = anodiff.create(method, preset="quick")
+    det.run_dir = run_dir
+    det.fit(train)
+    return det
+
+
+def toy_test_images() -> dict[str, torch.Tensor]:
+    """8 healthy and 8 lesioned test slices (unseen seeds) with the lesions' masks."""
+    anomalous, truth = toy_slices(8, True, seed=3)
+    return {"healthy": toy_slices(8, False, seed=2)[0], "anomalous": anomalous, "truth": truth}

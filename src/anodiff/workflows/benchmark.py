@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,9 @@ class BenchmarkConfig:
 
 
 def load_benchmark(path: Path) -> tuple[BenchmarkConfig, Path]:
-    """Read and validate a benchmark config; returns it and the folder paths are relative to."""
-    config = build(BenchmarkConfig, load_yaml(path), "")
-    check_benchmark(config, str(path))
-    return config, Path(path).resolve().parent
+    """Read a benchmark config (keys and types validated; :func:`check_benchmark` does the
+    rest when it runs); returns it and the folder its paths are relative to."""
+    return build(BenchmarkConfig, load_yaml(path), ""), Path(path).resolve().parent
 
 
 def check_benchmark(config: BenchmarkConfig, source: str) -> None:
@@ -213,12 +213,18 @@ def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
     writer.writerows(json_ready(rows))
     write_text_atomic(out / "results.csv", buffer.getvalue())
 
+    write_text_atomic(out / "results.md", markdown_table(rows, COLUMNS))
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str], digits: int = 3) -> str:
+    """Rows as a markdown table of ``columns``; floats to ``digits`` places, NaN / missing as –."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
-            return "–" if math.isnan(value) else f"{value:.3f}"
+            return "–" if math.isnan(value) else f"{value:.{digits}f}"
         return str(value)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c, math.nan)) for c in COLUMNS) + " |"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, math.nan)) for c in columns) + " |"
               for row in rows]
-    write_text_atomic(out / "results.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
