@@ -14,6 +14,9 @@ lesion and ``--healthy`` without — and reports:
   own mask, whose threshold stays the one calibrated at training with the run's settings;
 * ``nfe`` and ``seconds_per_image``.
 
+With ``--refit``, what a run fitted on healthy training slices after training is refitted
+for every point (InvDetect's one-class model, tau and lambda depend on the inversion).
+
 Run, e.g. Wolleb's sensitivity study (Fig. 5 of the paper) on a diffano run::
 
     .venv/bin/python benchmarks/sweep.py runs/diffano_tumour runs/synth/tumour \\
@@ -38,10 +41,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice  # noqa: E402
 from anodiff.methods.base import Detector  # noqa: E402
-from anodiff.methods.common import foreground  # noqa: E402
+from anodiff.methods.common import foreground, training_images  # noqa: E402
 from anodiff.workflows.benchmark import markdown_table  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
@@ -49,14 +53,15 @@ HEATMAP_METRICS = ("pixel_auroc", "pixel_ap", "dice_max", "dice_otsu", "healthy_
 
 
 def parse_grid(items: list[str], config: Any) -> dict[str, list[Any]]:
-    """``key=v1,v2`` items as typed value lists (typed like the config's current value)."""
+    """``key=v1,v2`` items as value lists (YAML scalars; a float setting's ints as floats)."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, _, values = item.partition("=")
         if not hasattr(config, key):
             raise SystemExit(f"--grid {item}: {type(config).__name__} has no setting {key!r}")
-        kind = type(getattr(config, key))
-        grid[key] = [kind(v) for v in values.split(",")]
+        as_float = isinstance(getattr(config, key), float)
+        grid[key] = [float(v) if as_float and isinstance(v, int) else v
+                     for v in (yaml.safe_load(text) for text in values.split(","))]
     return grid
 
 
@@ -137,9 +142,16 @@ def main() -> None:
     parser.add_argument("--anomalous", type=int, default=64)
     parser.add_argument("--healthy", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refit", action="store_true",
+                        help="refit, for every point, what the run fitted on healthy training "
+                             "slices after training (InvDetect's one-class model, tau, lambda)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     detector, spec = load_run(args.run)
+    if args.refit and not hasattr(detector, "fit_normality"):
+        raise SystemExit(f"--refit: a {detector.name} run has nothing to refit")
+    train_healthy = training_images(spec.data.open(args.data), detector.supervision)[0] \
+        if args.refit else None
     fixed = {k: v[0] for k, v in parse_grid(args.fixed, detector.config).items()}
     grid = parse_grid(args.grid, detector.config)
     test = spec.data.open(args.data).split("test")
@@ -150,8 +162,10 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
-        row = {**settings, **measure(detector.retuned(keep_state=True, **fixed, **settings),
-                                     x, truth, healthy)}
+        variant = detector.retuned(keep_state=True, **fixed, **settings)
+        if train_healthy is not None:
+            variant.fit_normality(train_healthy)
+        row = {**settings, **measure(variant, x, truth, healthy)}
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in row.items()), flush=True)

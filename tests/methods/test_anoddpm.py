@@ -163,3 +163,8 @@ def test_retuning_refuses_to_keep_a_stale_calibrated_threshold(fitted: AnoDDPM) 
         fitted.retuned(level=10)
     kept = fitted.retuned(keep_state=True, level=10)
     assert kept.config.level == 10 and torch.equal(kept.threshold, fitted.threshold)
+
+
+def test_retuning_settings_its_threshold_does_not_depend_on_is_allowed(fitted: AnoDDPM) -> None:
+    otsu = fitted.retuned(mask="otsu", score_percentile=95.0)
+    assert otsu.config.mask == "otsu" and torch.equal(otsu.threshold, fitted.threshold)

@@ -5,7 +5,14 @@ run; :func:`anodiff.methods.base.available` then lists them.
 """
 
 # Importing the method modules registers them (each ends in an @register'ed Detector).
-from anodiff.methods import anoddpm, autoencoder, counterfactual, diffano, threshold  # noqa: F401
+from anodiff.methods import (  # noqa: F401
+    anoddpm,
+    autoencoder,
+    counterfactual,
+    diffano,
+    invdetect,
+    threshold,
+)
 from anodiff.methods.base import (
     AnomalyResult,
     Detector,

@@ -89,6 +89,8 @@ class Detector(ABC):
     supervision: ClassVar[str]
     description: ClassVar[str]
     presets: ClassVar[dict[str, Any]]  # preset name -> the method's frozen Config instance
+    # Settings that :meth:`state` does not depend on (a retune may change them freely).
+    state_free_settings: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -130,15 +132,17 @@ class Detector(ABC):
 
         Fitted values other than weights (:meth:`state`, e.g. a threshold calibrated on
         healthy maps) were computed with the current settings and would be stale, so a
-        detector that has them refuses, unless ``keep_state=True`` accepts that its masks
-        (not its maps) keep the old calibration.
+        detector that has them refuses to change any setting outside its
+        ``state_free_settings``, unless ``keep_state=True`` accepts that its masks (not its
+        maps) keep the old calibration.
         """
         self.check_fitted()
         state = self.state()
-        if state and settings and not keep_state:
+        stale = sorted(set(settings) - self.state_free_settings)
+        if state and stale and not keep_state:
             raise AnodiffError(
                 f"{self.name}: its fitted {sorted(state)} were calibrated with the current "
-                f"settings and would be stale after changing {sorted(settings)}; train with "
+                f"settings and would be stale after changing {stale}; train with "
                 "these settings instead (anodiff train --set ...)")
         names = {f.name: f for f in fields(self.config)}
         unknown = sorted(set(settings) - set(names))

@@ -30,7 +30,7 @@ from anodiff.nets.builders import build_classifier, build_unet
 class DiffusionPart:
     """A diffusion model: network preset, noise schedule, what it learns and how long."""
 
-    net: Literal["quick", "cpu", "paper"] = "cpu"
+    net: Literal["quick", "small", "cpu", "invdetect", "paper"] = "cpu"
     schedule: Literal["linear", "cosine"] = "linear"
     num_steps: int = 1000  # T
     max_level: int | None = None  # train levels in [1, max_level] (all when None)

@@ -11,12 +11,17 @@
   which is size-independent and has 0.3 M parameters in all. Wolleb's classifier pools with
   attention instead; both pool globally.
 
-Presets (the design brief's ``quick``, ``cpu``, ``paper``):
+Presets (the design brief's ``quick``, ``cpu``, ``paper``, and one for patch networks):
 
 * ``quick`` — a few thousand parameters, for tests (seconds on 2 cores);
+* ``small`` — the ``cpu`` layout at half the width (~0.3 M parameters), for networks that
+  run on many small patches per image (InvDetect);
 * ``cpu`` — ~1 M parameters, channels (32, 64, 64), one residual block per level and
   attention at the coarsest level only: the calibration run in shared/notes (the network a
   2-core CPU trains usefully in ~15-20 minutes at 64²);
+* ``invdetect`` — the patch network of InvDetect's authors: four stages with 64 base
+  channels, in the layout of DDIM's CIFAR-10 UNet (multipliers 1, 2, 2, 2; 2 residual
+  blocks; attention at the second stage, 16² for the paper's 32² patches);
 * ``paper`` — Wolleb et al. 2022's guided-diffusion UNet at 256²: 128 base channels,
   multipliers (1, 1, 2, 2, 4, 4), 2 residual blocks, attention at resolution 16 with one
   head. Guided-diffusion's learned variance (hybrid loss) is not reproduced: MONAI's UNet
@@ -62,9 +67,17 @@ NET_PRESETS: dict[str, NetConfig] = {
         channels=(8, 16), attention_levels=(False, False), num_res_blocks=1,
         num_head_channels=8, norm_num_groups=8,
     ),
+    "small": NetConfig(
+        channels=(16, 32, 32), attention_levels=(False, False, True), num_res_blocks=1,
+        num_head_channels=32, norm_num_groups=16,
+    ),
     "cpu": NetConfig(
         channels=(32, 64, 64), attention_levels=(False, False, True), num_res_blocks=1,
         num_head_channels=32, norm_num_groups=32,
+    ),
+    "invdetect": NetConfig(
+        channels=(64, 128, 128, 128), attention_levels=(False, True, False, False),
+        num_res_blocks=2, num_head_channels=64, norm_num_groups=32,
     ),
     "paper": NetConfig(
         channels=(128, 128, 256, 256, 512, 512),

@@ -1,0 +1,104 @@
+"""InvDetect end to end on toy slices (quick preset): shapes, masks, calibration, save/load."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import anodiff
+from anodiff.errors import AnodiffError
+from anodiff.methods.common import foreground
+from anodiff.methods.invdetect import InvDetect
+from anodiff.scoring.graphcut import LAMBDA_CANDIDATES
+from tests.methods.weak_toys import SIZE, toy_slices, toy_test_images
+
+
+def fit_invdetect(run_dir: Path, **settings) -> InvDetect:
+    torch.set_num_threads(1)
+    healthy, _ = toy_slices(50, False, seed=0)
+    det = anodiff.create("invdetect", preset="quick", **settings)
+    det.run_dir = run_dir
+    det.fit(healthy)
+    return det
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> InvDetect:
+    return fit_invdetect(tmp_path_factory.mktemp("invdetect"))
+
+
+@pytest.fixture(scope="module")
+def test_images() -> dict[str, torch.Tensor]:
+    return toy_test_images()
+
+
+def test_localize_gives_maps_masks_and_scores_of_the_right_shapes(fitted, test_images) -> None:
+    images = torch.cat([test_images["healthy"], test_images["anomalous"]])
+    result = fitted.localize(images)
+    fg = foreground(images)
+    assert result.anomaly_map.shape == (16, SIZE, SIZE) and result.score.shape == (16,)
+    assert result.mask.dtype == torch.bool and not (result.mask & ~fg).any()
+    assert torch.all(result.anomaly_map[~fg] == 0)
+    assert result.pseudo_healthy is None and result.nfe == fitted.config.inversion_steps
+
+
+def test_lesions_score_higher_than_healthy_tissue(fitted, test_images) -> None:
+    result = fitted.localize(test_images["anomalous"])
+    fg = foreground(test_images["anomalous"])
+    truth = test_images["truth"][fg].numpy()
+    assert roc_auc_score(truth, result.anomaly_map[fg].numpy()) > 0.8
+    healthy_scores = fitted.localize(test_images["healthy"]).score
+    labels = np.r_[np.zeros(8), np.ones(8)]
+    assert roc_auc_score(labels, torch.cat([healthy_scores, result.score]).numpy()) > 0.8
+
+
+def test_tau_and_lambda_follow_the_papers_rules(fitted, test_images) -> None:
+    assert fitted.tau > 0 and fitted.lam in LAMBDA_CANDIDATES
+    # the smallest lambda within the 1 % budget, or the largest tried when none is
+    assert float(fitted.calibrated_area) <= fitted.config.max_false_area \
+        or fitted.lam == max(LAMBDA_CANDIDATES)
+    unrefined = fitted.retuned(refine=False)  # the state holds for any mask rule
+    analysis = unrefined.analyse(test_images["anomalous"])
+    assert torch.equal(unrefined.masks(analysis), (analysis.score_map > 0) & analysis.foreground)
+    assert set(analysis.seconds) == {"inversion", "scoring", "aggregation"}
+    with pytest.raises(AnodiffError, match="stale"):
+        fitted.retuned(inversion_steps=3)  # the one-class model was fit on other latents
+    other = fitted.retuned(keep_state=True, one_class="gaussian")
+    with pytest.raises(AnodiffError, match="fit_normality"):
+        other.localize(test_images["anomalous"])
+    other.fit_normality(toy_slices(20, False, seed=5)[0])
+    assert other.one_class_model.kind == "gaussian"
+    assert other.localize(test_images["anomalous"]).anomaly_map.shape == (8, SIZE, SIZE)
+
+
+def test_save_then_load_gives_identical_maps_and_masks(fitted, test_images, tmp_path) -> None:
+    fitted.save(tmp_path / "model")
+    again = anodiff.load(tmp_path / "model")
+    a, b = fitted.localize(test_images["anomalous"]), again.localize(test_images["anomalous"])
+    assert torch.equal(a.anomaly_map, b.anomaly_map) and torch.equal(a.mask, b.mask)
+
+
+def test_the_gaussian_one_class_model_and_the_fast_inverse_also_localise(tmp_path,
+                                                                         test_images) -> None:
+    det = fit_invdetect(tmp_path, one_class="gaussian", solver="dpmpp2m")
+    result = det.localize(test_images["anomalous"])
+    fg = foreground(test_images["anomalous"])
+    assert roc_auc_score(test_images["truth"][fg].numpy(), result.anomaly_map[fg].numpy()) > 0.8
+
+
+def test_bad_settings_and_inputs_are_refused(fitted) -> None:
+    with pytest.raises(AnodiffError, match="multiple of 4"):
+        anodiff.create("invdetect", preset="quick", patch_size=6)
+    with pytest.raises(AnodiffError, match="one_class"):
+        anodiff.create("invdetect", preset="quick", one_class="forest")
+    with pytest.raises(AnodiffError, match="fit"):
+        anodiff.create("invdetect", preset="quick").localize(torch.zeros(1, 2, SIZE, SIZE))
+    with pytest.raises(AnodiffError, match="expected images"):
+        fitted.localize(torch.zeros(1, 1, SIZE, SIZE))
+
+
+def test_an_image_without_foreground_gets_an_empty_mask_and_a_zero_map(fitted) -> None:
+    result = fitted.localize(torch.zeros(2, 2, SIZE, SIZE))
+    assert not result.mask.any() and torch.all(result.anomaly_map == 0)
