@@ -5,6 +5,8 @@ On a fixed subset of test slices (``--anomalous`` with a lesion, ``--healthy`` w
 * **refinement** (the paper's Table 2 claim): mean Dice and precision over the anomalous
   slices of the graph-cut mask (InvDetect) and of ``A > 0`` (InvDetect w/o SCR), both from
   the same maps, and the flagged share of healthy brain for each;
+* **the refinement's two settings**: the same figures for every tau in ``--taus`` (``auto``:
+  the run's calibrated tau) and lambda in ``--lambdas``;
 * **runtime per image** split into DDIM inversion, one-class scoring, Eq. 1 aggregation
   (with the latent aggregates r_p) and refinement;
 * **separation** (the paper's central claim): the patch scores of normal patches (no lesion
@@ -15,7 +17,7 @@ On a fixed subset of test slices (``--anomalous`` with a lesion, ``--healthy`` w
 Run::
 
     .venv/bin/python benchmarks/invdetect_study.py runs/invdetect_tumour runs/synth/tumour \\
-        --anomalous 64 --healthy 32 --out runs/invdetect_study
+        --anomalous 64 --healthy 32 --out runs/invdetect_study [--set level=250]
 
 Writes ``study.json`` and ``separation.png`` into ``--out``.
 """
@@ -33,11 +35,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sweep import subset  # noqa: E402
+from sweep import parse_grid, subset  # noqa: E402
 
 from anodiff.evaluation.metrics import Overlap, auroc  # noqa: E402
 from anodiff.methods.common import training_images  # noqa: E402
 from anodiff.methods.invdetect import InvDetect  # noqa: E402
+from anodiff.scoring.graphcut import refine_masks  # noqa: E402
 from anodiff.scoring.one_class import fit_one_class  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
@@ -45,7 +48,7 @@ from anodiff.workflows.run import load_run  # noqa: E402
 def mask_figures(masks: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     overlaps = [Overlap.of(m, t) for m, t in zip(masks, truth, strict=True)]
     return {"dice": float(np.mean([o.dice for o in overlaps])),
-            "precision": float(np.mean([o.precision for o in overlaps]))}
+            "precision": float(np.nanmean([o.precision for o in overlaps]))}
 
 
 def patch_scores(det: InvDetect, images: torch.Tensor, truth: np.ndarray, share: float,
@@ -88,13 +91,23 @@ def main() -> None:
     parser.add_argument("--anomalous", type=int, default=64)
     parser.add_argument("--healthy", type=int, default=32)
     parser.add_argument("--lesion-share", type=float, default=0.1)
+    parser.add_argument("--taus", default="auto,10")
+    parser.add_argument("--lambdas", default="0.5,2,25,128,256,512,1024,4096")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], dest="settings",
+                        help="setting=value; the one-class model, tau and lambda are then "
+                             "refitted on the healthy training slices")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     det, spec = load_run(args.run)
     if not isinstance(det, InvDetect):
         raise SystemExit(f"{args.run} is a {det.name} run, not invdetect")
     dataset = spec.data.open(args.data)
+    train_healthy, _ = training_images(dataset, det.supervision)
+    if args.settings:
+        settings = {k: v[0] for k, v in parse_grid(args.settings, det.config).items()}
+        det = det.retuned(keep_state=True, **settings)
+        det.fit_normality(train_healthy)
     x, truth, healthy = subset(dataset.split("test"), args.anomalous, args.healthy, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -113,11 +126,19 @@ def main() -> None:
         "with_refinement": float(det.masks(healthy_analysis).numpy()[healthy_fg].mean()),
         "without_refinement": float((healthy_analysis.score_map.numpy() > 0)[healthy_fg].mean()),
     }
+    grid = []
+    for tau_text in args.taus.split(","):
+        tau = det.tau if tau_text == "auto" else float(tau_text)
+        for lam in (float(v) for v in args.lambdas.split(",")):
+            masks = refine_masks(analysis.score_map.numpy(), analysis.distances, tau, lam, fg)
+            healthy_masks = refine_masks(healthy_analysis.score_map.numpy(),
+                                         healthy_analysis.distances, tau, lam, healthy_fg)
+            grid.append({"tau": tau, "lambda": lam, **mask_figures(masks, truth),
+                         "healthy_flagged_share": float(healthy_masks[healthy_fg].mean())})
     seconds = {k: v / len(x) for k, v in analysis.seconds.items()}
     seconds["refinement"] = refinement / len(x)
     seconds["total"] = total / len(x)
 
-    train_healthy, _ = training_images(dataset, det.supervision)
     patches, holds_brain = det._patches(train_healthy)
     normal = patches[holds_brain]
     pick = torch.randperm(len(normal), generator=torch.Generator().manual_seed(
@@ -139,7 +160,8 @@ def main() -> None:
         "tau": det.tau, "lambda": det.lam, "calibrated_area": float(det.calibrated_area),
         "with_refinement": mask_figures(refined, truth),
         "without_refinement": mask_figures(plain, truth),
-        "healthy_flagged_share": flagged, "seconds_per_image": seconds,
+        "healthy_flagged_share": flagged, "refinement_grid": grid,
+        "seconds_per_image": seconds,
         "patch_auroc": aurocs, "lesion_share": args.lesion_share,
         "patches": {k: len(v) for k, v in scores.items()},
     }

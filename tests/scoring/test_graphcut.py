@@ -88,12 +88,30 @@ def test_lambda_rule_takes_the_smallest_value_within_the_budget() -> None:
     score = rng.normal(-1.5, 1.0, (4, 24, 24))  # healthy maps with ~7 % isolated positives
     region = np.ones_like(score, bool)
     distances = NeighbourDistances(np.zeros((4, 24, 23)), np.zeros((4, 23, 24)))
-    lam, area = calibrate_lambda(score, distances, 1.0, region, max_area=0.01)
-    assert area <= 0.01 and lam > 0
-    smaller = detected_area(refine_masks(score, distances, 1.0, lam / 2, region), region)
-    assert smaller > 0.01
-    lam_none, area_none = calibrate_lambda(score, distances, 1.0, region, max_area=0.5)
-    assert lam_none == 0.0 and area_none == pytest.approx(float((score > 0).mean()))
+    choice = calibrate_lambda(score, distances, 1.0, region, max_area=0.01)
+    assert choice.within_budget and choice.area <= 0.01 and choice.lam > 0
+    assert all(area > 0.01 for lam, area in choice.areas.items() if lam < choice.lam)
+    loose = calibrate_lambda(score, distances, 1.0, region, max_area=0.5)
+    assert loose.lam == 0.0 and loose.area == pytest.approx(float((score > 0).mean()))
+
+
+def test_an_unreachable_budget_takes_the_smallest_lambda_near_the_least_area() -> None:
+    score = np.full((2, 12, 12), -2.0)
+    score[:, 2:8, 2:8] = 2.0  # a solid positive block on every 'normal' image
+    score[:, 10, 10] = 1.0  # and one isolated positive pixel, which refinement removes
+    region = np.ones_like(score, bool)
+    right, down = np.zeros((2, 12, 11)), np.zeros((2, 11, 12))
+    right[:, 2:8, [1, 7]] = down[:, [1, 7], 2:8] = 1e6  # features jump across the block's edge
+    distances = NeighbourDistances(right, down)
+    choice = calibrate_lambda(score, distances, 1.0, region, max_area=0.01)
+    assert not choice.within_budget
+    least = min(choice.areas.values())
+    assert choice.area <= 1.1 * least
+    assert choice.lam == min(k for k, v in choice.areas.items() if v <= 1.1 * least)
+    assert least == pytest.approx(36 / 144), "the block, cut free by alpha = 0, stays"
+    assert choice.lam == 0.0, "the speck's 0.7 % is within 10 % of the least area"
+    strict = calibrate_lambda(score, distances, 1.0, region, max_area=0.01, tolerance=0.0)
+    assert strict.lam > 0 and strict.area == pytest.approx(least), "the speck goes first"
 
 
 def test_negative_lambda_or_tau_is_refused() -> None:

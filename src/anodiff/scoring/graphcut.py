@@ -116,17 +116,34 @@ def detected_area(masks: np.ndarray, region: np.ndarray) -> float:
     return float((masks & region).sum() / total) if total else 0.0
 
 
+@dataclass(frozen=True)
+class LambdaChoice:
+    """The chosen lambda, the area it flags on normal images, and the whole search."""
+
+    lam: float
+    area: float
+    within_budget: bool
+    areas: dict[float, float]  # every candidate's flagged area
+
+
 def calibrate_lambda(scores: np.ndarray, distances: NeighbourDistances, tau: float,
                      region: np.ndarray, max_area: float = 0.01,
-                     candidates: tuple[float, ...] = LAMBDA_CANDIDATES) -> tuple[float, float]:
+                     candidates: tuple[float, ...] = LAMBDA_CANDIDATES,
+                     tolerance: float = 0.1) -> LambdaChoice:
     """The paper's rule: the smallest lambda whose masks on normal images flag <= ``max_area``.
 
-    Returns (lambda, the area it flags). If no candidate meets the budget, the largest is
-    returned with its (too large) area, for the caller to report.
+    When no candidate meets the budget (the one-class boundary itself flags far more than
+    the budget, so that only merging whole regions would), the rule is undefined; then the
+    smallest lambda whose area is within ``tolerance`` (relative) of the smallest area
+    reached is taken. Taking the largest lambda instead merges whole brains into one label
+    (measured: Dice 0.04 on tumour slices against 0.28 at lambda = 256; docs/BENCHMARKS.md).
     """
-    area = 1.0
+    areas: dict[float, float] = {}
     for lam in sorted(candidates):
-        area = detected_area(refine_masks(scores, distances, tau, lam, region), region)
-        if area <= max_area:
-            return float(lam), area
-    return float(max(candidates)), area
+        areas[float(lam)] = detected_area(refine_masks(scores, distances, tau, lam, region),
+                                          region)
+        if areas[float(lam)] <= max_area:
+            return LambdaChoice(float(lam), areas[float(lam)], True, areas)
+    least = min(areas.values())
+    lam = min(k for k, v in areas.items() if v <= least * (1 + tolerance))
+    return LambdaChoice(lam, areas[lam], False, areas)
