@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from weak_toys import SIZE, toy_slices, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
 from anodiff.methods.common import foreground
 from anodiff.methods.invdetect import InvDetect
 from anodiff.scoring.graphcut import LAMBDA_CANDIDATES
-from tests.methods.weak_toys import SIZE, toy_slices, toy_test_images
 
 
 def fit_invdetect(run_dir: Path, **settings) -> InvDetect:
