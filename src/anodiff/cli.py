@@ -185,12 +185,16 @@ def export(
                                                       "size; loaded back as float32).")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Change a test-time setting, e.g. --set level=100 (repeatable).")] = None,
+    refit: Annotated[Path | None, typer.Option(
+        help="Dataset folder: refit what the method fits after training (InvDetect's "
+             "one-class model, tau, lambda) on its healthy training slices, so that --set "
+             "may change the settings those depend on.")] = None,
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""
     from anodiff.config import parse_overrides
     from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
 
-    export_run(run, out, half=half, settings=parse_overrides(set_ or []))
+    export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit)
     message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
     if half:
         message += f"; largest weight change {weight_rounding_error(run, out):.2e}"

@@ -139,3 +139,32 @@ def test_export_half_halves_the_weights_and_keeps_the_maps(tiny_synth: Path, tmp
     assert (a - b).abs().max() < 1e-2 * a.abs().max()
     result = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "small")])
     assert result.exit_code != 0 and "not empty" in str(result.exception)
+
+
+def test_export_refits_invdetect_for_a_new_inversion_level(tiny_synth: Path,
+                                                           tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    invoke("train", "invdetect", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    stale = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "x"),
+                                "--set", "level=20"])
+    assert stale.exit_code != 0 and "stale" in str(stale.exception)
+    invoke("export", run, "--out", tmp_path / "l20", "--set", "level=20", "--refit", tiny_synth)
+    original, refitted = load(run / "model"), load(tmp_path / "l20" / "model")
+    assert refitted.config.level == 20 and original.config.level == 30
+    sv = "support_vectors"
+    assert not torch.equal(original.one_class_model.tensors[sv],
+                           refitted.one_class_model.tensors[sv])
+    images = torch.rand(2, *original.input_shape)
+    assert refitted.localize(images).anomaly_map.shape == (2, 32, 32)
+    result = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "y"), "--refit",
+                                 str(tiny_synth)])
+    assert result.exit_code == 0  # a refit with unchanged settings reproduces the fit
+    same = load(tmp_path / "y" / "model")
+    assert torch.allclose(original.one_class_model.tensors[sv], same.one_class_model.tensors[sv])
+    other = tmp_path / "thr"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", other, "--preset", "quick",
+           "--set", "data.size=32")
+    refused = RUNNER.invoke(app, ["export", str(other), "--out", str(tmp_path / "z"),
+                                  "--refit", str(tiny_synth)])
+    assert refused.exit_code != 0 and "fits nothing" in str(refused.exception)

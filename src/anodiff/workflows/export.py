@@ -19,32 +19,46 @@ from anodiff.config import to_plain
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import load
+from anodiff.methods.common import training_images
 from anodiff.workflows.run import RUN_FILE, load_run
 
 
 def export_run(run: Path, out: Path, half: bool = False,
-               settings: dict[str, Any] | None = None) -> Path:
+               settings: dict[str, Any] | None = None, refit_data: Path | None = None) -> Path:
     """Write ``out/run.yaml`` and ``out/model`` from the finished run folder ``run``.
 
     ``settings`` change test-time settings of the exported model (for example the L and s a
     sensitivity study chose; see :meth:`Detector.retuned`, which refuses settings of trained
-    parts). ``out`` must be new or empty (nothing of the user's is ever overwritten); the
-    exported run.yaml records where it came from and what was changed.
+    parts). A method that fits values after training (InvDetect's one-class model, tau and
+    lambda: ``fit_normality``) refits them on the healthy training slices of
+    ``refit_data``, so that settings those values depend on can change without retraining
+    the networks. ``out`` must be new or empty (nothing of the user's is ever overwritten);
+    the exported run.yaml records where it came from and what was changed.
     """
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()):
         raise AnodiffError(f"{out}: exists and is not empty; export into a new folder")
     if out.resolve() == run.resolve():
         raise AnodiffError(f"{out}: is the run itself; export into a new folder")
-    detector, _ = load_run(run)
-    detector = detector.retuned(**(settings or {}))
+    detector, run_spec = load_run(run)
+    if refit_data is None:
+        detector = detector.retuned(**(settings or {}))
+    else:
+        if not hasattr(detector, "fit_normality"):
+            raise AnodiffError(f"{detector.name} fits nothing after training; export without "
+                               "a refit (or train again with the new settings)")
+        detector = detector.retuned(keep_state=True, **(settings or {}))
+        healthy, _ = training_images(run_spec.data.open(Path(refit_data)), detector.supervision)
+        detector.fit_normality(healthy)
     if half:
         for net in detector.networks().values():
             net.half()
     spec = yaml.safe_load((run / RUN_FILE).read_text(encoding="utf-8"))
     spec["method_config"] = to_plain(detector.config)
     spec["exported_from"] = {"run": str(run.resolve()), "changed_settings": settings or {},
-                             "weights": "float16" if half else "float32"}
+                             "weights": "float16" if half else "float32",
+                             "refitted_on": None if refit_data is None
+                             else str(Path(refit_data).resolve())}
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / "model")
     write_text_atomic(out / RUN_FILE, yaml.safe_dump(spec, sort_keys=False))
