@@ -87,8 +87,10 @@ def test_the_gaussian_one_class_model_and_the_fast_inverse_also_localise(tmp_pat
 
 
 def test_bad_settings_and_inputs_are_refused(fitted) -> None:
-    with pytest.raises(AnodiffError, match="multiple of 4"):
-        anodiff.create("invdetect", preset="quick", patch_size=6)
+    with pytest.raises(AnodiffError, match="multiple of 2"):
+        anodiff.create("invdetect", preset="quick", patch_size=7)  # quick UNet: one halving
+    with pytest.raises(AnodiffError, match="multiple of 8"):
+        anodiff.create("invdetect", preset="paper", patch_size=12)  # four stages
     with pytest.raises(AnodiffError, match="one_class"):
         anodiff.create("invdetect", preset="quick", one_class="forest")
     with pytest.raises(AnodiffError, match="fit"):

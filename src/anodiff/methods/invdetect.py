@@ -45,6 +45,7 @@ from anodiff.errors import AnodiffError
 from anodiff.methods.base import AnomalyResult, Detector, register
 from anodiff.methods.common import foreground, image_scores, training_images
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
+from anodiff.nets.builders import net_config
 from anodiff.scoring.graphcut import (
     NeighbourDistances,
     calibrate_lambda,
@@ -89,9 +90,11 @@ class InvDetectConfig:
     seed: int = 0  # seeds the patch subsample and the calibration images
 
     def check(self) -> None:
-        if self.patch_size < 4 or self.patch_size % 4:
-            raise AnodiffError(f"invdetect: patch_size must be a multiple of 4 (the UNet "
-                               f"halves it twice), got {self.patch_size}")
+        halvings = len(net_config(self.diffusion.net).channels) - 1
+        if self.patch_size < 2**halvings or self.patch_size % 2**halvings:
+            raise AnodiffError(f"invdetect: patch_size must be a multiple of {2**halvings} (the "
+                               f"{self.diffusion.net} UNet halves it {halvings} times), got "
+                               f"{self.patch_size}")
         top = self.diffusion.num_steps
         if self.level is not None and not 1 <= self.level <= top:
             raise AnodiffError(f"invdetect: level must be in [1, {top}], got {self.level}")
