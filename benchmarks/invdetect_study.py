@@ -54,7 +54,7 @@ def mask_figures(masks: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def patch_scores(det: InvDetect, images: torch.Tensor, truth: np.ndarray, share: float,
                  pixel_model) -> dict[str, np.ndarray]:
     """Latent and pixel-space scores of foreground patches, split by lesion content."""
-    patches, holds_brain = det._patches(images)
+    patches, holds_brain = det.patches(images)
     lesion = det.grid.extract(torch.from_numpy(truth)[:, None].float()).flatten(2).mean(-1)
     kept = patches[holds_brain]
     latent = det.one_class_model.score(torch.cat([det.invert(c) for c in kept.split(1024)]))
@@ -139,10 +139,8 @@ def main() -> None:
     seconds["refinement"] = refinement / len(x)
     seconds["total"] = total / len(x)
 
-    patches, holds_brain = det._patches(train_healthy)
-    normal = patches[holds_brain]
-    pick = torch.randperm(len(normal), generator=torch.Generator().manual_seed(
-        det.config.seed))[: det.config.fit_patches]
+    normal = det.foreground_patches(train_healthy)
+    pick, _ = det.normality_draws(len(normal), len(train_healthy))  # the one-class fit's
     pixel_model = fit_one_class(normal[pick].flatten(1), det.config.one_class, det.config.nu,
                                 components=det.config.nystroem_components)
     scores = patch_scores(det, x, truth, args.lesion_share, pixel_model)

@@ -196,12 +196,25 @@ class InvDetect(Detector):
         return float(self.config.lam if self.config.lam is not None else self.fitted_lam)
 
     # --- the paper's stages --------------------------------------------------------------
-    def _patches(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def patches(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Patches (N, P, C, b, b) in [-1, 1] and which of them hold foreground (N, P)."""
         grid = self.grid
         fg = foreground(images)[:, None].float()
         holds_brain = grid.extract(fg).flatten(2).amax(-1) > 0
         return grid.extract(images * 2 - 1), holds_brain
+
+    def foreground_patches(self, images: Tensor) -> Tensor:
+        """The patches (M, C, b, b) of images that hold foreground: what is trained on."""
+        patches, holds_brain = self.patches(images)
+        return patches[holds_brain]
+
+    def normality_draws(self, patches: int, images: int) -> tuple[Tensor, Tensor]:
+        """The seeded choice of ``fit_patches`` of ``patches`` foreground patches for the
+        one-class fit and of ``calibration_images`` of ``images`` images for tau and lambda."""
+        generator = torch.Generator().manual_seed(self.config.seed)
+        pick = torch.randperm(patches, generator=generator)[: self.config.fit_patches]
+        chosen = torch.randperm(images, generator=generator)[: self.config.calibration_images]
+        return pick, chosen
 
     @torch.no_grad()
     def invert(self, patches: Tensor) -> Tensor:
@@ -223,32 +236,29 @@ class InvDetect(Detector):
         torch.manual_seed(cfg.diffusion.train.seed)
         self.build(tuple(images.shape[1:]))
         assert self.unet is not None
-        patches, holds_brain = self._patches(images)
-        normal = patches[holds_brain]
+        normal = self.foreground_patches(images)
         if len(normal) < 2:
             raise AnodiffError("invdetect: the healthy training images hold fewer than two "
                                "patches with foreground")
         self.unet = train_diffusion_unet(self.unet, cfg.diffusion, normal,
                                          run_dir=self.run_dir, name="unet")
-        self.fit_normality(images)
+        self.fit_normality(images, normal)
 
-    def fit_normality(self, healthy: Tensor) -> None:
+    def fit_normality(self, healthy: Tensor, normal: Tensor | None = None) -> None:
         """Fit the one-class model on inverted healthy patches, then set tau and lambda.
 
         ``healthy`` (N, C, H, W) in [0, 1] are healthy training images; ``fit_patches`` of
         their foreground patches (a seeded random draw) are inverted for the one-class fit
         and ``calibration_images`` of them set tau and lambda. Called by :meth:`fit` after
         training; calling it again after a retune refits what depends on the settings.
+        ``normal``: their foreground patches, when the caller has them already.
         """
         cfg = self.config
-        patches, holds_brain = self._patches(healthy)
-        normal = patches[holds_brain]
-        generator = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(normal), generator=generator)[: cfg.fit_patches]
+        normal = self.foreground_patches(healthy) if normal is None else normal
+        pick, chosen = self.normality_draws(len(normal), len(healthy))
         latents = torch.cat([self.invert(chunk) for chunk in normal[pick].split(1024)])
         self.one_class_model = fit_one_class(latents, cfg.one_class, cfg.nu,
                                              components=cfg.nystroem_components, seed=cfg.seed)
-        chosen = torch.randperm(len(healthy), generator=generator)[: cfg.calibration_images]
         self.calibrate(healthy[chosen])
 
     def calibrate(self, healthy: Tensor) -> None:
@@ -280,7 +290,7 @@ class InvDetect(Detector):
         grid = self.grid
         maps, rights, downs = [], [], []
         for chunk in images.split(self.config.image_batch):
-            patches, holds_brain = self._patches(chunk)
+            patches, holds_brain = self.patches(chunk)
             start = time.perf_counter()
             latents = self.invert(patches[holds_brain])
             seconds["inversion"] += time.perf_counter() - start

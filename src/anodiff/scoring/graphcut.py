@@ -48,9 +48,6 @@ class NeighbourDistances:
         down = (features[..., 1:, :] - features[..., :-1, :]).square().sum(1)
         return cls(right.double().cpu().numpy(), down.double().cpu().numpy())
 
-    def select(self, index: slice | np.ndarray) -> NeighbourDistances:
-        return NeighbourDistances(self.right[index], self.down[index])
-
     def pairs_inside(self, region: np.ndarray) -> np.ndarray:
         """The distances of the neighbour pairs with both pixels in ``region`` (N, H, W)."""
         inside_right = region[..., :, 1:] & region[..., :, :-1]
