@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from anodiff.evaluation import evaluate
 from anodiff.scoring.postprocess import PostProcess
@@ -61,3 +62,23 @@ def test_the_methods_own_mask_and_postprocessing_are_used() -> None:
                    postprocess=PostProcess(min_component_size=2))
     assert res["dice_own"] == 1.0 and res["dice_otsu"] < 0.5
     assert res["postprocess"]["min_component_size"] == 2
+
+
+def test_the_foreground_area_reference_is_the_auroc_of_slice_size() -> None:
+    truth, fg, rng = _test_set(n=40, seed=2)
+    area = rng.random(40)
+    for i, share in enumerate(area):  # foreground share of slice i grows with area[i]
+        fg[i] = False
+        side = 4 + int(share * 18)
+        fg[i, :side, :side] = True
+        truth[i] &= fg[i]
+    labels = truth.reshape(40, -1).any(1)
+    res = evaluate(rng.random(truth.shape), truth, rng.random(40), foreground=fg)
+    expected = roc_auc_score(labels, fg.reshape(40, -1).mean(1))
+    assert res["image_auroc_foreground_area"] == pytest.approx(expected)
+    big_sick = fg.copy()
+    big_sick[labels] = True  # diseased slices all foreground: the reference separates them
+    assert evaluate(rng.random(truth.shape), truth, rng.random(40),
+                    foreground=big_sick)["image_auroc_foreground_area"] == pytest.approx(1.0)
+    assert math.isnan(evaluate(rng.random(truth.shape), truth,
+                               rng.random(40))["image_auroc_foreground_area"])

@@ -4,8 +4,12 @@ Keys (design brief): ``image_auroc, image_ap, image_f1, pixel_auroc, pixel_ap, d
 dice_otsu, precision_otsu, hd95_otsu, vs_otsu, healthy_residual, seconds_per_image,
 nfe_per_image, n_images`` plus recall/IoU at the Otsu masks, lesion-wise detection,
 healthy false-positive area, figures at a healthy-calibrated threshold when one is given,
-and per-volume figures when case ids are given. The conventions (pooling, empty masks) are
-those of :mod:`anodiff.evaluation.metrics`.
+per-volume figures when case ids are given, and ``image_auroc_foreground_area``: the image
+AUROC of a trivial score, the share of the slice that is foreground. On brain slices,
+lesions that need depth (or mass) occur only in large central slices, so slice size alone
+can separate diseased from healthy slices; a method's ``image_auroc`` means little unless it
+beats this reference (0.74 to 0.85 on the tracks of the embedded benchmark). The
+conventions (pooling, empty masks) are those of :mod:`anodiff.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ def evaluate(
         "image_ap": average_precision(labels, scores),
         "image_f1": f1_at(labels, scores, image_threshold) if image_threshold is not None
         else math.nan,
+        "image_auroc_foreground_area": math.nan if foreground is None
+        else auroc(labels, fg.reshape(len(fg), -1).mean(1)),
         "pixel_auroc": auroc(pixels_truth, pixels_score),
         "pixel_ap": average_precision(pixels_truth, pixels_score),
         "dice_max": best.dice,

@@ -20,6 +20,9 @@ GLOSSARY = {
                    "(0.5 = chance, 1 = perfect).",
     "image_ap": "Average precision of the image score; its chance level is the share of "
                 "anomalous slices.",
+    "image_auroc_foreground_area": "Image AUROC of a trivial score, how much of the slice is "
+                                   "brain: the reference image_auroc must beat (lesions "
+                                   "often sit only in large central slices).",
     "pixel_auroc": "Ranking quality of the anomaly map's pixels inside the brain of the "
                    "anomalous slices, pooled over slices.",
     "pixel_ap": "Average precision of the pooled pixels; chance level is the lesion's share "
