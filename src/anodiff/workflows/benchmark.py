@@ -47,10 +47,10 @@ from anodiff.workflows.run import DataConfig, load_run, run_log, train_run
 log = logging.getLogger("anodiff")
 
 COLUMNS = ("dataset", "method", "image_auroc", "image_ap", "image_auroc_foreground_area",
-           "pixel_auroc", "pixel_ap",
-           "dice_max", "dice_otsu", "precision_otsu", "hd95_otsu", "vs_otsu", "dice_fpr",
-           "lesion_detection_rate", "healthy_fp_area", "healthy_residual",
-           "seconds_per_image", "nfe_per_image", "train_seconds", "n_images")
+           "pixel_auroc", "pixel_ap", "dice_max", "dice_otsu", "precision_otsu", "hd95_otsu",
+           "vs_otsu", "dice_fpr", "lesion_detection_rate", "healthy_fp_area",
+           "healthy_residual", "seconds_per_image", "nfe_per_image", "train_seconds",
+           "n_images")
 
 
 @dataclass(frozen=True)
