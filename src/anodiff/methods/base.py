@@ -123,6 +123,16 @@ class Detector(ABC):
         if state:
             raise CheckpointError(f"{self.name}: unexpected saved values {sorted(state)}")
 
+    def fit_normality(self, healthy: Tensor) -> None:
+        """Refit what the method fits on healthy training images after training (``healthy``
+        (N, C, H, W) in [0, 1]), so settings it depends on can change without retraining.
+
+        Methods with such a fit override this (InvDetect: one-class model, tau, lambda); the
+        others have nothing to refit and refuse.
+        """
+        raise AnodiffError(f"{self.name} fits nothing after training; export without a refit "
+                           "(or train again with the new settings)")
+
     def retuned(self, *, keep_state: bool = False, **settings: Any) -> Detector:
         """A copy with changed test-time settings that shares this detector's fitted parts.
 

@@ -44,9 +44,6 @@ def export_run(run: Path, out: Path, half: bool = False,
     if refit_data is None:
         detector = detector.retuned(**(settings or {}))
     else:
-        if not hasattr(detector, "fit_normality"):
-            raise AnodiffError(f"{detector.name} fits nothing after training; export without "
-                               "a refit (or train again with the new settings)")
         detector = detector.retuned(keep_state=True, **(settings or {}))
         healthy, _ = training_images(run_spec.data.open(Path(refit_data)), detector.supervision)
         detector.fit_normality(healthy)
