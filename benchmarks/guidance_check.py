@@ -20,13 +20,10 @@ Run, e.g.::
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from sweep import subset
+from sweep import study_parser, subset
 
 from anodiff.diffusion.guidance import network_timesteps
 from anodiff.diffusion.schedule import NoiseSchedule
@@ -52,14 +49,9 @@ def classifier_table(classifier: torch.nn.Module, schedule: NoiseSchedule, image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--anomalous", type=int, default=48)
-    parser.add_argument("--healthy", type=int, default=48)
+    parser = study_parser(__doc__.splitlines()[0], anomalous=48, healthy=48)
     parser.add_argument("--levels", default="0,50,100,250,500",
                         help="noise levels at which to test the classifier")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     detector, spec = load_run(args.run)

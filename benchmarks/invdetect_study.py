@@ -24,7 +24,6 @@ Writes ``study.json`` and ``separation.png`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sweep import parse_grid, subset  # noqa: E402
+from sweep import parse_grid, study_parser, subset  # noqa: E402
 
 from anodiff.evaluation.metrics import Overlap, auroc  # noqa: E402
 from anodiff.methods.common import training_images  # noqa: E402
@@ -85,15 +84,10 @@ def separation_figure(scores: dict[str, np.ndarray], aurocs: dict[str, float],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--anomalous", type=int, default=64)
-    parser.add_argument("--healthy", type=int, default=32)
+    parser = study_parser(__doc__.splitlines()[0], anomalous=64, healthy=32)
     parser.add_argument("--lesion-share", type=float, default=0.1)
     parser.add_argument("--taus", default="auto,10")
     parser.add_argument("--lambdas", default="0.5,2,25,128,256,512,1024,4096")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], dest="settings",
                         help="setting=value; the one-class model, tau and lambda are then "
                              "refitted on the healthy training slices")

@@ -65,6 +65,17 @@ def parse_grid(items: list[str], config: Any) -> dict[str, list[Any]]:
     return grid
 
 
+def study_parser(description: str, anomalous: int, healthy: int) -> argparse.ArgumentParser:
+    """The arguments every study script takes: a run, a dataset, and the subset's sizes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--anomalous", type=int, default=anomalous)
+    parser.add_argument("--healthy", type=int, default=healthy)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def subset(data: Any, n_anomalous: int, n_healthy: int, seed: int
            ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """A fixed random choice of anomalous slices (images, masks) and of healthy slices."""
@@ -132,16 +143,11 @@ def heatmaps(rows: list[dict[str, Any]], grid: dict[str, list[Any]], path: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("data", type=Path)
+    parser = study_parser(__doc__.splitlines()[0], anomalous=64, healthy=32)
     parser.add_argument("--grid", action="append", default=[],
                         help="setting=v1,v2,... (repeatable; the product is swept)")
     parser.add_argument("--set", action="append", default=[], dest="fixed",
                         help="setting=value held fixed for every point")
-    parser.add_argument("--anomalous", type=int, default=64)
-    parser.add_argument("--healthy", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refit", action="store_true",
                         help="refit, for every point, what the run fitted on healthy training "
                              "slices after training (InvDetect's one-class model, tau, lambda)")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anodiff.diffusion.checkpoint import latest_checkpoint
-from anodiff.diffusion.objectives import DiffusionObjective
+from anodiff.diffusion.objectives import DiffusionObjective, FixedNoiseLoss
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.training import (
     ArrayDataset,
@@ -30,13 +30,13 @@ def disc_images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
     return (dist < radius[:, None, None]).float().unsqueeze(1) * 0.8 + 0.1
 
 
-def _trainer(run_dir: Path | None, steps: int, **overrides) -> Trainer:
+def _trainer(run_dir: Path | None, steps: int, validation=None, **overrides) -> Trainer:
     torch.manual_seed(0)  # network initialisation
     settings = dict(batch_size=8, lr=2e-3, warmup_steps=5, ema_decay=0.9, checkpoint_every=5)
     config = TrainConfig(steps=steps, **{**settings, **overrides})
     objective = DiffusionObjective(NoiseSchedule.create("linear", 200))
     return Trainer(build_unet("quick", 1), objective, config, run_dir, {"preset": "quick"},
-                   progress=False)
+                   progress=False, validation=validation)
 
 
 def test_a_tiny_unet_learns_the_toy_distribution() -> None:
@@ -143,3 +143,75 @@ def test_conditional_objective_trains_a_class_and_concat_conditioned_unet() -> N
     net = build_unet("quick", 1, cond_channels=1, num_class_embeds=3)
     history = Trainer(net, objective, config, progress=False).fit(data)
     assert len(history.losses) == 6 and all(loss == loss for loss in history.losses)
+
+
+class ScriptedValidation:
+    """A validation whose values are given in advance (one per call), for early stopping."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values, self.calls = list(values), 0
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        self.calls += 1
+        return self.values[self.calls - 1]
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_on_patience() -> None:
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def validation(model: torch.nn.Module) -> float:
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return [3.0, 1.0, 2.0, 2.5, 0.5][len(seen) - 1]
+
+    trainer = _trainer(None, 100, validation, validate_every=5, patience=2,
+                       checkpoint_every=1000)
+    history = trainer.fit(ArrayDataset(disc_images(40)))
+    assert [step for step, _ in history.validations] == [5, 10, 15, 20]  # 2 without gain
+    assert trainer.stopped_early and trainer.step == 20 and trainer.best_step == 10
+    best = trainer.final_model().state_dict()
+    assert all(torch.equal(best[k], seen[1][k]) for k in best)
+
+
+def test_resume_with_validation_continues_bit_identically(tmp_path: Path) -> None:
+    data = ArrayDataset(disc_images(40))
+    values = [2.0, 1.0, 1.5, 1.7, 1.8, 0.5]  # best at 10, stop at 25
+    def trainer(run: str, steps: int, script: list[float]) -> Trainer:
+        return _trainer(tmp_path / run, steps, ScriptedValidation(script), validate_every=5,
+                        patience=3)
+
+    straight = trainer("straight", 30, values)
+    straight.fit(data)
+    trainer("resumed", 10, values).fit(data)
+    resumed = trainer("resumed", 30, values[2:])  # validations after step 10 only
+    resumed.fit(data)
+    assert (resumed.best_step, resumed.best_value) == (straight.best_step, straight.best_value)
+    for a, b in zip(straight.final_model().state_dict().values(),
+                    resumed.final_model().state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert straight.stopped_early and (straight.step, straight.best_step) == (25, 10)
+    assert len(trainer("straight", 30, []).fit(data).losses) == 0  # a finished run stays so
+
+
+def test_patience_without_a_validation_is_refused() -> None:
+    with pytest.raises(AnodiffError, match="nothing validates"):
+        _trainer(None, 10, patience=2)
+
+
+def test_fixed_noise_loss_is_deterministic_and_exact_for_a_zero_model() -> None:
+    schedule = NoiseSchedule.create("linear", 200)
+    images = disc_images(12) * 2 - 1
+    loss = FixedNoiseLoss(schedule, images, seed=3, batch_size=5)
+    assert sorted(loss.levels.tolist()) == torch.linspace(1, 200, 12).round().long().tolist()
+
+    class Zero(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            return x[:, :1] * self.w
+
+    assert loss(Zero()) == pytest.approx(float(loss.noise.square().mean()), rel=1e-6)
+    net = build_unet("quick", 1, cond_channels=1)
+    conditioned = FixedNoiseLoss(schedule, images, images, seed=3)
+    assert conditioned(net) == conditioned(net)

@@ -168,3 +168,14 @@ def test_export_refits_invdetect_for_a_new_inversion_level(tiny_synth: Path,
     refused = RUNNER.invoke(app, ["export", str(other), "--out", str(tmp_path / "z"),
                                   "--refit", str(tiny_synth)])
     assert refused.exit_code != 0 and "fits nothing" in str(refused.exception)
+
+
+def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
+    """Baugh's ensemble from the command line: members stop on the val split, evaluate runs."""
+    run = tmp_path / "run"
+    invoke("train", "imgcond", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    assert sorted(p.name for p in run.glob("member_*")) == ["member_2", "member_6"]
+    invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "eval")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["nfe_per_image"] == 10 and 0 <= metrics["pixel_ap"] <= 1

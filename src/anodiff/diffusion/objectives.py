@@ -109,3 +109,56 @@ class ClassifierObjective:
         """JSON-friendly settings, stored in checkpoints."""
         return {"objective": "noise_aware_classifier", "schedule": self.schedule.to_dict(),
                 "max_level": self.max_level}
+
+
+class FixedNoiseLoss:
+    """A validation loss: the denoising loss (Eq. 4) on fixed images, levels and noise.
+
+    Every call evaluates the same ``(x_l, l, eps)`` triples, so values are comparable across
+    training and drawing them consumes no randomness of the training run (which is what
+    keeps early stopping resumable). Levels are spread evenly over [1, ``max_level``] and
+    assigned to the images in a seeded random order; ``cond`` (N, Cc, ...) is concatenated
+    to the noisy images, as in :class:`DiffusionObjective`. Inputs are in the model's range.
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        images: Tensor,
+        cond: Tensor | None = None,
+        *,
+        prediction: Literal["eps", "x0"] = "eps",
+        max_level: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+    ) -> None:
+        if len(images) == 0:
+            raise AnodiffError("FixedNoiseLoss: no validation images")
+        if cond is not None and len(cond) != len(images):
+            raise AnodiffError(f"FixedNoiseLoss: {len(images)} images but {len(cond)} conditions")
+        if prediction not in ("eps", "x0"):
+            raise AnodiffError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
+        top = schedule.check_level(max_level or schedule.num_steps, "max_level")
+        if top < 1:
+            raise AnodiffError("FixedNoiseLoss: max_level must be >= 1")
+        generator = torch.Generator().manual_seed(seed)
+        n = len(images)
+        spread = torch.linspace(1, top, n).round().long()
+        self.levels = spread[torch.randperm(n, generator=generator)]
+        self.noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+        self.noisy = schedule.q_sample(images, self.levels, self.noise)
+        self.target = self.noise if prediction == "eps" else images
+        self.cond, self.batch_size = cond, batch_size
+
+    def __call__(self, model: nn.Module) -> float:
+        """Mean squared error of ``model``'s predictions over all validation pixels."""
+        device = next(model.parameters()).device
+        total = 0.0
+        with torch.no_grad():
+            for rows in torch.arange(len(self.levels)).split(self.batch_size):
+                x = self.noisy[rows]
+                if self.cond is not None:
+                    x = torch.cat([x, self.cond[rows]], dim=1)
+                out = model(x.to(device), timesteps=(self.levels[rows] - 1).to(device))
+                total += float(F.mse_loss(out, self.target[rows].to(device), reduction="sum"))
+        return total / self.target.numel()

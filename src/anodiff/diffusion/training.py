@@ -7,10 +7,20 @@ holds because everything random is a function of saved state: batches come from
 per-epoch permutations derived from ``(seed, epoch)``, and levels, noise and label dropout
 come from a ``torch.Generator`` whose state is checkpointed with the global torch RNG
 (dropout), the optimiser moments and the EMA weights.
+
+**Early stopping** (optional): a ``validation`` callable scores the network to sample with
+every ``validate_every`` steps (lower is better; it must draw no global randomness, e.g. a
+loss on fixed held-out samples and noise, :class:`~.objectives.FixedNoiseLoss`); the best
+weights so far travel in every checkpoint, training stops after ``patience`` validations
+without improvement, and the trained model is the best one (Baugh 2024 stops each fold
+model on its held-out tasks).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +47,9 @@ from anodiff.diffusion.objectives import ClassifierObjective
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.errors import AnodiffError, CheckpointError
 
+log = logging.getLogger("anodiff")
 Objective = Callable[[nn.Module, dict[str, Tensor], torch.Generator], Tensor]
+Validation = Callable[[nn.Module], float]  # scores the network to sample with; lower = better
 
 
 class SampleSource(Protocol):
@@ -85,12 +97,21 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "cpu"
+    validate_every: int | None = None  # steps between validations (None: checkpoint_every)
+    patience: int | None = None  # validations without improvement before stopping (None: never)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints")
         bad = [name for name in positive if getattr(self, name) < 1]
+        bad += [name for name in ("validate_every", "patience")
+                if getattr(self, name) is not None and getattr(self, name) < 1]
         if bad or self.lr <= 0:
             raise AnodiffError(f"TrainConfig: {bad or ['lr']} must be positive")
+
+    @property
+    def validation_interval(self) -> int:
+        """Steps between two validations."""
+        return self.validate_every or self.checkpoint_every
 
 
 # Settings that may change between a run and its resumption (training longer, elsewhere).
@@ -104,6 +125,7 @@ class TrainHistory:
     start_step: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    validations: list[tuple[int, float]] = field(default_factory=list)  # (step, value)
 
     @property
     def steps_per_second(self) -> float:
@@ -138,7 +160,8 @@ class Trainer:
 
     ``run_dir=None`` trains without checkpoints (tests, throw-away runs). ``description`` is
     stored in every checkpoint's metadata (e.g. the network's preset and channel counts)
-    so a checkpoint says what it holds.
+    so a checkpoint says what it holds. ``validation`` enables early stopping (module
+    docstring); :meth:`final_model` is then the best-validated network.
     """
 
     def __init__(
@@ -149,8 +172,12 @@ class Trainer:
         run_dir: Path | None = None,
         description: dict[str, Any] | None = None,
         progress: bool = True,
+        validation: Validation | None = None,
     ) -> None:
+        if config.patience is not None and validation is None:
+            raise AnodiffError("TrainConfig.patience is set but nothing validates the model")
         self.config = config
+        self.validation = validation
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.objective = objective
@@ -164,6 +191,10 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.step = 0
+        self.best_value = float("inf")
+        self.best_step = 0
+        self.best_state: dict[str, Tensor] | None = None
+        self.stopped_early = False
 
     @property
     def checkpoints(self) -> Path | None:
@@ -175,12 +206,22 @@ class Trainer:
         """The network to sample with: the EMA copy when there is one."""
         return self.model if self.ema is None else self.ema.model
 
+    def final_model(self) -> nn.Module:
+        """What training produced: the best-validated weights with a validation, else the
+        :attr:`inference_model` (a copy in the first case; the live network in the second)."""
+        if self.best_state is None:
+            return self.inference_model
+        best = copy.deepcopy(self.inference_model)
+        best.load_state_dict(self.best_state)
+        return best.eval()
+
     def learning_rate(self, step: int) -> float:
         """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
         return self.config.lr * min(1.0, (step + 1) / max(self.config.warmup_steps, 1))
 
     def fit(self, data: SampleSource) -> TrainHistory:
-        """Train up to ``config.steps`` steps in total, resuming from the latest checkpoint."""
+        """Train up to ``config.steps`` steps in total (fewer if validation stops it early),
+        resuming from the latest checkpoint."""
         if len(data) == 0:
             raise AnodiffError("training data is empty")
         self.resume()
@@ -189,18 +230,32 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress,
                    desc="train", unit="step")
         started = time.perf_counter()
-        while self.step < self.config.steps:
+        while self.step < self.config.steps and not self.stopped_early:
             loss = self.train_step(data)
             history.losses.append(loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            postfix = {"loss": f"{loss:.4f}"}
+            if self.validation is not None and (
+                self.step % self.config.validation_interval == 0
+                or self.step == self.config.steps
+            ):
+                history.validations.append((self.step, self.validate()))
+                postfix["best_val"] = f"{self.best_value:.4f}@{self.best_step}"
+            bar.set_postfix(postfix)
             if self.checkpoints is not None and (
                 self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps
+                or self.stopped_early
             ):
                 self.save_checkpoint(loss)
         history.seconds = time.perf_counter() - started
         bar.close()
         self.model.eval()
+        if self.best_state is not None:
+            where = f"{self.run_dir}: " if self.run_dir is not None else ""
+            end = f"stopped early at step {self.step}" if self.stopped_early else \
+                f"ran all {self.step} steps"
+            log.info("%sbest validation %.5g at step %d; %s", where, self.best_value,
+                     self.best_step, end)
         return history
 
     def train_step(self, data: SampleSource) -> float:
@@ -223,6 +278,27 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    def validate(self) -> float:
+        """Score the network to sample with; keep its weights if they are the best so far,
+        and stop once ``patience`` validations in a row brought no improvement."""
+        assert self.validation is not None
+        model = self.inference_model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            value = float(self.validation(model))
+        model.train(was_training)
+        if not math.isfinite(value):  # the model or the validation data is broken
+            raise AnodiffError(f"validation at step {self.step} gave {value}")
+        if value < self.best_value:
+            self.best_value, self.best_step = value, self.step
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif self.config.patience is not None and (
+            self.step - self.best_step >= self.config.patience * self.config.validation_interval
+        ):
+            self.stopped_early = True
+        return value
+
     def save_checkpoint(self, last_loss: float) -> Path:
         """Write the full training state after ``self.step`` steps (atomically)."""
         assert self.checkpoints is not None
@@ -233,6 +309,8 @@ class Trainer:
         groups = {"model": self.model.state_dict(), "optimizer": optim_tensors, "rng": rng}
         if self.ema is not None:
             groups["ema"] = self.ema.model.state_dict()
+        if self.best_state is not None:
+            groups["best"] = self.best_state
         meta = {
             "step": self.step,
             "loss": last_loss,
@@ -240,7 +318,10 @@ class Trainer:
             "objective": _describe(self.objective),
             "model": self.description,
             "optimizer": optim_rest,
+            "stopped_early": self.stopped_early,
         }
+        if self.best_state is not None:
+            meta["best"] = {"step": self.best_step, "value": self.best_value}
         name = checkpoint_name(self.step)
         path = write_checkpoint(self.checkpoints / name, groups, meta)
         mark_latest(self.checkpoints, name)
@@ -278,6 +359,11 @@ class Trainer:
             torch.cuda.set_rng_state(groups["rng"]["cuda"], self.device)
         self.generator.set_state(groups["rng"]["generator"])
         self.step = int(meta["step"])
+        if "best" in groups:
+            self.best_state = groups["best"]
+            self.best_step = int(meta["best"]["step"])
+            self.best_value = float(meta["best"]["value"])
+        self.stopped_early = bool(meta.get("stopped_early", False))
 
 
 def _describe(objective: Objective) -> dict[str, Any]:
@@ -324,5 +410,5 @@ def train_noise_aware_classifier(
     objective = ClassifierObjective(schedule, max_level=max_level)
     trainer = Trainer(classifier, objective, config, run_dir, description, progress)
     history = trainer.fit(data)
-    return trainer.inference_model, history
+    return trainer.final_model(), history
 

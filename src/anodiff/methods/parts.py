@@ -19,8 +19,10 @@ from anodiff.diffusion.objectives import DiffusionObjective
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.training import (
     ArrayDataset,
+    SampleSource,
     TrainConfig,
     Trainer,
+    Validation,
     train_noise_aware_classifier,
 )
 from anodiff.nets.builders import build_classifier, build_unet
@@ -65,20 +67,27 @@ def build_diffusion_unet(part: DiffusionPart, channels: int, *, cond_channels: i
 
 
 def train_diffusion_unet(
-    net: nn.Module, part: DiffusionPart, images: Tensor, *, labels: Tensor | None = None,
-    cond: Tensor | None = None, label_dropout: float = 0.0, null_label: int | None = None,
-    noise: str = "gaussian", noise_options: dict[str, float] | None = None,
+    net: nn.Module, part: DiffusionPart, images: Tensor | SampleSource, *,
+    labels: Tensor | None = None, cond: Tensor | None = None, label_dropout: float = 0.0,
+    null_label: int | None = None, noise: str = "gaussian",
+    noise_options: dict[str, float] | None = None, validation: Validation | None = None,
     run_dir: Path | None = None, name: str = "unet", progress: bool = True,
 ) -> nn.Module:
-    """Train ``net`` with the denoising loss (review Eq. 4); returns its EMA copy."""
+    """Train ``net`` with the denoising loss (review Eq. 4); returns its EMA copy (the best
+    validated one when ``validation`` is given, see :class:`Trainer`).
+
+    ``images`` is a tensor (with optional ``labels`` and ``cond``) or any sample source
+    whose items hold ``image`` (and ``label`` / ``cond``), e.g. pairs made on demand.
+    """
     objective = DiffusionObjective(
         part.noise_schedule(), prediction=part.prediction, loss=part.loss,
         max_level=part.max_level, label_dropout=label_dropout, null_label=null_label,
         noise=noise, noise_options=noise_options or {})
     trainer = Trainer(net, objective, part.train, _part_dir(run_dir, name),
-                      {"part": name, "net": part.net}, progress)
-    trainer.fit(ArrayDataset(images, labels, cond))
-    return trainer.inference_model.eval()
+                      {"part": name, "net": part.net}, progress, validation)
+    data = ArrayDataset(images, labels, cond) if isinstance(images, Tensor) else images
+    trainer.fit(data)
+    return trainer.final_model().eval()
 
 
 def train_classifier(
