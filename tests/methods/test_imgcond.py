@@ -14,8 +14,8 @@ from weak_toys import toy_slices
 import anodiff
 from anodiff.diffusion.checkpoint import latest_checkpoint, read_meta
 from anodiff.errors import AnodiffError
-from anodiff.methods.common import foreground
-from anodiff.methods.imgcond import EnsemblePart, ImgCond, ImgCondConfig, split_validation
+from anodiff.methods.common import foreground, split_validation
+from anodiff.methods.imgcond import EnsemblePart, ImgCond, ImgCondConfig
 from anodiff.methods.parts import DiffusionPart
 
 
@@ -113,8 +113,8 @@ def test_bad_settings_are_named(changes: dict, message: str) -> None:
 
 def test_validation_comes_from_the_val_split_or_is_held_out() -> None:
     healthy = toy_slices(20, False, seed=0)[0]
-    train, val = split_validation(healthy, healthy, count=8, seed=0)
+    train, val = split_validation("imgcond", healthy, healthy, count=8, seed=0)
     assert len(val) == 4 and len(train) == 16  # at most a fifth held out
     assert not any(torch.equal(v, t) for v in val for t in train)
     with pytest.raises(AnodiffError, match="validation"):
-        split_validation(healthy[:4], healthy[:4], count=8, seed=0)
+        split_validation("imgcond", healthy[:4], healthy[:4], count=8, seed=0)

@@ -1,5 +1,6 @@
-"""Small pieces every method needs: its training images per supervision regime, the brain
-foreground, image scores from maps, and a healthy-calibrated threshold."""
+"""Small pieces every method needs: its training images per supervision regime, healthy
+validation slices, the brain foreground, image scores from maps, and a healthy-calibrated
+threshold."""
 
 from __future__ import annotations
 
@@ -41,6 +42,29 @@ def training_images(data: Any, regime: str, with_labels: bool = False
             raise AnodiffError("this method needs image labels (0 healthy, 1 anomalous)")
         labels = torch.as_tensor(raw_labels, dtype=torch.long)
     return images, labels
+
+
+def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: int
+                     ) -> tuple[Tensor, Tensor]:
+    """(training images, validation images) from healthy slices, for early stopping or
+    calibration on images the fitted part has not seen.
+
+    The healthy slices of the dataset's ``val`` split when it has any (at most ``count``,
+    a seeded random pick); otherwise ``count`` (at most a fifth) of the healthy training
+    slices are held out of training.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if hasattr(data, "for_regime"):
+        val = data.for_regime("self", split="val")
+        if len(val):
+            images = torch.as_tensor(val.images, dtype=torch.float32)
+            return healthy, images[torch.randperm(len(images), generator=generator)[:count]]
+    held = min(count, len(healthy) // 5)
+    if held < 1:
+        raise AnodiffError(f"{name} needs healthy validation slices; give a dataset with a "
+                           "val split or at least 5 healthy training slices")
+    order = torch.randperm(len(healthy), generator=generator)
+    return healthy[order[held:]], healthy[order[:held]]
 
 
 def foreground(images: Tensor) -> Tensor:

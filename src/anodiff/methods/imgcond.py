@@ -41,7 +41,7 @@ from anodiff.diffusion.samplers import sample
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import AnomalyResult, Detector, register
-from anodiff.methods.common import foreground, training_images
+from anodiff.methods.common import foreground, split_validation, training_images
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
 from anodiff.methods.translation import check_images
 from anodiff.scoring.residuals import absolute_residual, ssim_anomaly_map
@@ -117,28 +117,6 @@ class ImgCondConfig:
             raise AnodiffError("imgcond: need steps >= 1, batch_size >= 1 and eta >= 0")
 
 
-def split_validation(data: Any, healthy: Tensor, count: int, seed: int
-                     ) -> tuple[Tensor, Tensor]:
-    """(training images, validation images) for early stopping.
-
-    The healthy slices of the dataset's ``val`` split when it has any (at most ``count``,
-    a seeded random pick); otherwise ``count`` (at most a fifth) of the healthy training
-    slices are held out of training.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    if hasattr(data, "for_regime"):
-        val = data.for_regime("self", split="val")
-        if len(val):
-            images = torch.as_tensor(val.images, dtype=torch.float32)
-            return healthy, images[torch.randperm(len(images), generator=generator)[:count]]
-    held = min(count, len(healthy) // 5)
-    if held < 1:
-        raise AnodiffError("imgcond: early stopping needs validation slices; give a dataset "
-                           "with a val split or at least 5 healthy training slices")
-    order = torch.randperm(len(healthy), generator=generator)
-    return healthy[order[held:]], healthy[order[:held]]
-
-
 @register("imgcond")
 class ImgCond(Detector):
     supervision = "self"
@@ -182,7 +160,8 @@ class ImgCond(Detector):
         tasks (checkpoints under ``run_dir/member_<fold>``, resumable member by member)."""
         healthy, _ = training_images(data, self.supervision)
         part, ensemble = self.config.diffusion, self.config.ensemble
-        train, val = split_validation(data, healthy, ensemble.validation_images, part.train.seed)
+        train, val = split_validation(self.name, data, healthy, ensemble.validation_images,
+                                      part.train.seed)
         torch.manual_seed(part.train.seed)
         self.build(tuple(healthy.shape[1:]))
         assert self.members is not None
