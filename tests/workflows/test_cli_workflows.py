@@ -179,3 +179,14 @@ def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> No
     invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "eval")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["nfe_per_image"] == 10 and 0 <= metrics["pixel_ap"] <= 1
+
+
+def test_fndm_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
+    """FNDM from the command line: classifier, memory bank, hybrid UNet, evaluation."""
+    run = tmp_path / "run"
+    invoke("train", "fndm", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    assert (run / "classifier").is_dir() and (run / "unet").is_dir()
+    invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "eval")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["nfe_per_image"] == 20 and {"dice_otsu", "hd95_otsu", "vs_otsu"} <= set(metrics)

@@ -10,6 +10,7 @@ from anodiff.methods import (  # noqa: F401
     autoencoder,
     counterfactual,
     diffano,
+    fndm,
     imgcond,
     invdetect,
     threshold,

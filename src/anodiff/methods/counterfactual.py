@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from anodiff.diffusion.guidance import EpsFn, class_conditioned, unet_eps
 from anodiff.diffusion.training import TrainConfig
@@ -115,7 +115,7 @@ class Counterfactual(TranslationDetector):
             label_dropout=self.config.label_dropout, null_label=NULL_LABEL,
             run_dir=self.run_dir, name="unet")
 
-    def predictors(self) -> tuple[EpsFn, EpsFn]:
+    def predictors(self, x: Tensor) -> tuple[EpsFn, EpsFn]:
         """The encoding predictor (anomalous or null label) and the guided healthy decoder."""
         assert self.unet is not None
         eps = unet_eps(self.unet)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from anodiff.diffusion.guidance import (
     EpsFn,
@@ -111,11 +111,16 @@ class DiffAno(TranslationDetector):
         self.unet: nn.Module | None = None
         self.classifier: nn.Module | None = None
 
+    def condition_channels(self, channels: int) -> int:
+        """Channels concatenated to the noisy image (none; FNDM adds its conditions)."""
+        return 0
+
     def build(self, input_shape: tuple[int, ...]) -> None:
         super().build(input_shape)
         channels, *size = self.input_shape
         self.unet = build_diffusion_unet(self.config.diffusion, channels,
-                                         num_class_embeds=NUM_CLASSES)
+                                         num_class_embeds=NUM_CLASSES,
+                                         cond_channels=self.condition_channels(channels))
         self.classifier = build_classifier(self.config.classifier.net, channels, NUM_CLASSES,
                                            tuple(size))
 
@@ -137,7 +142,12 @@ class DiffAno(TranslationDetector):
                                            labels, NUM_CLASSES, run_dir=self.run_dir,
                                            name="classifier")
 
-    def predictors(self) -> tuple[EpsFn, EpsFn]:
+    def conditioned(self, x: Tensor) -> EpsFn:
+        """The UNet at the healthy label (FNDM also concatenates conditions made from ``x``)."""
+        assert self.unet is not None
+        return class_conditioned(unet_eps(self.unet), y=self.config.healthy_label)
+
+    def predictors(self, x: Tensor) -> tuple[EpsFn, EpsFn]:
         """Algorithm 1's two noise predictors: unguided for encoding, guided for decoding.
 
         Both condition the UNet on ``healthy_label`` (as Wolleb's code does); the decoder
@@ -145,7 +155,7 @@ class DiffAno(TranslationDetector):
         """
         assert self.unet is not None and self.classifier is not None
         healthy_label = self.config.healthy_label
-        conditioned = class_conditioned(unet_eps(self.unet), y=healthy_label)
+        conditioned = self.conditioned(x)
         if self.config.scale == 0:
             return conditioned, conditioned
         guided = classifier_guided(conditioned, classifier_logits(self.classifier),

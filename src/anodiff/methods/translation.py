@@ -169,24 +169,24 @@ class TranslationDetector(Detector):
     """A detector that translates images to pseudo-healthy ones (diffano, counterfactual).
 
     Subclasses set ``self.unet`` and ``self.schedule`` and say, in :meth:`predictors`, how
-    the encoding and the guided decoding are conditioned; localisation is shared.
+    the encoding and the guided decoding of a batch are conditioned; localisation is shared.
     """
 
     unet: nn.Module | None
     schedule: NoiseSchedule
 
     @abstractmethod
-    def predictors(self) -> tuple[EpsFn, EpsFn]:
-        """The noise predictors of the encoding and of the (guided) decoding."""
+    def predictors(self, x: Tensor) -> tuple[EpsFn, EpsFn]:
+        """The noise predictors of the encoding and of the (guided) decoding of the batch
+        ``x`` (N, C, H, W) in [0, 1]; methods conditioned on the image itself use ``x``."""
 
     def localize(self, images: Tensor) -> AnomalyResult:
         self.check_fitted()
         assert self.input_shape is not None and self.unet is not None
         images = check_images(self.name, images, self.input_shape)
-        encoder, decoder = self.predictors()
         generator = torch.Generator().manual_seed(self.config.seed)
         pseudo_healthy, nfe = translate_batches(
             images, self.unet,
-            lambda x: translate(encoder, decoder, x, self.schedule, self.config, generator),
+            lambda x: translate(*self.predictors(x), x, self.schedule, self.config, generator),
             self.config.batch_size)
         return residual_result(images, pseudo_healthy, nfe, self.config.score_percentile)

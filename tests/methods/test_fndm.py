@@ -1,0 +1,117 @@
+"""FNDM on the toy weakly labelled problem: the memory bank sees the lesions, the hybrid
+conditions are built as the paper says, the solver spends one evaluation per step, the
+ablation switches change the network's inputs, and a saved run reloads with its bank."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from weak_toys import fit_on_toys, toy_slices, toy_test_images
+
+import anodiff
+from anodiff.errors import AnodiffError
+from anodiff.methods.common import foreground
+from anodiff.methods.fndm import FNDM, FNDMConfig, HybridConditions, HybridPairs
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FNDM]:
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    yield fit_on_toys("fndm", tmp_path_factory.mktemp("fndm_run"))
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def test_images() -> dict[str, torch.Tensor]:
+    return toy_test_images()
+
+
+def test_memory_bank_scores_lesions_above_healthy_tissue(fitted: FNDM, test_images: dict
+                                                         ) -> None:
+    mapper = fitted.coarse_mapper()
+    sick, truth = test_images["anomalous"], test_images["truth"]
+    distances = mapper.distances(sick)
+    outside = foreground(sick) & ~truth
+    assert float(distances[truth].mean()) > 1.5 * float(distances[outside].mean())
+    healthy_seg = mapper(test_images["healthy"])
+    assert healthy_seg.shape == (8, 1, 24, 24) and 0 <= healthy_seg.min() <= healthy_seg.max() <= 1
+    assert float((healthy_seg > 0).float().mean()) < 0.1  # the healthy 99th percentile is 0
+    assert float(mapper(sick)[:, 0][truth].mean()) > 0.5
+
+
+def test_hybrid_pairs_corrupt_healthy_slices_inside_their_mask() -> None:
+    images = torch.cat([toy_slices(4, False, seed=0)[0], toy_slices(2, True, seed=1)[0]])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    maps = torch.rand(2, 1, 24, 24)
+    pairs = HybridPairs(images, labels, maps, HybridConditions(), length=60, seed=0)
+    for index in range(12):
+        item = pairs[index]
+        row = index % 6
+        corrupted, coarse = item["cond"][:2], item["cond"][2]
+        assert torch.equal(item["image"], images[row]) and item["label"] == labels[row]
+        if labels[row] == 0:
+            mask = coarse.bool()
+            assert torch.equal(corrupted[:, ~mask], images[row][:, ~mask])
+            assert not (mask & ~foreground(images[row:row + 1])[0]).any()
+        else:
+            assert torch.equal(corrupted, images[row]) and torch.equal(coarse, maps[row - 4, 0])
+    again = HybridPairs(images, labels, maps, HybridConditions(), length=60, seed=0)
+    assert torch.equal(again[3]["cond"], pairs[3]["cond"])
+
+
+def test_localisation_spends_one_unet_evaluation_per_step(fitted: FNDM, test_images: dict
+                                                          ) -> None:
+    calls = []
+    hook = fitted.unet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        result = fitted.localize(test_images["anomalous"])
+    finally:
+        hook.remove()
+    assert result.nfe == 2 * fitted.config.steps == len(calls)  # 10 encoding + 10 decoding
+    sick, truth = test_images["anomalous"], test_images["truth"]
+    outside = foreground(sick) & ~truth
+    assert float(result.anomaly_map[truth].mean()) > 2 * float(result.anomaly_map[outside].mean())
+
+
+@pytest.mark.parametrize(("image", "coarse", "extra"), [(True, True, 3), (True, False, 2),
+                                                         (False, True, 1), (False, False, 0)])
+def test_ablation_switches_set_the_condition_channels(image: bool, coarse: bool, extra: int
+                                                      ) -> None:
+    det = FNDM(FNDMConfig(hybrid=HybridConditions(image=image, coarse_map=coarse)))
+    det.build((2, 24, 24))
+    assert det.unet.conv_in.conv.in_channels == 2 + extra
+
+
+def test_without_classifier_gradient_encoder_and_decoder_agree(fitted: FNDM,
+                                                               test_images: dict) -> None:
+    plain = fitted.retuned(scale=0.0)
+    encoder, decoder = plain.predictors(test_images["healthy"])
+    assert encoder is decoder
+
+
+def test_save_and_load_keep_the_bank(fitted: FNDM, test_images: dict, tmp_path: Path) -> None:
+    loaded = anodiff.load(fitted.save(tmp_path / "model"))
+    assert torch.equal(loaded.bank.bank, fitted.bank.bank)
+    sick = test_images["anomalous"]
+    assert torch.equal(loaded.localize(sick).anomaly_map, fitted.localize(sick).anomaly_map)
+    with pytest.raises(AnodiffError, match="does not match"):
+        FNDM(FNDMConfig(hybrid=HybridConditions(coarse_map=False))).load_state(fitted.state())
+
+
+@pytest.mark.parametrize(("hybrid", "message"), [
+    (HybridConditions(corruption="paint"), "corruption"),
+    (HybridConditions(feature_blocks=()), "feature_blocks"),
+    (HybridConditions(coreset_size=0), "coreset_size"),
+])
+def test_bad_settings_are_named(hybrid: HybridConditions, message: str) -> None:
+    with pytest.raises(AnodiffError, match=message):
+        FNDM(FNDMConfig(hybrid=hybrid))
+
+
+def test_hybrid_settings_need_retraining(fitted: FNDM) -> None:
+    with pytest.raises(AnodiffError, match="stale"):  # the bank was built with them
+        fitted.retuned(hybrid=HybridConditions(image=False))
+    with pytest.raises(AnodiffError, match="trained parts"):
+        fitted.retuned(keep_state=True, hybrid=HybridConditions(image=False))
