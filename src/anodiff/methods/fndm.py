@@ -280,20 +280,24 @@ class FNDM(DiffAno):
                                          name="unet")
 
     def fit_bank(self, data: Any, healthy: Tensor) -> None:
-        """The coreset of healthy patch features, and the healthy 99th percentile of the
-        nearest-bank distance on validation slices the bank does not hold."""
+        """The coreset of healthy patch features (from the same number of random foreground
+        patches of every slice, ``max_patches`` in all), and the healthy 99th percentile of
+        the nearest-bank distance on validation slices the bank does not hold."""
         hybrid = self.config.hybrid
         seed = self.config.diffusion.train.seed
         train, val = split_validation(self.name, data, healthy, hybrid.calibration_images, seed)
         features = EncoderFeatures(self.classifier, hybrid.feature_blocks)
+        generator = torch.Generator().manual_seed(seed)
+        per_image = -(-hybrid.max_patches // len(train))  # the pool never exceeds ~max_patches
         patches = []
         for batch in train.split(64):
             feats = features(batch)
             fg = F.interpolate(foreground(batch)[:, None].float(), size=feats.shape[-2:])[:, 0]
-            patches.append(feats.permute(0, 2, 3, 1)[fg > 0])
-        pool = torch.cat(patches)
-        generator = torch.Generator().manual_seed(seed)
-        pool = pool[torch.randperm(len(pool), generator=generator)[: hybrid.max_patches]]
+            for image_feats, image_fg in zip(feats.permute(0, 2, 3, 1), fg, strict=True):
+                inside = image_feats[image_fg > 0]
+                patches.append(inside[torch.randperm(len(inside), generator=generator)
+                                      [:per_image]])
+        pool = torch.cat(patches)[: hybrid.max_patches]
         self.bank = MemoryBank.fit(pool, hybrid.coreset_size, seed=seed)
         unscaled = CoarseMapper(features, self.bank, 1.0, hybrid.smoothing_sigma)
         values = unscaled.distances(val)[foreground(val)]
