@@ -87,7 +87,7 @@ class ImgCondConfig:
     """
 
     diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(
-        net="cpu", num_steps=1000, train=TrainConfig(
+        net="cpu", num_steps=1000, prediction="x0", train=TrainConfig(
             steps=500, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.995,
             checkpoint_every=100, validate_every=100, patience=3)))
     ensemble: EnsemblePart = field(default_factory=lambda: EnsemblePart(folds=(2, 5, 6)))
@@ -124,18 +124,21 @@ class ImgCond(Detector):
                   "ensemble, SSIM map (Baugh 2024)"
     presets = {
         "quick": ImgCondConfig(
-            diffusion=DiffusionPart(net="quick", num_steps=100, train=TrainConfig(
+            diffusion=DiffusionPart(net="quick", num_steps=100, prediction="x0", train=TrainConfig(
                 steps=40, batch_size=8, lr=3e-3, warmup_steps=5, ema_decay=None,
                 checkpoint_every=10, validate_every=10, patience=2)),
             ensemble=EnsemblePart(folds=(2, 6), validation_images=8), steps=5),
-        # 3 members x 500 steps of batch 16, early stopped on their held-out tasks.
+        # 3 members x 500 steps of batch 16, early stopped on their held-out tasks. The
+        # network predicts x0, not the noise: a CPU-trained eps model cannot restore from
+        # pure noise (docs/methods/imgcond.md, "What differs").
         "cpu": ImgCondConfig(),
         # The authors' code: AdamW 1e-4, batch 16, EMA, gradient clipping 1; 10 members;
         # 50 DDPM steps. Their UNet is not specified in the project's sources: Wolleb's.
         "paper": ImgCondConfig(
-            diffusion=DiffusionPart(net="paper", num_steps=1000, train=TrainConfig(
-                steps=100_000, batch_size=16, lr=1e-4, warmup_steps=0, ema_decay=0.9999,
-                checkpoint_every=2000, validate_every=2000, patience=10)),
+            diffusion=DiffusionPart(net="paper", num_steps=1000, prediction="eps", train=(
+                TrainConfig(steps=100_000, batch_size=16, lr=1e-4, warmup_steps=0,
+                            ema_decay=0.9999, checkpoint_every=2000, validate_every=2000,
+                            patience=10))),
             ensemble=EnsemblePart(folds=None), solver="ddpm", steps=50, batch_size=16),
     }
 
