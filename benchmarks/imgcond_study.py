@@ -31,7 +31,7 @@ from sweep import study_parser, subset
 from anodiff.data.anomalies import TASKS, fold_tasks
 from anodiff.evaluation.metrics import auroc, average_precision, best_dice
 from anodiff.methods.common import foreground
-from anodiff.scoring.residuals import absolute_residual, ssim_anomaly_map
+from anodiff.scoring.residuals import absolute_residual
 from anodiff.workflows.run import load_run
 
 
@@ -78,17 +78,13 @@ def main() -> None:
              for f in detector.folds]
     print("| member | map | pixel AP | best Dice | image AUROC |\n|---|---|---|---|---|")
     for kind in ("ssim", "residual"):
-        per_member = []
-        for name, x_hat in zip(names, restored, strict=True):
-            raw = ssim_anomaly_map(images, x_hat) if kind == "ssim" else \
-                absolute_residual(images, x_hat)
-            per_member.append(torch.where(fg_t, raw, torch.zeros(())))
-            ap, dice, image = map_metrics(per_member[-1], truth, labels, fg)
-            print(f"| {name} | {kind} | {ap:.3f} | {dice:.3f} | {image:.3f} |")
+        per_member = detector.retuned(map=kind).member_maps(images, restored)
         rows = np.array([map_metrics(m, truth, labels, fg) for m in per_member])
+        for name, (ap, dice, image) in zip(names, rows, strict=True):
+            print(f"| {name} | {kind} | {ap:.3f} | {dice:.3f} | {image:.3f} |")
         mean = rows.mean(0)
         print(f"| mean of members | {kind} | {mean[0]:.3f} | {mean[1]:.3f} | {mean[2]:.3f} |")
-        ap, dice, image = map_metrics(torch.stack(per_member).mean(0), truth, labels, fg)
+        ap, dice, image = map_metrics(per_member.mean(0), truth, labels, fg)
         print(f"| **ensemble** | {kind} | {ap:.3f} | {dice:.3f} | {image:.3f} |")
 
     healthy = ~labels

@@ -45,7 +45,7 @@ from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
 from anodiff.methods.autoencoder import gaussian_smooth
 from anodiff.methods.base import register
-from anodiff.methods.common import foreground, split_validation
+from anodiff.methods.common import foreground, healthy_threshold, split_validation
 from anodiff.methods.diffano import NUM_CLASSES, DiffAno, DiffAnoConfig
 from anodiff.methods.parts import (
     ClassifierPart,
@@ -180,6 +180,8 @@ class HybridPairs:
 
     def __init__(self, images: Tensor, labels: Tensor, diseased_maps: Tensor | None,
                  hybrid: HybridConditions, *, length: int, seed: int) -> None:
+        if hybrid.coarse_map and diseased_maps is None:
+            raise AnodiffError("fndm: hybrid.coarse_map needs the diseased slices' maps")
         self.images, self.labels, self.hybrid = images, labels, hybrid
         self.length, self.seed = length, seed
         self.map_row = torch.cumsum(labels == 1, 0) - 1  # row of a diseased slice's map
@@ -192,20 +194,22 @@ class HybridPairs:
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         row = index % len(self.images)
         image, label = self.images[row], self.labels[row]
+        item = {"image": image, "label": label}
+        hybrid = self.hybrid
+        if not (hybrid.image or hybrid.coarse_map):  # CG only: no conditions to make
+            return item
         if label == 0:
             rng = np.random.default_rng([self.seed, index])
             mask = free_form_masks(1, *image.shape[-2:], rng=rng)[0] & self.fg[row].numpy()
             corrupted = torch.from_numpy(corrupt_inside(
-                image[None].numpy(), mask[None], rng=rng, mode=self.hybrid.corruption)[0])
+                image[None].numpy(), mask[None], rng=rng, mode=hybrid.corruption)[0]
+            ) if hybrid.image else None
             coarse = torch.from_numpy(mask).float()[None]
         else:
             corrupted = image
-            coarse = (torch.zeros((1, *image.shape[-2:])) if self.diseased_maps is None
-                      else self.diseased_maps[self.map_row[row]])
-        cond = [corrupted] * self.hybrid.image + [coarse] * self.hybrid.coarse_map
-        item = {"image": image, "label": label}
-        if cond:
-            item["cond"] = torch.cat(cond).float()
+            coarse = self.diseased_maps[self.map_row[row]] if hybrid.coarse_map else None
+        cond = [corrupted] * hybrid.image + [coarse] * hybrid.coarse_map
+        item["cond"] = torch.cat(cond).float()
         return item
 
 
@@ -300,10 +304,8 @@ class FNDM(DiffAno):
         pool = torch.cat(patches)[: hybrid.max_patches]
         self.bank = MemoryBank.fit(pool, hybrid.coreset_size, seed=seed)
         unscaled = CoarseMapper(features, self.bank, 1.0, hybrid.smoothing_sigma)
-        values = unscaled.distances(val)[foreground(val)]
-        if values.numel() == 0:
-            raise AnodiffError(f"{self.name}: the calibration slices have no foreground")
-        self.reference = torch.quantile(values[:2_000_000], 0.99).clamp(min=1e-8)
+        self.reference = torch.tensor(healthy_threshold(
+            unscaled.distances(val), foreground(val), fpr=0.01)).clamp(min=1e-8)
 
     def conditioned(self, x: Tensor) -> EpsFn:
         """The UNet at the healthy label with the batch's hybrid conditions (the input and
