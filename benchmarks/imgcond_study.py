@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 import torch
-from sweep import study_parser, subset
+from sweep import labelled_subset, study_parser
 
 from anodiff.data.anomalies import TASKS, fold_tasks
 from anodiff.evaluation.metrics import auroc, average_precision, best_dice
@@ -63,10 +63,7 @@ def main() -> None:
     if changes:
         detector = detector.retuned(**changes)
     test = spec.data.open(args.data).split("test")
-    sick, truth_sick, well = subset(test, args.anomalous, args.healthy, args.seed)
-    images = torch.cat([sick, well])
-    labels = np.r_[np.ones(len(sick), bool), np.zeros(len(well), bool)]
-    truth = np.concatenate([truth_sick, np.zeros((len(well), *truth_sick.shape[1:]), bool)])
+    images, labels, truth = labelled_subset(test, args.anomalous, args.healthy, args.seed)
     fg_t = foreground(images)
     fg = fg_t.numpy()
 
@@ -75,7 +72,7 @@ def main() -> None:
     restored, nfe = detector.restore(images)
     seconds = (time.perf_counter() - begin) / len(images)
     cfg = detector.config
-    print(f"{len(sick)} anomalous + {len(well)} healthy test slices of {args.data}; run "
+    print(f"{labels.sum()} anomalous + {(~labels).sum()} healthy test slices of {args.data}; run "
           f"{args.run}; {len(restored)} members, {cfg.solver} x {cfg.steps} steps: "
           f"{nfe} NFE and {seconds:.2f} s per image (restoration only)\n")
 

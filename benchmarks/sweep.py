@@ -91,6 +91,16 @@ def subset(data: Any, n_anomalous: int, n_healthy: int, seed: int
     return x, truth, healthy
 
 
+def labelled_subset(data: Any, n_anomalous: int, n_healthy: int, seed: int
+                    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """:func:`subset` as one stack, anomalous slices first: images, image labels, masks
+    (all-false for the healthy slices)."""
+    sick, truth_sick, well = subset(data, n_anomalous, n_healthy, seed)
+    labels = np.r_[np.ones(len(sick), bool), np.zeros(len(well), bool)]
+    truth = np.concatenate([truth_sick, np.zeros((len(well), *truth_sick.shape[1:]), bool)])
+    return torch.cat([sick, well]), labels, truth
+
+
 def measure(detector: Detector, x: torch.Tensor, truth: np.ndarray, healthy: torch.Tensor
             ) -> dict[str, float]:
     """The sweep's metrics for one setting (see the module docstring)."""

@@ -103,9 +103,12 @@ class FNDMConfig(DiffAnoConfig):
     """DiffANO's settings and parts (``cpu`` preset defaults) plus the hybrid conditions.
 
     ``scale`` is s of Eq. 8 (0 = no classifier gradient). ``steps`` hops for the encoding
-    and again for the decoding, with ``solver`` ``dpmpp2m`` (the paper's Eq. 9).
+    and again for the decoding, with ``solver`` ``dpmpp2m`` (the paper's Eq. 9): 50 + 50 as
+    in the paper. On the tumour track FNDM's Dice still rises up to 100 steps where
+    DiffANO's peaks by 25, so its 10 steps would not do (docs/BENCHMARKS.md, Fig. 4).
     """
 
+    steps: int = 50
     hybrid: HybridConditions = field(default_factory=HybridConditions)
 
 
