@@ -48,11 +48,13 @@ def localize_with(detector: FNDM, images: torch.Tensor, coarse: torch.Tensor | N
         return detector.localize(images)
     size = detector.config.batch_size
     parts = []
-    for start in range(0, len(images), size):
-        given = coarse[start:start + size]
-        detector.coarse_mapper = lambda given=given: (lambda x: given.to(x.device))
-        parts.append(detector.localize(images[start:start + size]))
-    del detector.coarse_mapper
+    try:
+        for start in range(0, len(images), size):
+            given = coarse[start:start + size]
+            detector.coarse_mapper = lambda given=given: (lambda x: given.to(x.device))
+            parts.append(detector.localize(images[start:start + size]))
+    finally:
+        del detector.coarse_mapper  # the class's method again
     return AnomalyResult(anomaly_map=torch.cat([p.anomaly_map for p in parts]),
                          score=torch.cat([p.score for p in parts]), nfe=parts[0].nfe,
                          mask=torch.cat([p.mask for p in parts]))
@@ -87,7 +89,7 @@ def main() -> None:
 
     mapper = detector.coarse_mapper()
     distances = mapper.distances(images)
-    x_seg = mapper(images)[:, 0]
+    x_seg = mapper.scale(distances)[:, 0]
     marked = (x_seg > 0).numpy()
     lesion = truth & fg
     healthy_brain = fg & ~labels[:, None, None]

@@ -165,10 +165,14 @@ class CoarseMapper:
         maps = torch.cat(out)
         return torch.where(foreground(images.cpu()), maps, torch.zeros(()))
 
+    def scale(self, distances: Tensor) -> Tensor:
+        """Distances (N, H, W) as ``x_seg`` (N, 1, H, W) in [0, 1]: 0 up to the healthy 99th
+        percentile, 1 at twice."""
+        return (distances / self.reference - 1).clamp(0, 1)[:, None]
+
     def __call__(self, images: Tensor) -> Tensor:
-        """``x_seg`` (N, 1, H, W) in [0, 1]: 0 up to the healthy 99th percentile, 1 at twice."""
-        scaled = (self.distances(images) / self.reference - 1).clamp(0, 1)
-        return scaled[:, None].to(images.device)
+        """``x_seg`` (N, 1, H, W) of ``images``, on their device."""
+        return self.scale(self.distances(images)).to(images.device)
 
 
 class HybridPairs:

@@ -135,10 +135,11 @@ class ImgCond(Detector):
         # The authors' code: AdamW 1e-4, batch 16, EMA, gradient clipping 1; 10 members;
         # 50 DDPM steps. Their UNet is not specified in the project's sources: Wolleb's.
         "paper": ImgCondConfig(
-            diffusion=DiffusionPart(net="paper", num_steps=1000, prediction="eps",
-                                    train=TrainConfig(
-                steps=100_000, batch_size=16, lr=1e-4, warmup_steps=0, ema_decay=0.9999,
-                checkpoint_every=2000, validate_every=2000, patience=10)),
+            diffusion=DiffusionPart(
+                net="paper", num_steps=1000, prediction="eps",
+                train=TrainConfig(steps=100_000, batch_size=16, lr=1e-4, warmup_steps=0,
+                                  ema_decay=0.9999, checkpoint_every=2000,
+                                  validate_every=2000, patience=10)),
             ensemble=EnsemblePart(folds=None), solver="ddpm", steps=50, batch_size=16),
     }
 
