@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 import torch
 
-from anodiff.methods.common import foreground
+from anodiff.scoring.foreground import foreground
 from anodiff.workflows.run import load_run
 
 

@@ -29,9 +29,10 @@ import torch
 from sweep import labelled_subset, study_parser
 
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice
-from anodiff.methods.base import AnomalyResult
-from anodiff.methods.common import foreground, image_scores
-from anodiff.methods.fndm import FNDM
+from anodiff.methods import AnomalyResult
+from anodiff.methods.fndm import FNDM, HybridProvider
+from anodiff.scoring.foreground import foreground
+from anodiff.scoring.rules import image_scores
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.benchmark import markdown_table
 from anodiff.workflows.run import load_run
@@ -41,20 +42,21 @@ def localize_with(detector: FNDM, images: torch.Tensor, coarse: torch.Tensor | N
                   ) -> AnomalyResult:
     """FNDM's localisation, with ``coarse`` (N, 1, H, W) as ``x_seg`` when given.
 
-    The detector's ``coarse_mapper`` is replaced on the instance, batch by batch, by one that
-    returns the given maps; the networks, solver and settings are the run's.
+    The given maps reach the network through a condition provider (with the input image as
+    ``x0^n``, as the method has it), one batch of the detector's size at a time; the
+    networks, solver and settings are the run's.
     """
     if coarse is None:
         return detector.localize(images)
-    size = detector.config.batch_size
     parts = []
     try:
-        for start in range(0, len(images), size):
-            given = coarse[start:start + size]
-            detector.coarse_mapper = lambda given=given: (lambda x: given.to(x.device))
-            parts.append(detector.localize(images[start:start + size]))
+        for rows in torch.arange(len(images)).split(detector.config.batch_size):
+            detector.conditions = HybridProvider(
+                image=detector.config.hybrid.image,
+                coarse=lambda x, given=coarse[rows]: given.to(x))
+            parts.append(detector.localize(images[rows]))
     finally:
-        del detector.coarse_mapper  # the class's method again
+        detector.conditions = None  # the fitted memory-bank conditions again
     return AnomalyResult(anomaly_map=torch.cat([p.anomaly_map for p in parts]),
                          score=torch.cat([p.score for p in parts]), nfe=parts[0].nfe,
                          mask=torch.cat([p.mask for p in parts]))
@@ -97,7 +99,8 @@ def main() -> None:
           f"{marked[fg & ~truth & labels[:, None, None]].mean():.1%} of the anomalous slices' "
           f"normal brain, {marked[healthy_brain].mean():.1%} of the healthy slices' brain\n")
     rows = [row("bank (no diffusion)", distances,
-                image_scores(distances, fg_t, detector.config.score_percentile),
+                image_scores(distances, fg_t, "percentile",
+                             percentile=detector.config.score_percentile),
                 per_image_otsu(distances.numpy(), fg), truth, labels, fg)]
     oracle = torch.from_numpy(truth).float()[:, None]
     binary = (x_seg > 0).float()[:, None]

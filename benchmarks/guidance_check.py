@@ -28,7 +28,7 @@ from sweep import study_parser, subset
 from anodiff.diffusion.guidance import network_timesteps
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.evaluation.metrics import auroc
-from anodiff.methods.common import foreground
+from anodiff.scoring.foreground import foreground
 from anodiff.workflows.run import load_run
 
 

@@ -34,7 +34,7 @@ from sweep import labelled_subset, study_parser
 
 from anodiff.data.anomalies import TASKS, fold_tasks
 from anodiff.evaluation.metrics import auroc, average_precision, best_dice
-from anodiff.methods.common import foreground
+from anodiff.scoring.foreground import foreground
 from anodiff.scoring.residuals import absolute_residual
 from anodiff.workflows.run import load_run
 
@@ -67,9 +67,11 @@ def main() -> None:
     fg_t = foreground(images)
     fg = fg_t.numpy()
 
-    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(detector.config.seed)
     begin = time.perf_counter()
-    restored, nfe = detector.restore(images)
+    batches = [detector.restore(batch, generator)
+               for batch in images.split(detector.config.batch_size)]
+    restored, nfe = torch.cat([r for r, _ in batches], 1), batches[0][1]
     seconds = (time.perf_counter() - begin) / len(images)
     cfg = detector.config
     print(f"{labels.sum()} anomalous + {(~labels).sum()} healthy test slices of {args.data}; run "
@@ -84,7 +86,8 @@ def main() -> None:
                else [cfg.ssim_window])
     variants = [(f"ssim {w}", {"map": "ssim", "ssim_window": w}) for w in windows]
     for kind, settings in [*variants, ("residual", {"map": "residual"})]:
-        per_member = detector.retuned(**settings).member_maps(images, restored)
+        per_member = torch.where(fg_t, detector.retuned(**settings).member_maps(images, restored),
+                                 torch.zeros(()))
         rows = np.array([map_metrics(m, truth, labels, fg) for m in per_member])
         for name, (ap, dice, image) in zip(names, rows, strict=True):
             print(f"| {name} | {kind} | {ap:.3f} | {dice:.3f} | {image:.3f} |")

@@ -14,7 +14,7 @@ lesion and ``--healthy`` without — and reports:
   own mask, whose threshold stays the one calibrated at training with the run's settings;
 * ``nfe`` and ``seconds_per_image``.
 
-With ``--refit``, what a run fitted on healthy training slices after training is refitted
+With ``--refit``, what a run fitted on healthy slices after training is refitted
 for every point (InvDetect's one-class model, tau and lambda depend on the inversion).
 
 Run, e.g. Wolleb's sensitivity study (Fig. 5 of the paper) on a diffano run::
@@ -44,8 +44,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice  # noqa: E402
-from anodiff.methods.base import Detector  # noqa: E402
-from anodiff.methods.common import foreground, training_images  # noqa: E402
+from anodiff.methods import Detector  # noqa: E402
+from anodiff.scoring.foreground import foreground  # noqa: E402
 from anodiff.workflows.benchmark import markdown_table  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
@@ -159,15 +159,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="fixed",
                         help="setting=value held fixed for every point")
     parser.add_argument("--refit", action="store_true",
-                        help="refit, for every point, what the run fitted on healthy training "
-                             "slices after training (InvDetect's one-class model, tau, lambda)")
+                        help="refit, for every point, what the run fitted on healthy slices "
+                             "after training (a healthy-FPR threshold; InvDetect's one-class "
+                             "model, tau, lambda)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     detector, spec = load_run(args.run)
-    if args.refit and not hasattr(detector, "fit_normality"):
-        raise SystemExit(f"--refit: a {detector.name} run has nothing to refit")
-    train_healthy = training_images(spec.data.open(args.data), detector.supervision)[0] \
-        if args.refit else None
+    refit_data = spec.data.open(args.data) if args.refit else None
     fixed = {k: v[0] for k, v in parse_grid(args.fixed, detector.config).items()}
     grid = parse_grid(args.grid, detector.config)
     test = spec.data.open(args.data).split("test")
@@ -179,8 +177,8 @@ def main() -> None:
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
         variant = detector.retuned(keep_state=True, **fixed, **settings)
-        if train_healthy is not None:
-            variant.fit_normality(train_healthy)
+        if refit_data is not None:
+            variant.refit(refit_data)
         row = {**settings, **measure(variant, x, truth, healthy)}
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

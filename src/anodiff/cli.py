@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from anodiff import __version__
+from anodiff.devices import DEVICE_HELP
 from anodiff.errors import AnodiffError
 from anodiff.methods import available
 
@@ -85,6 +86,7 @@ def data_synth(
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a setting, e.g. --set method.train.steps=500 (repeatable).")]
+DeviceOption = Annotated[str, typer.Option(help=f"Where the networks run: {DEVICE_HELP}.")]
 
 
 @app.command()
@@ -95,12 +97,13 @@ def train(
     preset: Annotated[str, typer.Option(help="quick (tests), cpu (default) or paper.")] = "cpu",
     config: Annotated[Path | None, typer.Option(help="YAML with 'method' and 'data'.")] = None,
     set_: SetOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train a method on a dataset into a run folder (resumable)."""
     from anodiff.workflows.run import config_values, train_run
 
     start = time.perf_counter()
-    train_run(method, data, out, preset, config_values(config, set_ or []))
+    train_run(method, data, out, preset, config_values(config, set_ or []), device)
     typer.echo(f"trained {method} in {time.perf_counter() - start:.0f} s; model in "
                f"{out / 'model'}, log in {out / 'train.log'}")
 
@@ -112,11 +115,12 @@ def detect(
                                                       "folders or case folders.")],
     out: Annotated[Path, typer.Option(help="Folder for maps, masks and scores.csv.")],
     batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 32,
+    device: DeviceOption = "auto",
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
     from anodiff.workflows.detect import detect_inputs
 
-    report = detect_inputs(run, inputs, out, batch_size=batch_size)
+    report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device)
     for row in report.failures:
         typer.echo(f"failed: {row.input}: {row.message}", err=True)
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} inputs done; "
@@ -131,11 +135,12 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Dataset folder with a test split.")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json and figures.")],
     fpr: Annotated[float, typer.Option(help="Healthy false-positive rate for thresholds.")] = 0.01,
+    device: DeviceOption = "auto",
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
     from anodiff.workflows.evaluate import evaluate_run
 
-    metrics = evaluate_run(run, data, out, fpr=fpr)
+    metrics = evaluate_run(run, data, out, fpr=fpr, device=device)
     summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("image_auroc", "pixel_ap", "dice_max",
                                                            "dice_otsu"))
     typer.echo(f"{summary}; all metrics in {out / 'metrics.json'}")
@@ -145,12 +150,13 @@ def evaluate(
 def benchmark(
     config: Annotated[Path, typer.Argument(help="Benchmark YAML (see benchmarks/).")],
     out: Annotated[Path, typer.Option(help="Folder for runs, results and report.html.")],
+    device: DeviceOption = "auto",
 ) -> None:
     """Train and evaluate methods x datasets; write results tables and an HTML report."""
     from anodiff.workflows.benchmark import run_benchmark
 
     start = time.perf_counter()
-    rows = run_benchmark(config, out)
+    rows = run_benchmark(config, out, device)
     typer.echo(f"{len(rows)} results in {time.perf_counter() - start:.0f} s: "
                f"{out / 'results.md'}, report {out / 'report.html'}")
 
@@ -161,6 +167,7 @@ def demo(
         Path("anodiff-demo")),
     cases: Annotated[int, typer.Option(help="Test cases with a lesion (and as many "
                                             "without) to evaluate.")] = 3,
+    device: DeviceOption = "auto",
 ) -> None:
     """DiffANO and baselines on the embedded benchmark: an HTML report in a few minutes."""
     from anodiff.workflows.demo import run_demo
@@ -169,7 +176,7 @@ def demo(
     typer.echo(f"anodiff demo: building the synthetic tumour track and evaluating diffano and "
                f"two baselines on {cases} + {cases} test cases into {out} (a few minutes on "
                "2 CPU cores)")
-    rows = run_demo(out, cases)
+    rows = run_demo(out, cases, device=device)
     for row in rows:
         typer.echo(f"  {row['method']:<17} pixel AP {row['pixel_ap']:.3f}  best Dice "
                    f"{row['dice_max']:.3f}  image AUROC {row['image_auroc']:.3f}  "
@@ -186,15 +193,17 @@ def export(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Change a test-time setting, e.g. --set level=100 (repeatable).")] = None,
     refit: Annotated[Path | None, typer.Option(
-        help="Dataset folder: refit what the method fits after training (InvDetect's "
-             "one-class model, tau, lambda) on its healthy training slices, so that --set "
-             "may change the settings those depend on.")] = None,
+        help="Dataset folder: refit what the method fits after training (a healthy-FPR "
+             "threshold; InvDetect's one-class model, tau, lambda) on its healthy slices, so "
+             "that --set may change the settings those depend on.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""
     from anodiff.config import parse_overrides
     from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
 
-    export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit)
+    export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit,
+               device=device)
     message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
     if half:
         message += f"; largest weight change {weight_rounding_error(run, out):.2e}"

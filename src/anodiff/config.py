@@ -4,7 +4,13 @@ Every configurable thing in anodiff (a method's settings, training, evaluation) 
 dataclass; its fields and type hints *are* the schema. YAML files and command-line
 overrides are merged into plain dicts, then :func:`build` checks every key and type at this
 boundary, so an unknown key or a wrong type is one clear :class:`AnodiffError` naming the
-key (``train.lr: expected a number, got 'fast'``) rather than a failure deep inside.
+key (``train.lr: expected a number, got 'fast'``) rather than a failure deep inside, and a
+value that has the right type but cannot work (a negative rate) is refused by the
+dataclass's own ``__post_init__``.
+
+Settings written by an earlier version keep loading: a dataclass whose keys changed has a
+static ``upgrade_settings(values) -> values`` that :func:`build` applies first (it renames
+or drops old keys and says so in its docstring).
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ def build(cls: type[T], values: dict[str, Any], where: str = "", base: T | None 
     """Instantiate dataclass ``cls`` from ``values`` (over ``base``), checking keys and types."""
     if not isinstance(values, dict):
         raise AnodiffError(f"{where or cls.__name__}: expected a mapping, got {values!r}")
+    upgrade = getattr(cls, "upgrade_settings", None)
+    if upgrade is not None:
+        values = upgrade(values)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
@@ -89,7 +98,7 @@ def build(cls: type[T], values: dict[str, Any], where: str = "", base: T | None 
         if base is not None:
             return dataclasses.replace(base, **converted)  # type: ignore[type-var]
         return cls(**converted)
-    except TypeError as err:  # a required field is missing
+    except (TypeError, AnodiffError) as err:  # a required field is missing; a bad value
         raise AnodiffError(f"{where or cls.__name__}: {err}") from err
 
 

@@ -7,7 +7,6 @@ from conftest import GaussianOracle
 from monai.networks.schedulers import DDIMScheduler
 
 from anodiff.diffusion.samplers import (
-    ddpm_step,
     decode,
     encode,
     level_sequence,
@@ -15,6 +14,7 @@ from anodiff.diffusion.samplers import (
     transport,
 )
 from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.diffusion.solvers import ddpm_step
 from anodiff.errors import AnodiffError
 
 STEPS = (20, 40, 80, 160)
@@ -105,8 +105,8 @@ def test_ddpm_step_with_eta_one_is_the_posterior(linear_schedule: NoiseSchedule,
     x0_hat = linear_schedule.predict_x0(x, level, eps)
     mean, var = linear_schedule.posterior(x0_hat, x, level)
     zero, one = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
-    assert torch.allclose(ddpm_step(x, eps, abar[level], abar[level - 1], 1.0, zero), mean)
-    stepped = ddpm_step(x, eps, abar[level], abar[level - 1], 1.0, one)
+    assert torch.allclose(ddpm_step(x0_hat, eps, abar[level], abar[level - 1], 1.0, zero), mean)
+    stepped = ddpm_step(x0_hat, eps, abar[level], abar[level - 1], 1.0, one)
     assert torch.allclose(stepped - mean, torch.full_like(mean, var**0.5))
 
 

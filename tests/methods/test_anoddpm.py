@@ -17,7 +17,7 @@ import torch
 import anodiff
 from anodiff.errors import AnodiffError
 from anodiff.methods.anoddpm import AnoDDPM, AnoDDPMConfig, noise_options
-from anodiff.methods.common import foreground
+from anodiff.scoring.foreground import foreground
 
 SIZE = 16
 
@@ -47,13 +47,7 @@ def toy_brains(n: int, lesion: bool, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 def variant(det: AnoDDPM, **changes: object) -> AnoDDPM:
     """A copy of a fitted detector with other test-time settings (same weights, threshold)."""
-    other = AnoDDPM(replace(det.config, **changes))
-    other.build(det.input_shape)
-    for name, net in other.networks().items():
-        net.load_state_dict(det.networks()[name].state_dict())
-        net.eval()
-    other.load_state(det.state())
-    return other
+    return det.retuned(keep_state=True, **changes)
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +148,7 @@ def test_bad_settings_and_inputs_are_refused(fitted: AnoDDPM) -> None:
         AnoDDPM(AnoDDPMConfig(samples=0))
     with pytest.raises(AnodiffError, match="fit"):
         anodiff.create("anoddpm", preset="quick").localize(torch.zeros(1, 1, SIZE, SIZE))
-    with pytest.raises(AnodiffError, match="expected images"):
+    with pytest.raises(AnodiffError, match="takes . channel"):
         fitted.localize(torch.zeros(1, 2, SIZE, SIZE))
 
 

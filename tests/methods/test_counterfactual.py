@@ -14,8 +14,8 @@ from weak_toys import SIZE, fit_on_toys, residual, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
-from anodiff.methods.common import foreground
 from anodiff.methods.counterfactual import Counterfactual
+from anodiff.scoring.foreground import foreground
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_fits_and_localises_end_to_end(fitted: Counterfactual, test_images: dict
     assert res.score.shape == (8,)
     assert res.nfe == 10 + 2 * 10  # 10 encoding steps, 10 guided decoding steps at 2 NFE
     assert fitted.retuned(cfg_scale=1.0).localize(images[:2]).nfe == 10 + 10
-    assert set(fitted.networks()) == {"unet"}
+    assert {name for name, _ in fitted.named_children()} == {"unet"}
     assert (fitted.run_dir / "unet" / "checkpoints" / "latest").is_file()
 
 

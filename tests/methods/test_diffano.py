@@ -14,8 +14,8 @@ from weak_toys import SIZE, fit_on_toys, residual, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
-from anodiff.methods.common import foreground
 from anodiff.methods.diffano import DiffAno
+from anodiff.scoring.foreground import foreground
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def test_fits_and_localises_end_to_end(fitted: DiffAno, test_images: dict) -> No
     assert res.mask.dtype == torch.bool and res.mask.shape == (8, SIZE, SIZE)
     assert res.score.shape == (8,)
     assert res.nfe == 10 + 10  # quick: 10 encoding + 10 decoding steps of the UNet
-    assert set(fitted.networks()) == {"unet", "classifier"}
+    assert {name for name, _ in fitted.named_children()} == {"unet", "classifier"}
     for part in ("unet", "classifier"):  # each part checkpoints under run_dir (resumable)
         assert (fitted.run_dir / part / "checkpoints" / "latest").is_file()
 
@@ -96,7 +96,7 @@ def test_bad_input_is_refused(fitted: DiffAno) -> None:
     with pytest.raises(AnodiffError, match="healthy \\(0\\) and anomalous \\(1\\)"):
         anodiff.create("diffano", preset="quick").fit(
             [{"image": torch.zeros(2, SIZE, SIZE), "label": 0}] * 4)
-    with pytest.raises(AnodiffError, match="expected images"):
+    with pytest.raises(AnodiffError, match="takes . channel"):
         fitted.localize(torch.zeros(2, 1, SIZE, SIZE))
     with pytest.raises(AnodiffError, match="level must be in"):
         anodiff.create("diffano", preset="quick", level=101)

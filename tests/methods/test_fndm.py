@@ -2,6 +2,7 @@
 conditions are built as the paper says, the solver spends one evaluation per step, the
 ablation switches change the network's inputs, and a saved run reloads with its bank."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import torch
 from weak_toys import fit_on_toys, toy_slices, toy_test_images
 
 import anodiff
-from anodiff.errors import AnodiffError
-from anodiff.methods.common import foreground
-from anodiff.methods.fndm import FNDM, FNDMConfig, HybridConditions, HybridPairs
+from anodiff.diffusion.guidance import unet_eps
+from anodiff.errors import AnodiffError, CheckpointError
+from anodiff.methods.fndm import FNDM, FNDMConfig, HybridConditions, HybridPairs, HybridProvider
+from anodiff.methods.translation import guided_decoder
+from anodiff.scoring.foreground import foreground
 
 
 @pytest.fixture(scope="module")
@@ -84,34 +87,53 @@ def test_ablation_switches_set_the_condition_channels(image: bool, coarse: bool,
     assert det.unet.conv_in.conv.in_channels == 2 + extra
 
 
-def test_without_classifier_gradient_encoder_and_decoder_agree(fitted: FNDM,
-                                                               test_images: dict) -> None:
+def test_without_classifier_gradient_the_decoder_is_the_encoder(fitted: FNDM) -> None:
     plain = fitted.retuned(scale=0.0)
-    encoder, decoder = plain.predictors(test_images["healthy"])
-    assert encoder is decoder
+    conditioned = unet_eps(plain.unet)
+    assert guided_decoder(conditioned, plain.classifier, plain.config, plain.schedule) \
+        is conditioned
+    assert guided_decoder(conditioned, fitted.classifier, fitted.config, fitted.schedule) \
+        is not conditioned
+
+
+def test_a_study_injects_its_own_conditions(fitted: FNDM, test_images: dict) -> None:
+    """The oracle study: the true lesion mask as x_seg, through a provider, no patching."""
+    sick, truth = test_images["anomalous"], test_images["truth"]
+    default = fitted.localize(sick).anomaly_map
+    oracle = HybridProvider(image=True, coarse=lambda x: truth[:, None].float().to(x))
+    fitted.conditions = oracle
+    try:
+        given = fitted.localize(sick).anomaly_map
+    finally:
+        fitted.conditions = None
+    assert not torch.equal(given, default)
+    assert torch.equal(fitted.localize(sick).anomaly_map, default)
 
 
 def test_save_and_load_keep_the_bank(fitted: FNDM, test_images: dict, tmp_path: Path) -> None:
     loaded = anodiff.load(fitted.save(tmp_path / "model"))
-    assert torch.equal(loaded.bank.bank, fitted.bank.bank)
+    assert torch.equal(loaded.memory.features, fitted.memory.features)
+    assert torch.equal(loaded.reference, fitted.reference)
     sick = test_images["anomalous"]
     assert torch.equal(loaded.localize(sick).anomaly_map, fitted.localize(sick).anomaly_map)
-    with pytest.raises(AnodiffError, match="does not match"):
-        FNDM(FNDMConfig(hybrid=HybridConditions(coarse_map=False))).load_state(fitted.state())
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    meta["config"]["hybrid"]["coarse_map"] = False  # a config the saved bank does not fit
+    (tmp_path / "model" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        anodiff.load(tmp_path / "model")
 
 
-@pytest.mark.parametrize(("hybrid", "message"), [
-    (HybridConditions(corruption="paint"), "corruption"),
-    (HybridConditions(feature_blocks=()), "feature_blocks"),
-    (HybridConditions(coreset_size=0), "coreset_size"),
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"corruption": "paint"}, "corruption"),
+    ({"feature_blocks": ()}, "feature_blocks"),
+    ({"coreset_size": 0}, "coreset_size"),
 ])
-def test_bad_settings_are_named(hybrid: HybridConditions, message: str) -> None:
+def test_bad_settings_are_named(settings: dict, message: str) -> None:
     with pytest.raises(AnodiffError, match=message):
-        FNDM(FNDMConfig(hybrid=hybrid))
+        HybridConditions(**settings)
 
 
 def test_hybrid_settings_need_retraining(fitted: FNDM) -> None:
-    with pytest.raises(AnodiffError, match="stale"):  # the bank was built with them
-        fitted.retuned(hybrid=HybridConditions(image=False))
-    with pytest.raises(AnodiffError, match="trained parts"):
-        fitted.retuned(keep_state=True, hybrid=HybridConditions(image=False))
+    for keep_state in (False, True):  # the networks and the bank were built with them
+        with pytest.raises(AnodiffError, match="trained parts"):
+            fitted.retuned(keep_state=keep_state, hybrid=HybridConditions(image=False))

@@ -55,8 +55,9 @@ def test_about_nu_of_the_normal_data_lies_outside_and_outliers_score_higher(kind
 @pytest.mark.parametrize("kind", ["ocsvm", "ocsvm_nystroem", "gaussian"])
 def test_state_round_trip_gives_identical_scores(kind) -> None:
     model = fit_one_class(NORMAL, kind, components=100)
-    again = OneClassModel.from_state(kind, model.state("oc."), "oc.")
+    again = OneClassModel(kind, {k: v.clone() for k, v in model.state_dict().items()})
     z = torch.from_numpy(TEST)
+    assert model.fitted and not OneClassModel(kind).fitted
     assert torch.equal(model.score(z), again.score(z))
 
 
@@ -69,5 +70,7 @@ def test_bad_input_gets_clear_errors() -> None:
         fit_one_class(np.ones((10, 3)), "ocsvm")
     with pytest.raises(AnodiffError, match="12-dimensional"):
         fit_one_class(NORMAL, "gaussian").score(torch.zeros(2, 5))
-    with pytest.raises(AnodiffError, match="missing"):
-        OneClassModel("ocsvm", {})
+    with pytest.raises(AnodiffError, match="unexpected"):
+        OneClassModel("ocsvm", {"location": torch.zeros(3)})
+    with pytest.raises(AnodiffError, match="not fitted"):
+        OneClassModel("ocsvm").score(torch.zeros(2, 5))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import load
+from anodiff.methods import load
 
 RUNNER = CliRunner()
 
@@ -130,10 +130,10 @@ def test_export_half_halves_the_weights_and_keeps_the_maps(tiny_synth: Path, tmp
     assert not (tmp_path / "small" / "checkpoints").exists()
     original = load(run / "model")
     small = load(tmp_path / "small" / "model")
-    for name in original.networks():
-        size = (run / "model" / f"net_{name}.safetensors").stat().st_size
-        half_size = (tmp_path / "small" / "model" / f"net_{name}.safetensors").stat().st_size
-        assert half_size < 0.6 * size
+    size = (run / "model" / "detector.safetensors").stat().st_size
+    half_size = (tmp_path / "small" / "model" / "detector.safetensors").stat().st_size
+    assert half_size < 0.6 * size
+    assert torch.equal(small.threshold, original.threshold)  # fitted values keep precision
     images = torch.rand(4, *original.input_shape)
     a, b = original.localize(images).anomaly_map, small.localize(images).anomaly_map
     assert (a - b).abs().max() < 1e-2 * a.abs().max()
@@ -152,22 +152,29 @@ def test_export_refits_invdetect_for_a_new_inversion_level(tiny_synth: Path,
     invoke("export", run, "--out", tmp_path / "l20", "--set", "level=20", "--refit", tiny_synth)
     original, refitted = load(run / "model"), load(tmp_path / "l20" / "model")
     assert refitted.config.level == 20 and original.config.level == 30
-    sv = "support_vectors"
-    assert not torch.equal(original.one_class_model.tensors[sv],
-                           refitted.one_class_model.tensors[sv])
+    assert not torch.equal(original.one_class.support_vectors,
+                           refitted.one_class.support_vectors)
     images = torch.rand(2, *original.input_shape)
     assert refitted.localize(images).anomaly_map.shape == (2, 32, 32)
     result = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "y"), "--refit",
                                  str(tiny_synth)])
     assert result.exit_code == 0  # a refit with unchanged settings reproduces the fit
     same = load(tmp_path / "y" / "model")
-    assert torch.allclose(original.one_class_model.tensors[sv], same.one_class_model.tensors[sv])
-    other = tmp_path / "thr"
-    invoke("train", "threshold", "--data", tiny_synth, "--out", other, "--preset", "quick",
+    assert torch.allclose(original.one_class.support_vectors, same.one_class.support_vectors)
+
+
+def test_export_recalibrates_a_healthy_fpr_threshold(tiny_synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "thr"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset", "quick",
            "--set", "data.size=32")
-    refused = RUNNER.invoke(app, ["export", str(other), "--out", str(tmp_path / "z"),
-                                  "--refit", str(tiny_synth)])
-    assert refused.exit_code != 0 and "fits nothing" in str(refused.exception)
+    stale = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "z"),
+                                "--set", "fpr=0.05"])
+    assert stale.exit_code != 0 and "stale" in str(stale.exception)
+    invoke("export", run, "--out", tmp_path / "same", "--refit", tiny_synth)
+    invoke("export", run, "--out", tmp_path / "fpr5", "--set", "fpr=0.05", "--refit", tiny_synth)
+    original = load(run / "model")
+    assert torch.equal(load(tmp_path / "same" / "model").threshold, original.threshold)
+    assert float(load(tmp_path / "fpr5" / "model").threshold) < float(original.threshold)
 
 
 def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:

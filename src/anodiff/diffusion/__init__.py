@@ -1,12 +1,17 @@
 """The diffusion engine: the mathematics every method is composed of, nothing medical.
 
 * :mod:`.schedule` — noise schedules, ``q_sample`` (review Eq. 2), posterior quantities;
-* :mod:`.samplers` — DDPM, DDIM, DDIM encoding, DPM-Solver++(2M) both ways, step skipping;
+* :mod:`.solvers` — the registry of one-hop updates (DDIM, DDPM, DPM-Solver++(2M));
+* :mod:`.samplers` — trajectories over any levels with any solver: encoding, decoding,
+  sampling, step skipping;
+* :mod:`.translation` — encoders (inversion, noising) and decoders composed into a
+  translation ``x -> x_L -> x_hat``, with condition providers;
 * :mod:`.guidance` — noise predictors and guidance wrappers (concatenation, classes and
   classifier-free guidance, classifier gradients);
 * :mod:`.noise` — Gaussian and batched simplex noise;
 * :mod:`.objectives`, :mod:`.training`, :mod:`.ema`, :mod:`.checkpoint` — training with
-  EMA, atomic checkpoints and exact resume.
+  EMA, atomic checkpoints and exact resume; :mod:`.seeding` — seeded blocks that leave the
+  caller's random state alone.
 """
 
 from anodiff.diffusion.guidance import (
@@ -18,9 +23,16 @@ from anodiff.diffusion.guidance import (
 )
 from anodiff.diffusion.samplers import SamplerOutput, decode, encode, sample, transport
 from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.diffusion.solvers import SOLVERS, solver
+from anodiff.diffusion.translation import Denoising, Inversion, Noising, Translator
 
 __all__ = [
+    "SOLVERS",
+    "Denoising",
+    "Inversion",
     "NoiseSchedule",
+    "Noising",
+    "Translator",
     "SamplerOutput",
     "class_conditioned",
     "classifier_guided",
@@ -29,6 +41,7 @@ __all__ = [
     "decode",
     "encode",
     "sample",
+    "solver",
     "transport",
     "unet_eps",
 ]

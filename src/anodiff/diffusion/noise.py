@@ -78,8 +78,13 @@ def gaussian_noise(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Standard normal noise N(0, I) of ``shape``, drawn from ``generator`` when given."""
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    """Standard normal noise N(0, I) of ``shape``, drawn from ``generator`` when given.
+
+    The draw happens on the generator's device and is then moved to ``device``, so a CPU
+    generator gives the same noise whichever device the model runs on.
+    """
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
 @functools.lru_cache(maxsize=8)

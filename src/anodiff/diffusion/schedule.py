@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -75,9 +76,9 @@ class NoiseSchedule:
         """T, the number of forward steps (the highest level)."""
         return int(self.betas.shape[0])
 
-    @property
+    @cached_property
     def abar(self) -> Tensor:
-        """Cumulative signal fraction, shape (T + 1,), ``abar[0] = 1``."""
+        """Cumulative signal fraction, shape (T + 1,), ``abar[0] = 1`` (computed once)."""
         return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - self.betas, 0)])
 
     def to_dict(self) -> dict[str, object]:

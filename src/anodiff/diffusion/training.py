@@ -6,7 +6,9 @@ at any checkpoint and restarted continues bit-identically to an uninterrupted on
 holds because everything random is a function of saved state: batches come from
 per-epoch permutations derived from ``(seed, epoch)``, and levels, noise and label dropout
 come from a ``torch.Generator`` whose state is checkpointed with the global torch RNG
-(dropout), the optimiser moments and the EMA weights.
+(dropout), the optimiser moments and the EMA weights. The global generator is only ever
+used inside :func:`~.seeding.seeded`, so training leaves the caller's random state alone.
+The network trains on the device it is on (move it, or the detector holding it, first).
 
 **Early stopping** (optional): a ``validation`` callable scores the network to sample with
 every ``validate_every`` steps (lower is better; it must draw no global randomness, e.g. a
@@ -45,6 +47,7 @@ from anodiff.diffusion.checkpoint import (
 from anodiff.diffusion.ema import EMA
 from anodiff.diffusion.objectives import ClassifierObjective
 from anodiff.diffusion.schedule import NoiseSchedule
+from anodiff.diffusion.seeding import seeded
 from anodiff.errors import AnodiffError, CheckpointError
 
 log = logging.getLogger("anodiff")
@@ -96,9 +99,18 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     seed: int = 0
-    device: str = "cpu"
     validate_every: int | None = None  # steps between validations (None: checkpoint_every)
     patience: int | None = None  # validations without improvement before stopping (None: never)
+
+    @staticmethod
+    def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+        """Settings written by earlier versions: ``device`` was a training setting and is
+        now chosen at run time (``--device``, ``Detector.to``), so it is dropped."""
+        values = dict(values)
+        if values.pop("device", "cpu") != "cpu":
+            log.warning("train.device is no longer a setting; choose the device with --device "
+                        "(or Detector.to) instead")
+        return values
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints")
@@ -115,7 +127,7 @@ class TrainConfig:
 
 
 # Settings that may change between a run and its resumption (training longer, elsewhere).
-RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "keep_checkpoints", "device"})
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "keep_checkpoints"})
 
 
 @dataclass
@@ -156,7 +168,8 @@ def collate(data: SampleSource, indices: Tensor, device: torch.device) -> dict[s
 
 
 class Trainer:
-    """Trains ``model`` on ``objective``; checkpoints into ``run_dir`` and resumes from it.
+    """Trains ``model`` on ``objective``, on the device the model is on; checkpoints into
+    ``run_dir`` and resumes from it.
 
     ``run_dir=None`` trains without checkpoints (tests, throw-away runs). ``description`` is
     stored in every checkpoint's metadata (e.g. the network's preset and channel counts)
@@ -178,8 +191,8 @@ class Trainer:
             raise AnodiffError("TrainConfig.patience is set but nothing validates the model")
         self.config = config
         self.validation = validation
-        self.device = torch.device(config.device)
-        self.model = model.to(self.device)
+        self.model = model
+        self.device = next(model.parameters()).device
         self.objective = objective
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.description = description or {}
@@ -189,7 +202,6 @@ class Trainer:
         )
         self.ema = None if config.ema_decay is None else EMA(self.model, config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
-        torch.manual_seed(config.seed)
         self.step = 0
         self.best_value = float("inf")
         self.best_step = 0
@@ -224,6 +236,10 @@ class Trainer:
         resuming from the latest checkpoint."""
         if len(data) == 0:
             raise AnodiffError("training data is empty")
+        with seeded(self.config.seed, self.device):
+            return self._fit(data)
+
+    def _fit(self, data: SampleSource) -> TrainHistory:
         self.resume()
         history = TrainHistory(start_step=self.step)
         self.model.train()

@@ -31,7 +31,7 @@ from anodiff.evaluation.metrics import (
     lesion_detection,
 )
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
+from anodiff.scoring.thresholds import above_threshold, otsu_threshold, per_image_otsu
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -129,7 +129,7 @@ def evaluate(
         results.update(mask_metrics(post.masks(predicted.astype(bool))[anomalous],
                                     truth[anomalous], "own"))
     if pixel_threshold is not None:
-        at_threshold = post.masks((maps >= pixel_threshold) & fg)
+        at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg))
         results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr"))
         results["pixel_threshold"] = pixel_threshold
     if case_ids is not None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from anodiff.evaluation.protocol import evaluate
 from anodiff.methods.base import Detector
-from anodiff.methods.common import foreground
+from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import healthy_fpr_threshold
 

@@ -1,28 +1,21 @@
 """Anomaly detection methods: each a :class:`~anodiff.methods.base.Detector` in its own module.
 
-Importing this package imports every method module so that their ``@register`` decorators
-run; :func:`anodiff.methods.base.available` then lists them.
+Importing this package imports every module in it, so that each method's ``@register``
+runs (a new method is one new file); methods of other packages come in through the
+``anodiff.methods`` entry-point group (:mod:`.registry`). The shared pipeline is in
+:mod:`.base`, saving and loading in :mod:`.persistence`, the trained parts several methods
+use in :mod:`.parts` and :mod:`.translation`.
 """
 
-# Importing the method modules registers them (each ends in an @register'ed Detector).
-from anodiff.methods import (  # noqa: F401
-    anoddpm,
-    autoencoder,
-    counterfactual,
-    diffano,
-    fndm,
-    imgcond,
-    invdetect,
-    threshold,
-)
-from anodiff.methods.base import (
-    AnomalyResult,
-    Detector,
-    MethodInfo,
-    available,
-    create,
-    load,
-    register,
-)
+import importlib
+import pkgutil
 
-__all__ = ["AnomalyResult", "Detector", "MethodInfo", "available", "create", "load", "register"]
+from anodiff.methods.base import AnomalyResult, Detector, LocalizationConfig, MethodInfo, RawResult
+from anodiff.methods.persistence import load
+from anodiff.methods.registry import available, create, method_class, register
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["AnomalyResult", "Detector", "LocalizationConfig", "MethodInfo", "RawResult",
+           "available", "create", "load", "method_class", "register"]

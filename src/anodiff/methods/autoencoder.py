@@ -19,8 +19,12 @@ from monai.networks.nets import VarAutoEncoder
 from torch import Tensor, nn
 
 from anodiff.diffusion.training import ArrayDataset, TrainConfig, Trainer
-from anodiff.methods.base import AnomalyResult, Detector, register
-from anodiff.methods.common import foreground, healthy_threshold, image_scores, training_images
+from anodiff.methods.base import AnomalyResult, Detector
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import training_images
+from anodiff.scoring.foreground import foreground
+from anodiff.scoring.rules import calibrate_threshold, image_scores
+from anodiff.scoring.smoothing import gaussian_smooth
 
 
 @dataclass(frozen=True)
@@ -52,20 +56,6 @@ class VAEObjective:
 
     def describe(self) -> dict[str, Any]:
         return {"objective": "vae", "kl_weight": self.kl_weight}
-
-
-def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian smoothing of (N, H, W) maps (reflect padding)."""
-    if sigma <= 0:
-        return maps
-    radius = max(1, int(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).to(maps.device)
-    x = maps[:, None]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
 
 
 @register("autoencoder")
@@ -105,8 +95,8 @@ class AutoencoderDetector(Detector):
         trainer.fit(ArrayDataset(images))
         self.vae = trainer.inference_model.eval()
         maps, _ = self._reconstruct(images)
-        self.threshold = torch.tensor(healthy_threshold(maps, foreground(images),
-                                                        self.config.fpr))
+        self.threshold = torch.tensor(calibrate_threshold(maps, foreground(images),
+                                                          self.config.fpr))
 
     @torch.no_grad()
     def _reconstruct(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,7 +112,8 @@ class AutoencoderDetector(Detector):
         maps, recon = self._reconstruct(images)
         fg = foreground(images)
         return AnomalyResult(anomaly_map=maps, pseudo_healthy=recon,
-                             score=image_scores(maps, fg, self.config.score_percentile),
+                             score=image_scores(maps, fg, "percentile",
+                                                percentile=self.config.score_percentile),
                              mask=(maps > self.threshold) & fg, nfe=1)
 
     def state(self) -> dict[str, Tensor]:

@@ -1,34 +1,75 @@
-"""The contract every method fulfils (design brief, "Python API") and the method registry.
+"""The contract every method fulfils and the one localisation pipeline they all share.
 
-A method is a small :class:`Detector` subclass registered under its public name::
+A method is one module with one :class:`Detector` subclass, registered under its public
+name (:func:`anodiff.methods.registry.register`). It writes only what is its own::
 
-    @register("diffano")
-    class DiffAno(Detector):
-        supervision = "weak"
-        description = "DDIM encoding + classifier-guided decoding (Wolleb 2022)"
-        def fit(self, data) -> None: ...
-        def localize(self, images) -> AnomalyResult: ...
+    @register("mymethod")
+    class MyMethod(Detector):
+        supervision = "unsupervised"
+        description = "one line for `anodiff methods`"
+        presets = {"quick": MyConfig(...), "cpu": MyConfig()}   # MyConfig(LocalizationConfig)
+        counted = ("unet",)                  # the networks whose evaluations are the NFE
 
-``anodiff.create(name, preset=..., **overrides)`` builds one; ``anodiff.methods()`` lists
-them. Training loops, samplers, maps and metrics live in shared modules and are called.
+        def build(self, input_shape):        # networks and fitted-state placeholders
+            super().build(input_shape)
+            with seeded(self.config.seed):
+                self.unet = build_diffusion_unet(...)
+        def fit_parts(self, data):           # train what the method owns
+            ...
+        def step(self, x, generator):        # the method's inference on one batch
+            return RawResult(anomaly_map=..., nfe=..., pseudo_healthy=...)
+
+Everything else is shared and configured by :class:`LocalizationConfig`:
+
+* ``fit(data)`` = :meth:`Detector.fit_parts` -> :meth:`Detector.calibrate` (the healthy-FPR
+  threshold of the ``healthy_fpr`` mask rule, on healthy validation slices, for every
+  method);
+* ``localize(images)`` = :meth:`Detector.validate` (one check of shape, channels, NaN and
+  range for every method) -> :meth:`Detector.step` in batches of ``batch_size`` on the
+  detector's device, with one seeded CPU generator -> :func:`~anodiff.scoring.rules.
+  postprocess_map` (smoothing, foreground) -> the mask rule -> the score rule
+  (:mod:`anodiff.scoring.rules`).
+
+A Detector is an ``nn.Module``: its networks are submodules and every fitted number
+(thresholds, histograms, memory banks, one-class models) is a buffer, so ``state_dict()`` is
+the checkpoint (:mod:`.persistence`) and ``.to(device)`` moves everything.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass, replace
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from anodiff.config import build, to_plain
-from anodiff.diffusion.checkpoint import load_state_into, read_checkpoint, write_checkpoint
-from anodiff.errors import AnodiffError, CheckpointError
+from anodiff.config import build as build_config
+from anodiff.config import to_plain
+from anodiff.diffusion.checkpoint import write_checkpoint
+from anodiff.errors import AnodiffError
+from anodiff.methods.training_data import calibration_images
+from anodiff.scoring.foreground import foreground
+from anodiff.scoring.rules import (
+    MASK_RULES,
+    SCORE_RULES,
+    calibrate_threshold,
+    image_scores,
+    otsu_masks,
+    postprocess_map,
+)
+from anodiff.scoring.thresholds import above_threshold
 
 SUPERVISION = ("supervised", "semi", "weak", "self", "unsupervised", "none")
+# The layout Detector.save writes: one tensor group, the state_dict (version 1 had one file
+# per network and one of fitted values; anodiff.methods.persistence reads both).
+CHECKPOINT_FORMAT = 2
+STATE_FILE = "detector"
+# How far outside [0, 1] an input may stray (resampling round-off) before it is refused.
+RANGE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -36,14 +77,15 @@ class AnomalyResult:
     """What ``Detector.localize`` returns for N images of size H x W (one type for all methods).
 
     ``anomaly_map`` (N, H, W), higher = more anomalous; ``score`` (N,) image-level score;
-    ``pseudo_healthy`` (N, C, H, W) or None; ``mask`` (N, H, W) bool — the method's own
-    binarisation — or None; ``uncertainty`` (N, H, W) or None; ``nfe``: network evaluations
-    actually spent per image.
+    ``pseudo_healthy`` (N, C, H, W) or None; ``mask`` (N, H, W) bool — the method's mask
+    rule — or None; ``uncertainty`` (N, H, W) or None; ``nfe``: network evaluations actually
+    spent per image (one evaluation = one pass of a network over an image's pixels; a
+    patch network's passes count by the share of the image each patch covers).
     """
 
     anomaly_map: Tensor
     score: Tensor
-    nfe: int
+    nfe: float
     pseudo_healthy: Tensor | None = None
     mask: Tensor | None = None
     uncertainty: Tensor | None = None
@@ -66,6 +108,48 @@ class AnomalyResult:
 
 
 @dataclass(frozen=True)
+class RawResult:
+    """What a method's :meth:`Detector.step` returns for one batch of N images.
+
+    ``anomaly_map`` (N, H, W) before post-processing; ``nfe`` network evaluations per image
+    of this batch; ``pseudo_healthy`` (N, C, H, W) and ``uncertainty`` (N, H, W) where the
+    method has them; ``extras``: per-image tensors (leading axis N) that only the method's
+    own mask rule reads (InvDetect's latent neighbour distances).
+    """
+
+    anomaly_map: Tensor
+    nfe: float
+    pseudo_healthy: Tensor | None = None
+    uncertainty: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def cpu(self) -> RawResult:
+        """The same result with every tensor on the CPU."""
+        move = _cpu_or_none
+        return RawResult(self.anomaly_map.cpu(), self.nfe, move(self.pseudo_healthy),
+                         move(self.uncertainty), {k: v.cpu() for k, v in self.extras.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[RawResult]) -> RawResult:
+        """One result from batch results in order; the NFE is the mean over all images."""
+        sizes = [len(p.anomaly_map) for p in parts]
+        nfe = sum(p.nfe * n for p, n in zip(parts, sizes, strict=True)) / sum(sizes)
+        return RawResult(
+            torch.cat([p.anomaly_map for p in parts]), nfe,
+            _cat_or_none([p.pseudo_healthy for p in parts]),
+            _cat_or_none([p.uncertainty for p in parts]),
+            {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras})
+
+
+def _cpu_or_none(value: Tensor | None) -> Tensor | None:
+    return None if value is None else value.cpu()
+
+
+def _cat_or_none(values: list[Tensor | None]) -> Tensor | None:
+    return None if values[0] is None else torch.cat(values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class MethodInfo:
     """One line of ``anodiff methods``."""
 
@@ -74,171 +158,297 @@ class MethodInfo:
     description: str
 
 
-class Detector(ABC):
+@dataclass(frozen=True)
+class LocalizationConfig:
+    """The settings every method shares: the post-processing, mask and score rules, the
+    batching and the seed (:mod:`anodiff.scoring.rules`). A method's config inherits these
+    (overriding defaults where its paper says otherwise) and adds its own fields.
+
+    ``smoothing_sigma``: Gaussian smoothing of the map in pixels (0: none). ``mask``:
+    ``otsu`` (per image), ``healthy_fpr`` (one threshold calibrated at training so that a
+    fraction ``fpr`` of the foreground pixels of ``calibration_images`` healthy validation
+    slices reach it) or ``own`` (the method's rule, where it has one). ``score``:
+    ``percentile`` (``score_percentile`` of the foreground map), ``mean`` (of the whole map)
+    or ``top_k`` (mean of the ``score_top_k`` highest foreground values). ``batch_size``:
+    images per network batch. ``seed``: seeds the network initialisation, the calibration
+    pick and the noise of ``localize`` (each part's ``train.seed`` seeds its training).
+    """
+
+    smoothing_sigma: float = 0.0
+    mask: Literal["otsu", "healthy_fpr", "own"] = "otsu"
+    fpr: float = 0.01
+    calibration_images: int = 64
+    score: Literal["percentile", "mean", "top_k"] = "percentile"
+    score_percentile: float = 99.0
+    score_top_k: int = 50
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values that cannot work, naming the setting (runs at construction; a
+        method's config extends it with ``super().check()``)."""
+        if self.mask not in MASK_RULES:
+            raise AnodiffError(f"mask must be one of {list(MASK_RULES)}, got {self.mask!r}")
+        if self.score not in SCORE_RULES:
+            raise AnodiffError(f"score must be one of {list(SCORE_RULES)}, got {self.score!r}")
+        if not 0 < self.fpr < 1:
+            raise AnodiffError(f"fpr must be in (0, 1), got {self.fpr}")
+        if not 0 <= self.score_percentile <= 100:
+            raise AnodiffError(f"score_percentile must be in [0, 100], got "
+                               f"{self.score_percentile}")
+        if not self.smoothing_sigma >= 0:  # also refuses NaN
+            raise AnodiffError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
+        for name in ("calibration_images", "score_top_k", "batch_size"):
+            if getattr(self, name) < 1:
+                raise AnodiffError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+ConfigT = TypeVar("ConfigT", bound=LocalizationConfig)
+
+
+def check_images(name: str, images: Any, input_shape: tuple[int, ...]) -> Tensor:
+    """``images`` as a float tensor (N, C, H, W) on the CPU, refused with one clear line when
+    they cannot be what the detector was fitted on: another shape or channel count, NaN or
+    infinite values, intensities outside [0, 1] (a tolerance of 1e-4 for resampling
+    round-off, clipped)."""
+    try:
+        x = torch.as_tensor(images, dtype=torch.float32, device="cpu")
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AnodiffError(f"{name}: images must be a numeric array or tensor (N, C, H, W), "
+                           f"got {type(images).__name__} ({err})") from err
+    channels, *spatial = input_shape
+    expected = f"(N, {', '.join(map(str, input_shape))})"
+    if x.dim() != 4:
+        hint = "; add a batch axis, e.g. images[None]" if x.dim() == 3 else ""
+        raise AnodiffError(f"{name}: expected images {expected}, got shape {tuple(x.shape)}"
+                           + hint)
+    if x.shape[1] != channels:
+        raise AnodiffError(f"{name}: the model takes {channels} channel(s), got {x.shape[1]} "
+                           f"(images of shape {tuple(x.shape)}, expected {expected})")
+    if tuple(x.shape[2:]) != tuple(spatial):
+        raise AnodiffError(f"{name}: the model takes {' x '.join(map(str, spatial))} slices, "
+                           f"got {tuple(x.shape)}; resample to the training size first")
+    if len(x) == 0:
+        raise AnodiffError(f"{name}: no images given (N = 0)")
+    if not torch.isfinite(x).all():
+        raise AnodiffError(f"{name}: the images contain NaN or infinite values")
+    low, high = float(x.min()), float(x.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise AnodiffError(f"{name}: intensities must lie in [0, 1] (normalised as for "
+                           f"training), got [{low:.4g}, {high:.4g}]")
+    return x.clamp(0, 1)
+
+
+class Detector(nn.Module, Generic[ConfigT]):
     """An anomaly localiser: ``fit`` on a dataset, ``localize`` images in [0, 1].
 
-    Constructed from one frozen config dataclass (a preset, possibly with overrides).
-    Subclasses create their networks in :meth:`build` (called by ``fit`` once the input
-    shape is known, and by :func:`load`), list them in :meth:`networks` (keyed by the name
-    of the attribute that holds each), and keep any other
-    fitted numbers (thresholds, histograms, memory banks) in :meth:`state` /
-    :meth:`load_state`; saving and loading is then generic.
+    Constructed from one frozen config (a preset, possibly with overrides). Subclasses
+    create their networks and fitted-state buffers in :meth:`build` (called with the input
+    shape by ``fit`` and by :func:`anodiff.load`), train them in :meth:`fit_parts` and
+    compute one batch in :meth:`step` (module docstring). ``counted`` names the networks
+    whose evaluations ``nfe`` counts (the diffusion networks; a guidance classifier's are
+    not counted). ``state_free_settings`` are the settings that the fitted state (buffers
+    and calibrated threshold) does not depend on, so :meth:`retuned` may change them freely.
     """
 
     name: ClassVar[str]
     supervision: ClassVar[str]
     description: ClassVar[str]
-    presets: ClassVar[dict[str, Any]]  # preset name -> the method's frozen Config instance
-    # Settings that :meth:`state` does not depend on (a retune may change them freely).
+    presets: ClassVar[dict[str, Any]]  # preset name -> the method's frozen config
+    counted: ClassVar[tuple[str, ...]] = ()
     state_free_settings: ClassVar[frozenset[str]] = frozenset()
+    # Format-1 checkpoint keys -> current state_dict keys ("" drops one); see .persistence.
+    legacy_keys: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ConfigT) -> None:
+        super().__init__()
         self.config = config
         self.input_shape: tuple[int, ...] | None = None  # (C, H, W) the method was fitted on
         # Where training checkpoints go (set by `anodiff train`); fit resumes from it.
         self.run_dir: Path | None = None
+        # The healthy_fpr mask rule's threshold: +inf (nothing flagged) until calibrated.
+        self.register_buffer("threshold", torch.tensor(math.inf))
+        # Marks the device the detector lives on, also before its networks exist.
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
+        if getattr(config, "mask", None) == "own" and type(self).own_mask is Detector.own_mask:
+            raise AnodiffError(f"{self.name}: has no mask rule of its own; use mask otsu or "
+                               "healthy_fpr")
 
-    @abstractmethod
-    def fit(self, data: Any) -> None:
-        """Train every part the method needs, under its supervision regime."""
-
-    @abstractmethod
-    def localize(self, images: Tensor) -> AnomalyResult:
-        """Anomaly maps (and what else the method gives) for images (N, C, H, W) in [0, 1]."""
+    # --- building and fitting ------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device the detector's networks and buffers are on (``.to()`` moves it)."""
+        return self._device_anchor.device
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        """Create the networks for inputs of ``input_shape`` (C, H, W)."""
+        """Create the networks and fitted-state buffers for inputs of ``input_shape``
+        (C, H, W); subclasses call ``super().build(input_shape)`` first."""
         self.input_shape = tuple(int(v) for v in input_shape)
 
-    def networks(self) -> dict[str, nn.Module]:
-        """The trained networks, by name (saved as safetensors)."""
-        return {}
+    def prepare(self, input_shape: tuple[int, ...]) -> None:
+        """:meth:`build` and put what it made on the detector's device."""
+        self.build(input_shape)
+        self.to(self.device)
 
-    def state(self) -> dict[str, Tensor]:
-        """Fitted values that are not network weights."""
-        return {}
+    def fit(self, data: Any) -> Detector:
+        """Train every part the method needs under its supervision regime, then calibrate."""
+        self.fit_parts(data)
+        self.calibrate(data)
+        return self
 
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        """Restore what :meth:`state` returned (the base class has nothing to restore)."""
-        if state:
-            raise CheckpointError(f"{self.name}: unexpected saved values {sorted(state)}")
+    @abstractmethod
+    def fit_parts(self, data: Any) -> None:
+        """Train what the method owns (calls :meth:`prepare` once the input shape is known)."""
 
-    def fit_normality(self, healthy: Tensor) -> None:
-        """Refit what the method fits on healthy training images after training (``healthy``
-        (N, C, H, W) in [0, 1]), so settings it depends on can change without retraining.
+    def fit_normality(self, data: Any) -> None:
+        """Refit what the method fits on healthy training slices after its networks are
+        trained (InvDetect: its one-class model, tau and lambda), so that settings those
+        depend on may change without retraining. Most methods have nothing here."""
 
-        Methods with such a fit override this (InvDetect: one-class model, tau, lambda); the
-        others have nothing to refit and refuse.
-        """
-        raise AnodiffError(f"{self.name} fits nothing after training; export without a refit "
-                           "(or train again with the new settings)")
+    def calibrate(self, data: Any) -> None:
+        """Calibrate the ``healthy_fpr`` mask rule on healthy validation slices of ``data``
+        (the ``val`` split; a seeded pick of healthy training slices when there is none).
+        Other mask rules need no calibration."""
+        if self.config.mask != "healthy_fpr":
+            return
+        healthy = calibration_images(data, self.config.calibration_images, self.config.seed)
+        maps = self.localize(healthy).anomaly_map
+        self.threshold.fill_(calibrate_threshold(maps, foreground(healthy), self.config.fpr))
+
+    def refit(self, data: Any) -> None:
+        """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)
+        on ``data`` with the current settings; the networks stay as they are."""
+        self.check_fitted()
+        self.fit_normality(data)
+        self.calibrate(data)
+
+    # --- localisation --------------------------------------------------------------------
+    def localize(self, images: Any) -> AnomalyResult:
+        """Maps, scores, masks (and pseudo-healthy images, uncertainty) for images
+        (N, C, H, W) in [0, 1]: validate -> step -> post-process -> mask rule -> score rule."""
+        x = self.validate(images)
+        raw = self.run(x)
+        fg = foreground(x)
+        sigma = self.config.smoothing_sigma
+        maps = postprocess_map(raw.anomaly_map, fg, sigma)
+        uncertainty = None if raw.uncertainty is None else \
+            postprocess_map(raw.uncertainty, fg, sigma)
+        return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=raw.nfe,
+                             pseudo_healthy=raw.pseudo_healthy,
+                             mask=self.masks(maps, fg, raw), uncertainty=uncertainty)
+
+    def validate(self, images: Any) -> Tensor:
+        """The images as a CPU float tensor, checked once for every method (
+        :func:`check_images`)."""
+        self.check_fitted()
+        assert self.input_shape is not None
+        return check_images(self.name, images, self.input_shape)
+
+    @torch.no_grad()
+    def run(self, x: Tensor) -> RawResult:
+        """:meth:`step` over batches of ``batch_size`` images on the detector's device, with
+        one CPU generator seeded by ``seed`` and drawn from batch after batch (the same input
+        gives the same result on any device)."""
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return RawResult.concat([self.step(chunk.to(self.device), generator).cpu()
+                                 for chunk in x.split(self.config.batch_size)])
+
+    @abstractmethod
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        """The method's own inference on one batch ``x`` (N, C, H, W) in [0, 1], on the
+        detector's device; random draws come from ``generator`` (a CPU generator)."""
+
+    def masks(self, maps: Tensor, fg: Tensor, raw: RawResult) -> Tensor:
+        """The configured mask rule on post-processed maps (N, H, W)."""
+        if self.config.mask == "otsu":
+            return otsu_masks(maps, fg)
+        if self.config.mask == "healthy_fpr":
+            return above_threshold(maps, float(self.threshold), fg)
+        return self.own_mask(maps, fg, raw)
+
+    def own_mask(self, maps: Tensor, fg: Tensor, raw: RawResult) -> Tensor:
+        """The method's own mask rule (``mask: own``); only methods that have one override."""
+        raise AnodiffError(f"{self.name} has no mask rule of its own")
+
+    def scores(self, maps: Tensor, fg: Tensor) -> Tensor:
+        """The configured score rule on post-processed maps (N, H, W)."""
+        c = self.config
+        return image_scores(maps, fg, c.score, percentile=c.score_percentile,
+                            top_k=c.score_top_k)
+
+    # --- state ---------------------------------------------------------------------------
+    def check_fitted(self) -> None:
+        """Refuse to localise with an untrained detector (a clear error, not garbage maps)."""
+        if self.input_shape is None:
+            raise AnodiffError(f"{self.name}: call fit() (or anodiff.load a saved run) first")
+
+    def is_calibrated(self) -> bool:
+        """Whether the fitted state depends on the settings: a calibrated threshold, or what
+        :meth:`fitted_state` says."""
+        return bool(torch.isfinite(self.threshold)) or self.fitted_state()
+
+    def fitted_state(self) -> bool:
+        """Whether the method holds fitted values (besides weights) that depend on its
+        test-time settings (InvDetect's one-class model, tau, lambda)."""
+        return False
 
     def retuned(self, *, keep_state: bool = False, **settings: Any) -> Detector:
-        """A copy with changed test-time settings that shares this detector's fitted parts.
+        """A copy with changed test-time settings that shares this detector's networks and
+        fitted state.
 
         Only settings that do not shape what was trained may change (a setting holding a
         nested config, such as a network part with its training, may not): this is how a
         sensitivity study or an export fixes L, s or the solver without retraining.
 
-        Fitted values other than weights (:meth:`state`, e.g. a threshold calibrated on
-        healthy maps) were computed with the current settings and would be stale, so a
+        Fitted values other than weights (a threshold calibrated on healthy maps, a
+        one-class model) were computed with the current settings and would be stale, so a
         detector that has them refuses to change any setting outside its
-        ``state_free_settings``, unless ``keep_state=True`` accepts that its masks (not its
-        maps) keep the old calibration.
+        ``state_free_settings``, unless ``keep_state=True`` accepts that (then
+        :meth:`refit` brings them up to date).
         """
         self.check_fitted()
-        state = self.state()
-        stale = sorted(set(settings) - self.state_free_settings)
-        if state and stale and not keep_state:
-            raise AnodiffError(
-                f"{self.name}: its fitted {sorted(state)} were calibrated with the current "
-                f"settings and would be stale after changing {stale}; train with "
-                "these settings instead (anodiff train --set ...)")
-        names = {f.name: f for f in fields(self.config)}
-        unknown = sorted(set(settings) - set(names))
+        names = {f.name for f in fields(self.config)}
+        unknown = sorted(set(settings) - names)
         if unknown:
             raise AnodiffError(f"{self.name}: unknown setting(s) {unknown}")
         trained = sorted(k for k in settings if is_dataclass(getattr(self.config, k)))
         if trained:
             raise AnodiffError(f"{self.name}: {trained} describe trained parts; retrain "
                                "instead of changing them")
-        config = build(type(self.config), {**to_plain(self.config), **settings}, self.name)
+        stale = sorted(set(settings) - self.state_free_settings - _RULE_SETTINGS)
+        if self.is_calibrated() and stale and not keep_state:
+            raise AnodiffError(
+                f"{self.name}: its fitted values were calibrated with the current settings "
+                f"and would be stale after changing {stale}; refit them (anodiff export "
+                "--refit DATA) or train with these settings")
+        config = build_config(type(self.config), {**to_plain(self.config), **settings},
+                              self.name)
         other = type(self)(config)
         other.input_shape = self.input_shape
-        for key, net in self.networks().items():
-            setattr(other, key, net)
-        other.load_state(state)
+        for key, module in self.named_children():
+            setattr(other, key, module)
+        saved = self.state_dict(keep_vars=True)
+        for key, buffer in self.named_buffers(recurse=False):
+            other.register_buffer(key, buffer, persistent=key in saved)
+        if getattr(other.config, "mask", None) == "healthy_fpr" and not keep_state and \
+                not torch.isfinite(other.threshold):
+            raise AnodiffError(f"{self.name}: mask healthy_fpr needs a threshold calibrated "
+                               "on healthy slices; refit with anodiff export --refit DATA")
         return other
 
-    def check_fitted(self) -> None:
-        """Refuse to localise with an untrained detector (a clear error, not garbage maps)."""
-        if self.input_shape is None:
-            raise AnodiffError(f"{self.name}: call fit() (or anodiff.load a saved run) first")
-
     def save(self, path: str | Path) -> Path:
-        """Write config, weights (safetensors) and metadata into directory ``path``."""
+        """Write the ``state_dict`` (networks and fitted state, one safetensors file), the
+        config and the input shape into directory ``path`` (atomically; :func:`anodiff.load`
+        reads it back)."""
         self.check_fitted()
-        groups = {f"net_{key}": net.state_dict() for key, net in self.networks().items()}
-        groups["state"] = self.state()
-        meta = {"method": self.name, "config": to_plain(self.config),
-                "input_shape": list(self.input_shape or ())}
-        return write_checkpoint(Path(path), groups, meta)
+        meta = {"format": CHECKPOINT_FORMAT, "method": self.name,
+                "config": to_plain(self.config), "input_shape": list(self.input_shape or ())}
+        return write_checkpoint(Path(path), {STATE_FILE: self.state_dict()}, meta)
 
 
-def load(path: str | Path) -> Detector:
-    """Load a detector written by :meth:`Detector.save` (or a run folder's ``model``)."""
-    groups, meta = read_checkpoint(Path(path))
-    if meta.get("method") not in _REGISTRY:
-        raise CheckpointError(f"{path}: unknown method {meta.get('method')!r} in its metadata")
-    cls = _REGISTRY[meta["method"]]
-    config = build(type(next(iter(cls.presets.values()))), meta["config"], meta["method"])
-    detector = cls(config)
-    detector.build(tuple(meta["input_shape"]))
-    for key, net in detector.networks().items():
-        load_state_into(net, groups.get(f"net_{key}", {}), Path(path) / f"net_{key}.safetensors")
-        net.eval()
-    detector.load_state(groups.get("state", {}))
-    return detector
-
-
-_REGISTRY: dict[str, type[Detector]] = {}
-
-
-def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
-    """Class decorator: make a Detector available under ``name``."""
-
-    def add(cls: type[Detector]) -> type[Detector]:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is registered twice")
-        if cls.supervision not in SUPERVISION:
-            raise ValueError(f"{name}: supervision must be one of {SUPERVISION}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def available() -> list[MethodInfo]:
-    """Registered methods, sorted by name."""
-    return [MethodInfo(n, c.supervision, c.description) for n, c in sorted(_REGISTRY.items())]
-
-
-def method_class(name: str) -> type[Detector]:
-    """The Detector class registered as ``name`` (a clear error for unknown names)."""
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "none yet"
-        raise AnodiffError(f"unknown method {name!r}; available: {known}")
-    return _REGISTRY[name]
-
-
-def create(name: str, preset: str = "cpu", **overrides: Any) -> Detector:
-    """Build method ``name`` with a preset's configuration and keyword overrides."""
-    cls = method_class(name)
-    if preset not in cls.presets:
-        raise AnodiffError(f"{name}: unknown preset {preset!r}; choose one of {list(cls.presets)}")
-    config = cls.presets[preset]
-    unknown = sorted(set(overrides) - {f.name for f in fields(config)})
-    if unknown:
-        raise AnodiffError(f"{name}: unknown setting(s) {unknown}; see the method card")
-    return cls(replace(config, **overrides))
+# Settings of the shared rules that no fitted value depends on (a calibrated threshold
+# depends on fpr and smoothing, which are therefore not among them).
+_RULE_SETTINGS = frozenset({"mask", "score", "score_percentile", "score_top_k", "batch_size"})

@@ -11,7 +11,8 @@ appear without the pathology?":
    observed class) or, with ``encode_label="null"``, unconditionally;
 2. decode ``x_L`` under the healthy label with classifier-free guidance of weight w:
    ``eps = eps(x_l, l, null) + w (eps(x_l, l, healthy) - eps(x_l, l, null))``;
-3. ``a = sum_channels |x - x_hat|``, Otsu mask, percentile score (as ``diffano``).
+3. ``a = sum_channels |x - x_hat|``; the shared pipeline's Otsu mask and percentile score
+   (as ``diffano``).
 
 NFE per image: the encoding steps plus 2 per decoding step (the conditional and the
 unconditional evaluation run as one batch of 2N); w = 1 (the healthy-conditional model
@@ -20,23 +21,21 @@ alone) and w = 0 (the unconditional model alone) need one evaluation per step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from anodiff.diffusion.guidance import EpsFn, class_conditioned, unet_eps
+from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import register
+from anodiff.methods.base import Detector, RawResult
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
-from anodiff.methods.translation import (
-    TranslationConfig,
-    TranslationDetector,
-    check_translation,
-    labelled_training_images,
-)
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import labelled_training_images
+from anodiff.methods.translation import TranslationConfig, translate_to_healthy
 
 NULL_LABEL = 2  # the "no class" index of label dropout; classes are 0 = healthy, 1 = anomalous
 NUM_CLASS_EMBEDS = 3
@@ -56,15 +55,24 @@ class CounterfactualConfig(TranslationConfig):
     cfg_scale: float = 6.0
     label_dropout: float = 0.15
     encode_label: Literal["anomalous", "null"] = "anomalous"
-    diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(
-        net="cpu", num_steps=1000, max_level=500, train=TrainConfig(
-            steps=900, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.995)))
+
+    def check(self) -> None:
+        super().check()
+        if not 0 < self.label_dropout < 1:
+            raise AnodiffError(f"label_dropout must be in (0, 1) to train the unconditional "
+                               f"model, got {self.label_dropout}")
+        if self.encode_label not in ("anomalous", "null"):
+            raise AnodiffError(f"encode_label must be 'anomalous' or 'null', got "
+                               f"{self.encode_label!r}")
+        if not self.cfg_scale >= 0:
+            raise AnodiffError(f"cfg_scale (w) must be >= 0, got {self.cfg_scale}")
 
 
 @register("counterfactual")
-class Counterfactual(TranslationDetector):
+class Counterfactual(Detector[CounterfactualConfig]):
     supervision = "weak"
     description = "DDIM encoding + classifier-free guided decoding to healthy (Sanchez 2022)"
+    counted = ("unet",)
     presets = {
         "quick": CounterfactualConfig(
             level=50, steps=10, solver="ddim", cfg_scale=3.0, batch_size=64,
@@ -83,41 +91,29 @@ class Counterfactual(TranslationDetector):
     def __init__(self, config: CounterfactualConfig) -> None:
         super().__init__(config)
         self.schedule = config.diffusion.noise_schedule()
-        check_translation(self.name, config, self.schedule,
-                          {"diffusion": config.diffusion.max_level})
-        if not 0 < config.label_dropout < 1:
-            raise AnodiffError(f"{self.name}: label_dropout must be in (0, 1) to train the "
-                               f"unconditional model, got {config.label_dropout}")
-        if config.encode_label not in ("anomalous", "null"):
-            raise AnodiffError(f"{self.name}: encode_label must be 'anomalous' or 'null', "
-                               f"got {config.encode_label!r}")
-        if config.cfg_scale < 0:
-            raise AnodiffError(f"{self.name}: cfg_scale (w) must be >= 0, got {config.cfg_scale}")
-        self.unet: nn.Module | None = None
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         super().build(input_shape)
-        self.unet = build_diffusion_unet(self.config.diffusion, self.input_shape[0],
-                                         num_class_embeds=NUM_CLASS_EMBEDS)
+        with seeded(self.config.seed):
+            self.unet = build_diffusion_unet(self.config.diffusion, self.input_shape[0],
+                                             num_class_embeds=NUM_CLASS_EMBEDS)
 
-    def networks(self) -> dict[str, nn.Module]:
-        return {} if self.unet is None else {"unet": self.unet}
-
-    def fit(self, data: Any) -> None:
+    def fit_parts(self, data: Any) -> None:
         """Train the one class-conditional UNet with label dropout on all labelled train
         slices (checkpoints under ``run_dir/unet``)."""
         images, labels = labelled_training_images(self.name, data)
-        torch.manual_seed(self.config.diffusion.train.seed)
-        self.build(tuple(images.shape[1:]))
-        assert self.unet is not None
+        self.prepare(tuple(images.shape[1:]))
         self.unet = train_diffusion_unet(
             self.unet, self.config.diffusion, images, labels=labels,
             label_dropout=self.config.label_dropout, null_label=NULL_LABEL,
             run_dir=self.run_dir, name="unet")
 
-    def predictors(self, x: Tensor) -> tuple[EpsFn, EpsFn]:
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        encoder, decoder = self.predictors()
+        return translate_to_healthy(x, encoder, decoder, self.config, self.schedule, generator)
+
+    def predictors(self) -> tuple[EpsFn, EpsFn]:
         """The encoding predictor (anomalous or null label) and the guided healthy decoder."""
-        assert self.unet is not None
         eps = unet_eps(self.unet)
         healthy = self.config.healthy_label
         encode_label = 1 - healthy if self.config.encode_label == "anomalous" else NULL_LABEL

@@ -24,9 +24,13 @@ is DiffANO (``diffano``) with stronger, pixel-wise conditions and a fast ODE sol
 * **Solver** (Eq. 9): DPM-Solver++(2M), multistep second order, for both the encoding to
   level L and the guided decoding (50 + 50 steps in the paper).
 
-Map ``a = sum_c |x - x_hat|``, per-image Otsu mask, percentile score: the translation
-methods' step (:mod:`.translation`). The ablation switches of the paper's Table 2 are
-``hybrid.image`` (NM), ``hybrid.coarse_map`` (MB) and ``scale`` (CG, 0 = off).
+FNDM is built from DiffANO's parts (:mod:`.translation`: the class-conditional UNet, the
+classifier, the guided decoder, the residual map) plus a **condition provider**,
+:class:`HybridProvider`: a study replaces ``FNDM.conditions`` with its own provider (the true
+lesion mask as ``x_seg``, say) instead of patching the detector. Map ``a = sum_c |x -
+x_hat|``, the shared pipeline's Otsu mask and percentile score. The ablation switches of
+the paper's Table 2 are ``hybrid.image`` (NM), ``hybrid.coarse_map`` (MB) and ``scale``
+(CG, 0 = off).
 """
 
 from __future__ import annotations
@@ -40,21 +44,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anodiff.data.anomalies.free_form import CORRUPTIONS, corrupt_inside, free_form_masks
-from anodiff.diffusion.guidance import EpsFn, concat_condition
+from anodiff.diffusion.guidance import class_conditioned, concat_condition, unet_eps
 from anodiff.diffusion.training import TrainConfig
+from anodiff.diffusion.translation import ConditionProvider
 from anodiff.errors import AnodiffError
-from anodiff.methods.autoencoder import gaussian_smooth
-from anodiff.methods.base import register
-from anodiff.methods.common import foreground, healthy_threshold, split_validation
-from anodiff.methods.diffano import NUM_CLASSES, DiffAno, DiffAnoConfig
+from anodiff.methods.base import Detector, RawResult
 from anodiff.methods.parts import (
     ClassifierPart,
     DiffusionPart,
     train_classifier,
     train_diffusion_unet,
 )
-from anodiff.methods.translation import labelled_training_images
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import labelled_training_images, split_validation
+from anodiff.methods.translation import (
+    QUICK_CLASSIFIER,
+    QUICK_DIFFUSION,
+    GuidedTranslationConfig,
+    build_guided_networks,
+    guided_decoder,
+    translate_to_healthy,
+)
+from anodiff.scoring.foreground import foreground
 from anodiff.scoring.memory_bank import MemoryBank
+from anodiff.scoring.rules import calibrate_threshold
+from anodiff.scoring.smoothing import gaussian_smooth
 
 
 @dataclass(frozen=True)
@@ -83,23 +97,22 @@ class HybridConditions:
         """Condition channels concatenated to a noisy image of ``image_channels``."""
         return image_channels * self.image + int(self.coarse_map)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.corruption not in CORRUPTIONS:
-            raise AnodiffError(f"fndm: hybrid.corruption must be one of {CORRUPTIONS}, got "
+            raise AnodiffError(f"corruption must be one of {CORRUPTIONS}, got "
                                f"{self.corruption!r}")
         blocks = self.feature_blocks
         if not blocks or len(set(blocks)) != len(blocks) or min(blocks) < 0:
-            raise AnodiffError(f"fndm: hybrid.feature_blocks must be distinct block indices, "
-                               f"got {blocks}")
+            raise AnodiffError(f"feature_blocks must be distinct block indices, got {blocks}")
         for name in ("coreset_size", "max_patches", "calibration_images"):
             if getattr(self, name) < 1:
-                raise AnodiffError(f"fndm: hybrid.{name} must be >= 1")
-        if self.smoothing_sigma < 0:
-            raise AnodiffError("fndm: hybrid.smoothing_sigma must be >= 0")
+                raise AnodiffError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.smoothing_sigma >= 0:
+            raise AnodiffError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
 
 
 @dataclass(frozen=True)
-class FNDMConfig(DiffAnoConfig):
+class FNDMConfig(GuidedTranslationConfig):
     """DiffANO's settings and parts (``cpu`` preset defaults) plus the hybrid conditions.
 
     ``scale`` is s of Eq. 8 (0 = no classifier gradient). ``steps`` hops for the encoding
@@ -108,8 +121,17 @@ class FNDMConfig(DiffAnoConfig):
     DiffANO's peaks by 25, so its 10 steps would not do (docs/BENCHMARKS.md, Fig. 4).
     """
 
+    level: int = 100
     steps: int = 50
     hybrid: HybridConditions = field(default_factory=HybridConditions)
+
+
+def check_feature_blocks(classifier: nn.Module, blocks: tuple[int, ...]) -> None:
+    """Refuse feature blocks the classifier does not have (before anything is trained)."""
+    count = len(classifier.down_blocks)
+    if max(blocks) >= count:
+        raise AnodiffError(f"fndm: hybrid.feature_blocks {blocks} but the classifier has "
+                           f"{count} encoder blocks")
 
 
 class EncoderFeatures:
@@ -121,10 +143,7 @@ class EncoderFeatures:
     """
 
     def __init__(self, classifier: nn.Module, blocks: tuple[int, ...]) -> None:
-        count = len(classifier.down_blocks)
-        if max(blocks) >= count:
-            raise AnodiffError(f"fndm: hybrid.feature_blocks {blocks} but the classifier has "
-                               f"{count} encoder blocks")
+        check_feature_blocks(classifier, blocks)
         self.classifier, self.blocks = classifier, blocks
 
     @torch.no_grad()
@@ -158,12 +177,12 @@ class CoarseMapper:
         for batch in images.split(batch_size):
             feats = self.features(batch)
             n, d, h, w = feats.shape
-            dist = self.bank.distances(feats.permute(0, 2, 3, 1).reshape(-1, d).cpu())
+            dist = self.bank.distances(feats.permute(0, 2, 3, 1).reshape(-1, d))
             dist = F.interpolate(dist.view(n, 1, h, w), size=batch.shape[-2:], mode="bilinear",
                                  align_corners=False)[:, 0]
             out.append(gaussian_smooth(dist, self.smoothing_sigma))
         maps = torch.cat(out)
-        return torch.where(foreground(images.cpu()), maps, torch.zeros(()))
+        return torch.where(foreground(images), maps, torch.zeros((), device=maps.device))
 
     def scale(self, distances: Tensor) -> Tensor:
         """Distances (N, H, W) as ``x_seg`` (N, 1, H, W) in [0, 1]: 0 up to the healthy 99th
@@ -171,8 +190,21 @@ class CoarseMapper:
         return (distances / self.reference - 1).clamp(0, 1)[:, None]
 
     def __call__(self, images: Tensor) -> Tensor:
-        """``x_seg`` (N, 1, H, W) of ``images``, on their device."""
-        return self.scale(self.distances(images)).to(images.device)
+        """``x_seg`` (N, 1, H, W) of ``images``."""
+        return self.scale(self.distances(images))
+
+
+@dataclass(frozen=True)
+class HybridProvider:
+    """FNDM's conditions for a batch (Eq. 5): the image itself (``image``, NM) and/or its
+    coarse map (``coarse``, MB: images -> (N, 1, H, W), the memory-bank map by default)."""
+
+    image: bool
+    coarse: ConditionProvider | None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        parts = [x] * self.image + ([self.coarse(x)] if self.coarse is not None else [])
+        return torch.cat(parts, 1)
 
 
 class HybridPairs:
@@ -221,19 +253,18 @@ class HybridPairs:
 
 
 @register("fndm")
-class FNDM(DiffAno):
+class FNDM(Detector[FNDMConfig]):
     supervision = "weak"
     description = "hybrid-conditioned (image + memory-bank map) diffusion, classifier " \
                   "gradient, DPM-Solver++ (Li 2023)"
-    state_free_settings = frozenset({"level", "steps", "solver", "encoding", "healthy_label",
-                                     "score_percentile", "batch_size", "seed", "scale"})
+    counted = ("unet",)
+    legacy_keys = {"bank": "memory.features"}
     presets = {
         "quick": FNDMConfig(  # diffano's quick networks and training
             level=50, steps=10, scale=100.0, batch_size=64,
             hybrid=HybridConditions(coreset_size=200, max_patches=5000, smoothing_sigma=0.5,
                                     calibration_images=8),
-            diffusion=DiffAno.presets["quick"].diffusion,
-            classifier=DiffAno.presets["quick"].classifier),
+            diffusion=QUICK_DIFFUSION, classifier=QUICK_CLASSIFIER),
         "cpu": FNDMConfig(),
         # Paper: DiffANO's networks, Adam 1e-4, batch 3 (UNet) / 10 (classifier), 130,000 /
         # 150,000 iterations, T = 1000, 50 + 50 solver steps. L and s are not given:
@@ -251,38 +282,51 @@ class FNDM(DiffAno):
     }
 
     def __init__(self, config: FNDMConfig) -> None:
-        config.hybrid.check()
         super().__init__(config)
-        self.bank: MemoryBank | None = None
-        self.reference = torch.tensor(float("nan"))
+        self.schedule = config.diffusion.noise_schedule()
+        # The condition provider; None: the fitted hybrid conditions (hybrid_conditions()).
+        self.conditions: ConditionProvider | None = None
 
-    def condition_channels(self, channels: int) -> int:
-        return self.config.hybrid.channels(channels)
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        super().build(input_shape)
+        hybrid = self.config.hybrid
+        self.unet, self.classifier = build_guided_networks(
+            self.config, self.input_shape, cond_channels=hybrid.channels(self.input_shape[0]))
+        if hybrid.coarse_map:
+            check_feature_blocks(self.classifier, hybrid.feature_blocks)
+            self.memory = MemoryBank()
+            # The healthy 99th percentile of the bank distance, x_seg's scale (fitted).
+            self.register_buffer("reference", torch.tensor(float("nan")))
 
     def coarse_mapper(self) -> CoarseMapper:
         """The fitted memory-bank map maker (refuses before the bank is built)."""
-        if self.bank is None or self.classifier is None:
+        if not self.config.hybrid.coarse_map or self.input_shape is None:
             raise AnodiffError(f"{self.name}: no memory bank (hybrid.coarse_map is off, or "
                                "the method is not fitted)")
         features = EncoderFeatures(self.classifier, self.config.hybrid.feature_blocks)
-        return CoarseMapper(features, self.bank, float(self.reference),
+        return CoarseMapper(features, self.memory, float(self.reference),
                             self.config.hybrid.smoothing_sigma)
 
-    def fit(self, data: Any) -> None:
+    def hybrid_conditions(self) -> ConditionProvider | None:
+        """The fitted conditions of the settings (None when the network takes none)."""
+        hybrid = self.config.hybrid
+        if not (hybrid.image or hybrid.coarse_map):
+            return None
+        return HybridProvider(hybrid.image, self.coarse_mapper() if hybrid.coarse_map else None)
+
+    def fit_parts(self, data: Any) -> None:
         """Train the classifier, build the memory bank from healthy train slices (calibrated
         on healthy validation slices), then train the hybrid-conditioned UNet (parts
         checkpoint under ``run_dir/classifier`` and ``run_dir/unet``)."""
         images, labels = labelled_training_images(self.name, data)
-        torch.manual_seed(self.config.diffusion.train.seed)
-        self.build(tuple(images.shape[1:]))
-        assert self.unet is not None
-        self.classifier = train_classifier(self.config.classifier, self.schedule, images,
-                                           labels, NUM_CLASSES, run_dir=self.run_dir,
-                                           name="classifier")
+        self.prepare(tuple(images.shape[1:]))
+        self.classifier = train_classifier(self.classifier, self.config.classifier,
+                                           self.schedule, images, labels,
+                                           run_dir=self.run_dir, name="classifier")
         diseased_maps = None
         if self.config.hybrid.coarse_map:
             self.fit_bank(data, images[labels == 0])
-            diseased_maps = self.coarse_mapper()(images[labels == 1])
+            diseased_maps = self.coarse_mapper()(images[labels == 1].to(self.device)).cpu()
         part = self.config.diffusion
         pairs = HybridPairs(images, labels, diseased_maps, self.config.hybrid,
                             length=part.train.steps * part.train.batch_size,
@@ -302,35 +346,28 @@ class FNDM(DiffAno):
         per_image = -(-hybrid.max_patches // len(train))  # the pool never exceeds ~max_patches
         patches = []
         for batch in train.split(64):
-            feats = features(batch)
+            feats = features(batch.to(self.device)).cpu()
             fg = F.interpolate(foreground(batch)[:, None].float(), size=feats.shape[-2:])[:, 0]
             for image_feats, image_fg in zip(feats.permute(0, 2, 3, 1), fg, strict=True):
                 inside = image_feats[image_fg > 0]
                 patches.append(inside[torch.randperm(len(inside), generator=generator)
                                       [:per_image]])
         pool = torch.cat(patches)[: hybrid.max_patches]
-        self.bank = MemoryBank.fit(pool, hybrid.coreset_size, seed=seed)
-        unscaled = CoarseMapper(features, self.bank, 1.0, hybrid.smoothing_sigma)
-        self.reference = torch.tensor(healthy_threshold(
-            unscaled.distances(val), foreground(val), fpr=0.01)).clamp(min=1e-8)
+        self.memory.fit(pool, hybrid.coreset_size, seed=seed)
+        unscaled = CoarseMapper(features, self.memory, 1.0, hybrid.smoothing_sigma)
+        val = val.to(self.device)
+        reference = calibrate_threshold(unscaled.distances(val).cpu(), foreground(val).cpu(),
+                                        fpr=0.01)
+        self.reference.fill_(max(reference, 1e-8))
 
-    def conditioned(self, x: Tensor) -> EpsFn:
-        """The UNet at the healthy label with the batch's hybrid conditions (the input and
-        its coarse map) concatenated; :meth:`DiffAno.predictors` adds the classifier
-        gradient (Eq. 8) to the decoder unless s = 0."""
-        hybrid = self.config.hybrid
-        eps = super().conditioned(x)
-        cond = [x] * hybrid.image + ([self.coarse_mapper()(x)] if hybrid.coarse_map else [])
-        return concat_condition(eps, torch.cat(cond, 1)) if cond else eps
-
-    def state(self) -> dict[str, Tensor]:
-        if self.bank is None:
-            return {}
-        return {"bank": self.bank.bank, "reference": self.reference}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        if self.config.hybrid.coarse_map != ("bank" in state):
-            raise AnodiffError(f"{self.name}: saved state {sorted(state)} does not match "
-                               f"hybrid.coarse_map = {self.config.hybrid.coarse_map}")
-        if "bank" in state:
-            self.bank, self.reference = MemoryBank(state["bank"]), state["reference"]
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        """DiffANO's step with the batch's conditions (the input and its coarse map by
+        default) concatenated to the noisy image; the classifier gradient (Eq. 8) guides the
+        decoding unless s = 0."""
+        conditioned = class_conditioned(unet_eps(self.unet), y=self.config.healthy_label)
+        provider = self.conditions if self.conditions is not None else self.hybrid_conditions()
+        if provider is not None:
+            conditioned = concat_condition(conditioned, provider(x))
+        decoder = guided_decoder(conditioned, self.classifier, self.config, self.schedule)
+        return translate_to_healthy(x, conditioned, decoder, self.config, self.schedule,
+                                    generator)

@@ -15,9 +15,10 @@ anomalies and keeps everything else; Baugh et al. train for exactly that.
    conditioned on the test image throughout (50 DDPM steps in the paper, or a fast solver)
    and yields a pseudo-healthy version of it.
 4. **Map and score.** ``1 - SSIM(x_hat, x)`` (11-pixel window, averaged over channels,
-   :mod:`anodiff.scoring.residuals`), zero in the background; the ensemble map is the mean of
-   the members' maps, their standard deviation the ``uncertainty``; image score = the mean
-   of the map over the image. The mask is each map's own Otsu threshold in the foreground.
+   :mod:`anodiff.scoring.residuals`); the ensemble map is the mean of the members' maps,
+   their standard deviation the ``uncertainty``. The shared pipeline zeroes both in the
+   background, scores an image by the mean of its map (``score: mean``, Baugh's) and masks
+   it with its own Otsu threshold in the foreground.
 
 What is not the paper's, each a setting: the ``cpu`` preset trains 3 of the 10 folds; the
 ``residual`` map; the fast solvers. Validation uses the denoising loss on fixed noise (the
@@ -38,14 +39,14 @@ from anodiff.data.anomalies.textures import texture_sources
 from anodiff.diffusion.guidance import concat_condition, unet_eps
 from anodiff.diffusion.objectives import FixedNoiseLoss
 from anodiff.diffusion.samplers import sample
+from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult, Detector, register
-from anodiff.methods.common import foreground, split_validation, training_images
+from anodiff.methods.base import Detector, LocalizationConfig, RawResult
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
-from anodiff.methods.translation import check_images
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import split_validation, training_images
 from anodiff.scoring.residuals import absolute_residual, ssim_anomaly_map
-from anodiff.scoring.thresholds import per_image_otsu
 
 ALL_FOLDS = len(fold_tasks())  # 10: every 3-of-5 combination of Baugh's tasks
 
@@ -71,19 +72,19 @@ class EnsemblePart:
         folds = list(range(ALL_FOLDS)) if self.folds is None else list(self.folds)
         if not folds or len(set(folds)) != len(folds) or not all(
                 0 <= f < ALL_FOLDS for f in folds):
-            raise AnodiffError(f"imgcond: ensemble.folds must be distinct indices in "
+            raise AnodiffError(f"ensemble.folds must be distinct indices in "
                                f"[0, {ALL_FOLDS - 1}], got {self.folds}")
         return folds
 
 
 @dataclass(frozen=True)
-class ImgCondConfig:
+class ImgCondConfig(LocalizationConfig):
     """The conditional noise predictor, the fold ensemble, the sampler and the map.
 
     ``solver`` / ``steps`` / ``eta``: how each member restores, from pure noise at level T
     (``ddpm`` with ``eta = 1``: the paper's ancestral sampling, step-skipped to ``steps``
     hops). NFE per image = ``steps`` x members. ``map``: ``ssim`` (the paper) or
-    ``residual`` (``sum_c |x - x_hat|``). ``seed`` seeds the sampling noise.
+    ``residual`` (``sum_c |x - x_hat|``). The image score is the mean of the map (Baugh).
     """
 
     diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(
@@ -96,32 +97,32 @@ class ImgCondConfig:
     eta: float = 1.0
     map: Literal["ssim", "residual"] = "ssim"
     ssim_window: int = 11
-    batch_size: int = 32
-    seed: int = 0
+    score: Literal["percentile", "mean", "top_k"] = "mean"
 
     def check(self) -> None:
-        """Reject settings that cannot work, naming the setting (called at construction)."""
+        super().check()
         self.ensemble.chosen()
         if not 0 <= self.ensemble.identity_probability < 1:
-            raise AnodiffError("imgcond: ensemble.identity_probability must be in [0, 1)")
+            raise AnodiffError("ensemble.identity_probability must be in [0, 1)")
         if self.ensemble.validation_images < 1:
-            raise AnodiffError("imgcond: ensemble.validation_images must be >= 1")
+            raise AnodiffError("ensemble.validation_images must be >= 1")
         if self.diffusion.max_level not in (None, self.diffusion.num_steps):
-            raise AnodiffError("imgcond: restoration starts from pure noise at level T, so "
-                               "the model must learn every level (diffusion.max_level: null)")
+            raise AnodiffError("restoration starts from pure noise at level T, so the model "
+                               "must learn every level (diffusion.max_level: null)")
         if self.solver not in ("ddpm", "ddim", "dpmpp2m"):
-            raise AnodiffError(f"imgcond: unknown solver {self.solver!r}")
+            raise AnodiffError(f"unknown solver {self.solver!r}")
         if self.map not in ("ssim", "residual"):
-            raise AnodiffError(f"imgcond: map must be 'ssim' or 'residual', got {self.map!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.eta < 0:
-            raise AnodiffError("imgcond: need steps >= 1, batch_size >= 1 and eta >= 0")
+            raise AnodiffError(f"map must be 'ssim' or 'residual', got {self.map!r}")
+        if self.steps < 1 or not self.eta >= 0:
+            raise AnodiffError("need steps >= 1 and eta >= 0")
 
 
 @register("imgcond")
-class ImgCond(Detector):
+class ImgCond(Detector[ImgCondConfig]):
     supervision = "self"
     description = "image-conditioned diffusion restoring synthetic anomalies, task-fold " \
                   "ensemble, SSIM map (Baugh 2024)"
+    counted = ("members",)
     presets = {
         "quick": ImgCondConfig(
             diffusion=DiffusionPart(net="quick", num_steps=100, prediction="x0", train=TrainConfig(
@@ -144,31 +145,26 @@ class ImgCond(Detector):
     }
 
     def __init__(self, config: ImgCondConfig) -> None:
-        config.check()
         super().__init__(config)
         self.folds = config.ensemble.chosen()
-        self.members: nn.ModuleList | None = None
+        self.schedule = config.diffusion.noise_schedule()
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         super().build(input_shape)
         channels = self.input_shape[0]
-        self.members = nn.ModuleList(
-            build_diffusion_unet(self.config.diffusion, channels, cond_channels=channels)
-            for _ in self.folds)
+        with seeded(self.config.seed):
+            self.members = nn.ModuleList(
+                build_diffusion_unet(self.config.diffusion, channels, cond_channels=channels)
+                for _ in self.folds)
 
-    def networks(self) -> dict[str, nn.Module]:
-        return {} if self.members is None else {"members": self.members}
-
-    def fit(self, data: Any) -> None:
+    def fit_parts(self, data: Any) -> None:
         """Train one member per fold on healthy slices, each early-stopped on its held-out
         tasks (checkpoints under ``run_dir/member_<fold>``, resumable member by member)."""
         healthy, _ = training_images(data, self.supervision)
         part, ensemble = self.config.diffusion, self.config.ensemble
         train, val = split_validation(self.name, data, healthy, ensemble.validation_images,
                                       part.train.seed)
-        torch.manual_seed(part.train.seed)
-        self.build(tuple(healthy.shape[1:]))
-        assert self.members is not None
+        self.prepare(tuple(healthy.shape[1:]))
         textures = texture_sources(min(healthy.shape[-2:]))
         folds = fold_tasks()
         for k, index in enumerate(self.folds):
@@ -180,57 +176,37 @@ class ImgCond(Detector):
             targets, conds = CorruptedPairs(
                 val.numpy(), fold.held_out, length=len(val), seed=(part.train.seed, index, 1),
                 identity_probability=0.0, other_source=textures, signed=True).stacked()
-            validation = FixedNoiseLoss(part.noise_schedule(), targets, conds,
+            validation = FixedNoiseLoss(self.schedule, targets, conds,
                                         prediction=part.prediction, seed=part.train.seed)
             self.members[k] = train_diffusion_unet(
                 self.members[k], part, pairs, validation=validation, run_dir=self.run_dir,
                 name=f"member_{index}")
 
-    @torch.no_grad()
-    def restore(self, images: Tensor) -> tuple[Tensor, int]:
-        """Every member's restoration of ``images`` (M, N, C, H, W) in [0, 1], and the NFE
-        per image of the whole ensemble. The sampling noise is seeded by ``seed`` and drawn
-        batch after batch, member after member."""
-        self.check_fitted()
-        assert self.members is not None and self.input_shape is not None
-        images = check_images(self.name, images, self.input_shape)
+    def restore(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, int]:
+        """Every member's restoration of the batch ``x`` (M, N, C, H, W) in [0, 1], and the
+        NFE per image of the whole ensemble; the noise is drawn member after member."""
         cfg = self.config
-        schedule = cfg.diffusion.noise_schedule()
-        device = next(self.members.parameters()).device
-        generator = torch.Generator().manual_seed(cfg.seed)
-        restored = torch.empty(len(self.members), *images.shape)
-        nfe = 0
-        for rows in torch.arange(len(images)).split(cfg.batch_size):
-            cond = images[rows].to(device) * 2 - 1
-            nfe = 0
-            for m, member in enumerate(self.members):
-                eps = concat_condition(unet_eps(member, cfg.diffusion.prediction, schedule),
-                                       cond)
-                out = sample(eps, tuple(cond.shape), schedule, cfg.steps, cfg.solver,
-                             generator=generator, device=device, eta=cfg.eta)
-                restored[m, rows] = ((out.x.cpu() + 1) / 2).clamp(0, 1)
-                nfe += out.nfe
-        return restored, nfe
+        cond = x * 2 - 1
+        restored, nfe = [], 0
+        for member in self.members:
+            eps = concat_condition(unet_eps(member, cfg.diffusion.prediction, self.schedule),
+                                   cond)
+            out = sample(eps, tuple(cond.shape), self.schedule, cfg.steps, cfg.solver,
+                         generator=generator, device=x.device, eta=cfg.eta)
+            restored.append(((out.x + 1) / 2).clamp(0, 1))
+            nfe += out.nfe
+        return torch.stack(restored), nfe
 
     def member_maps(self, images: Tensor, restored: Tensor) -> Tensor:
-        """Each member's map (M, N, H, W) of the configured kind, zero in the background."""
-        fg = foreground(images)
-        kind = self.config.map
-        maps = torch.stack([
-            ssim_anomaly_map(images, x_hat, self.config.ssim_window) if kind == "ssim"
-            else absolute_residual(images, x_hat) for x_hat in restored])
-        return torch.where(fg, maps, torch.zeros(()))
+        """Each member's map (M, N, H, W) of the configured kind (not yet post-processed)."""
+        if self.config.map == "ssim":
+            return torch.stack([ssim_anomaly_map(images, x_hat, self.config.ssim_window)
+                                for x_hat in restored])
+        return torch.stack([absolute_residual(images, x_hat) for x_hat in restored])
 
-    def localize(self, images: Tensor) -> AnomalyResult:
-        """Ensemble maps, mean restorations, Otsu masks and mean-map scores (module doc)."""
-        images = torch.as_tensor(images, dtype=torch.float32)
-        restored, nfe = self.restore(images)
-        maps = self.member_maps(images, restored)
-        mean_map = maps.mean(0)
-        fg = foreground(images)
-        mask = torch.from_numpy(per_image_otsu(mean_map.numpy(), fg.numpy()))
-        return AnomalyResult(
-            anomaly_map=mean_map, score=mean_map.flatten(1).mean(1), nfe=nfe,
-            pseudo_healthy=restored.mean(0), mask=mask,
-            uncertainty=maps.std(0, correction=0) if len(maps) > 1 else None)
-
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        """The ensemble's mean map and restoration; the members' spread is the uncertainty."""
+        restored, nfe = self.restore(x, generator)
+        maps = self.member_maps(x, restored).to(x.device)
+        return RawResult(anomaly_map=maps.mean(0), nfe=nfe, pseudo_healthy=restored.mean(0),
+                         uncertainty=maps.std(0, correction=0) if len(maps) > 1 else None)

@@ -16,7 +16,13 @@ the Noise Latent Space of DDIM") generates no pseudo-healthy image. It judges pa
 6. the mask by spatial contiguity refinement (Eq. 2-4): an exact graph cut whose pairwise
    weights compare the per-pixel aggregates r_p of the latents, with tau and lambda set by
    the paper's rules on healthy training images (or given). Without refinement the mask is
-   A > 0.
+   A > 0. This is the method's own mask rule (``mask: own``, the default); the shared
+   ``otsu`` and ``healthy_fpr`` rules apply to A as to any map.
+
+NFE: each inversion step evaluates the network on every foreground patch; one evaluation
+of a b x b patch counts as (b x b) / (H x W) of an image evaluation, so the NFE per image is
+``inversion_steps`` x the image's foreground patches x that share (about 2.2 x the steps at
+b = H / 4, where the 49 overlapping patches hold ~3 x the image's pixels).
 
 Scale (the issue's requirement): patches are inverted in batches; the one-class model is
 fitted on ``fit_patches`` healthy patches drawn at random (the exact SVM's cost grows with
@@ -30,22 +36,24 @@ what differs from the paper.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from anodiff.diffusion.guidance import unet_eps
 from anodiff.diffusion.samplers import encode
+from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult, Detector, register
-from anodiff.methods.common import foreground, image_scores, training_images
+from anodiff.methods.base import Detector, LocalizationConfig, RawResult
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import training_images
 from anodiff.nets.builders import net_config
+from anodiff.scoring.foreground import foreground
 from anodiff.scoring.graphcut import (
     NeighbourDistances,
     calibrate_lambda,
@@ -54,13 +62,13 @@ from anodiff.scoring.graphcut import (
 )
 from anodiff.scoring.one_class import ONE_CLASS_KINDS, OneClassModel, fit_one_class
 from anodiff.scoring.patches import PatchGrid
+from anodiff.scoring.rules import postprocess_map
 
-_STATE_PREFIX = "one_class."
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class InvDetectConfig:
+class InvDetectConfig(LocalizationConfig):
     """The patch diffusion model, the inversion, the one-class model and the refinement.
 
     The defaults are the ``cpu`` preset for 64² slices: b = 16 (the paper's b = 32 at 128²,
@@ -85,51 +93,52 @@ class InvDetectConfig:
     tau: float | None = None  # tau (None: tau^2 = mean squared neighbour distance)
     max_false_area: float = 0.01  # the lambda rule's budget of flagged healthy pixels
     calibration_images: int = 32  # healthy training images tau and lambda are set on
-    score_percentile: float = 99.0  # image score = this percentile of the foreground map
-    image_batch: int = 16  # images analysed at once (bounds the latent aggregate's memory)
-    seed: int = 0  # seeds the patch subsample and the calibration images
+    batch_size: int = 16  # images analysed at once (bounds the latent aggregate's memory)
+    mask: Literal["otsu", "healthy_fpr", "own"] = "own"  # own: the graph cut (or A > 0)
+
+    @staticmethod
+    def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+        """Settings written by earlier versions: ``image_batch`` is now the shared
+        ``batch_size``."""
+        values = dict(values)
+        if "image_batch" in values:
+            values["batch_size"] = values.pop("image_batch")
+        return values
 
     def check(self) -> None:
+        super().check()
         halvings = len(net_config(self.diffusion.net).channels) - 1
         if self.patch_size < 2**halvings or self.patch_size % 2**halvings:
-            raise AnodiffError(f"invdetect: patch_size must be a multiple of {2**halvings} (the "
+            raise AnodiffError(f"patch_size must be a multiple of {2**halvings} (the "
                                f"{self.diffusion.net} UNet halves it {halvings} times), got "
                                f"{self.patch_size}")
         top = self.diffusion.num_steps
         if self.level is not None and not 1 <= self.level <= top:
-            raise AnodiffError(f"invdetect: level must be in [1, {top}], got {self.level}")
+            raise AnodiffError(f"level must be in [1, {top}], got {self.level}")
         if self.inversion_steps < 1:
-            raise AnodiffError(f"invdetect: inversion_steps must be >= 1, got "
-                               f"{self.inversion_steps}")
+            raise AnodiffError(f"inversion_steps must be >= 1, got {self.inversion_steps}")
         if self.one_class not in ONE_CLASS_KINDS:
-            raise AnodiffError(f"invdetect: one_class must be one of {list(ONE_CLASS_KINDS)}")
+            raise AnodiffError(f"one_class must be one of {list(ONE_CLASS_KINDS)}")
         if not 0 < self.nu < 1:
-            raise AnodiffError(f"invdetect: nu must be in (0, 1), got {self.nu}")
+            raise AnodiffError(f"nu must be in (0, 1), got {self.nu}")
         for name in ("lam", "tau"):
             value = getattr(self, name)
-            if value is not None and value < (0 if name == "lam" else 1e-12):
-                raise AnodiffError(f"invdetect: {name} must be positive, got {value}")
-        if self.fit_patches < 2 or self.calibration_images < 1 or self.image_batch < 1:
-            raise AnodiffError("invdetect: fit_patches >= 2, calibration_images >= 1 and "
-                               "image_batch >= 1 are required")
-
-
-@dataclass(frozen=True)
-class PatchAnalysis:
-    """Everything before the mask: the map A, latent neighbour distances, timings."""
-
-    score_map: Tensor  # A (N, H, W), signed (> 0 abnormal), zero outside the foreground
-    distances: NeighbourDistances  # ||r_p - r_q||^2 between 4-neighbours
-    foreground: Tensor  # (N, H, W) bool
-    seconds: dict[str, float]  # wall-clock per stage: inversion, scoring, aggregation
+            if value is not None and not value >= (0 if name == "lam" else 1e-12):
+                raise AnodiffError(f"{name} must be positive, got {value}")
+        if self.fit_patches < 2:
+            raise AnodiffError(f"fit_patches must be >= 2, got {self.fit_patches}")
+        if not 0 < self.max_false_area < 1:
+            raise AnodiffError(f"max_false_area must be in (0, 1), got {self.max_false_area}")
 
 
 @register("invdetect")
-class InvDetect(Detector):
+class InvDetect(Detector[InvDetectConfig]):
     supervision = "unsupervised"
     description = "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"
+    counted = ("unet",)
     # The one-class model, tau and lambda hold for any mask rule and any given lambda.
-    state_free_settings = frozenset({"refine", "lam", "score_percentile", "image_batch"})
+    state_free_settings = frozenset({"refine", "lam"})
+    legacy_keys = {"tau": "fitted_tau", "lam": "fitted_lam", "one_class_kind": ""}
     presets = {
         "quick": InvDetectConfig(
             diffusion=DiffusionPart(net="quick", num_steps=100, train=TrainConfig(
@@ -147,14 +156,8 @@ class InvDetect(Detector):
     }
 
     def __init__(self, config: InvDetectConfig) -> None:
-        config.check()
         super().__init__(config)
         self.schedule = config.diffusion.noise_schedule()
-        self.unet: nn.Module | None = None
-        self.one_class_model: OneClassModel | None = None
-        self.fitted_tau = torch.tensor(float("nan"))
-        self.fitted_lam = torch.tensor(float("nan"))
-        self.calibrated_area = torch.tensor(float("nan"))
 
     # --- networks and state --------------------------------------------------------------
     def build(self, input_shape: tuple[int, ...]) -> None:
@@ -162,24 +165,16 @@ class InvDetect(Detector):
         channels, *spatial = self.input_shape
         if len(spatial) != 2:
             raise AnodiffError(f"invdetect works on 2-D slices (C, H, W), got {input_shape}")
-        self.unet = build_diffusion_unet(self.config.diffusion, channels)
+        with seeded(self.config.seed):
+            self.unet = build_diffusion_unet(self.config.diffusion, channels)
+        self.one_class = OneClassModel(self.config.one_class)
+        nan = torch.tensor(float("nan"))
+        self.register_buffer("fitted_tau", nan.clone())
+        self.register_buffer("fitted_lam", nan.clone())
+        self.register_buffer("calibrated_area", nan.clone())
 
-    def networks(self) -> dict[str, nn.Module]:
-        return {} if self.unet is None else {"unet": self.unet}
-
-    def state(self) -> dict[str, Tensor]:
-        if self.one_class_model is None:
-            return {}
-        kind = torch.tensor(ONE_CLASS_KINDS.index(self.one_class_model.kind))
-        return {**self.one_class_model.state(_STATE_PREFIX), "one_class_kind": kind,
-                "tau": self.fitted_tau, "lam": self.fitted_lam,
-                "calibrated_area": self.calibrated_area}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        kind = ONE_CLASS_KINDS[int(state["one_class_kind"])]
-        self.one_class_model = OneClassModel.from_state(kind, state, _STATE_PREFIX)
-        self.fitted_tau, self.fitted_lam = state["tau"], state["lam"]
-        self.calibrated_area = state["calibrated_area"]
+    def fitted_state(self) -> bool:
+        return self.one_class.fitted
 
     @property
     def grid(self) -> PatchGrid:
@@ -218,58 +213,58 @@ class InvDetect(Detector):
 
     @torch.no_grad()
     def invert(self, patches: Tensor) -> Tensor:
-        """Noise latents (M, C b b) of patches (M, C, b, b) in [-1, 1] (Sec. 2.1, I_theta)."""
-        assert self.unet is not None
+        """Noise latents (M, C b b) of patches (M, C, b, b) in [-1, 1] (Sec. 2.1, I_theta),
+        on the patches' device."""
         cfg = self.config
         if len(patches) == 0:
             return patches.new_zeros(0, int(np.prod(patches.shape[1:])))
-        device = next(self.unet.parameters()).device
         level = cfg.level or self.schedule.num_steps
-        out = encode(unet_eps(self.unet), patches.to(device), self.schedule, level,
+        out = encode(unet_eps(self.unet), patches.to(self.device), self.schedule, level,
                      cfg.inversion_steps, cfg.solver)
-        return out.x.flatten(1).cpu()
+        return out.x.flatten(1).to(patches.device)
 
-    def fit(self, data: Any) -> None:
-        """Train on healthy patches, fit the one-class model, then set tau and lambda."""
+    def fit_parts(self, data: Any) -> None:
+        """Train on healthy patches, then fit the one-class model and set tau and lambda."""
         images, _ = training_images(data, self.supervision)
-        cfg = self.config
-        torch.manual_seed(cfg.diffusion.train.seed)
-        self.build(tuple(images.shape[1:]))
-        assert self.unet is not None
+        self.prepare(tuple(images.shape[1:]))
         normal = self.foreground_patches(images)
         if len(normal) < 2:
             raise AnodiffError("invdetect: the healthy training images hold fewer than two "
                                "patches with foreground")
-        self.unet = train_diffusion_unet(self.unet, cfg.diffusion, normal,
+        self.unet = train_diffusion_unet(self.unet, self.config.diffusion, normal,
                                          run_dir=self.run_dir, name="unet")
-        self.fit_normality(images, normal)
+        self.fit_normality(data)
 
-    def fit_normality(self, healthy: Tensor, normal: Tensor | None = None) -> None:
+    def fit_normality(self, data: Any) -> None:
         """Fit the one-class model on inverted healthy patches, then set tau and lambda.
 
-        ``healthy`` (N, C, H, W) in [0, 1] are healthy training images; ``fit_patches`` of
-        their foreground patches (a seeded random draw) are inverted for the one-class fit
-        and ``calibration_images`` of them set tau and lambda. Called by :meth:`fit` after
-        training; calling it again after a retune refits what depends on the settings.
-        ``normal``: their foreground patches, when the caller has them already.
+        ``fit_patches`` of the foreground patches of the healthy training slices of ``data``
+        (a seeded random draw) are inverted for the one-class fit and ``calibration_images``
+        of those slices set tau and lambda. Called after training; calling it again after a
+        retune (``anodiff export --refit``) refits what depends on the settings.
         """
         cfg = self.config
-        normal = self.foreground_patches(healthy) if normal is None else normal
+        healthy, _ = training_images(data, self.supervision)
+        normal = self.foreground_patches(healthy)
         pick, chosen = self.normality_draws(len(normal), len(healthy))
         latents = torch.cat([self.invert(chunk) for chunk in normal[pick].split(1024)])
-        self.one_class_model = fit_one_class(latents, cfg.one_class, cfg.nu,
-                                             components=cfg.nystroem_components, seed=cfg.seed)
-        self.calibrate(healthy[chosen])
+        self.one_class = fit_one_class(latents, cfg.one_class, cfg.nu,
+                                       components=cfg.nystroem_components,
+                                       seed=cfg.seed).to(self.device)
+        self.calibrate_refinement(healthy[chosen])
 
-    def calibrate(self, healthy: Tensor) -> None:
+    def calibrate_refinement(self, healthy: Tensor) -> None:
         """tau and lambda by the paper's rules on healthy images (N, C, H, W) in [0, 1]."""
-        analysis = self.analyse(healthy)
-        region = analysis.foreground.numpy()
-        self.fitted_tau = torch.tensor(tau_from_normal(analysis.distances, region))
-        choice = calibrate_lambda(analysis.score_map.numpy(), analysis.distances, self.tau,
-                                  region, self.config.max_false_area)
-        self.fitted_lam = torch.tensor(choice.lam)
-        self.calibrated_area = torch.tensor(choice.area)
+        raw = self.run(healthy)
+        fg = foreground(healthy)
+        score_map = postprocess_map(raw.anomaly_map, fg, self.config.smoothing_sigma)
+        distances = neighbour_distances(raw)
+        region = fg.numpy()
+        self.fitted_tau.fill_(tau_from_normal(distances, region))
+        choice = calibrate_lambda(score_map.numpy(), distances, self.tau, region,
+                                  self.config.max_false_area)
+        self.fitted_lam.fill_(choice.lam)
+        self.calibrated_area.fill_(choice.area)
         if not choice.within_budget:
             log.warning(
                 "invdetect: no lambda keeps the flagged healthy area within %.1f %% (the "
@@ -278,61 +273,34 @@ class InvDetect(Detector):
                 100 * choice.areas[0.0], choice.lam, 100 * choice.area,
                 ", ".join(f"{k:g}: {100 * v:.1f} %" for k, v in choice.areas.items()))
 
-    def analyse(self, images: Tensor) -> PatchAnalysis:
-        """Invert every patch that holds foreground, score it, and project to pixels (Eq. 1)."""
-        self.check_fitted()
-        assert self.one_class_model is not None
-        if self.one_class_model.kind != self.config.one_class:
-            raise AnodiffError(f"invdetect: the fitted one-class model is "
-                               f"{self.one_class_model.kind}, the settings ask for "
-                               f"{self.config.one_class}; call fit_normality() to refit it")
-        seconds = {"inversion": 0.0, "scoring": 0.0, "aggregation": 0.0}
-        grid = self.grid
-        maps, rights, downs = [], [], []
-        for chunk in images.split(self.config.image_batch):
-            patches, holds_brain = self.patches(chunk)
-            start = time.perf_counter()
-            latents = self.invert(patches[holds_brain])
-            seconds["inversion"] += time.perf_counter() - start
-            start = time.perf_counter()
-            scores = self.one_class_model.score(latents)
-            seconds["scoring"] += time.perf_counter() - start
-            start = time.perf_counter()
-            values = torch.zeros(*holds_brain.shape, 1 + latents.shape[1])
-            values[holds_brain] = torch.cat([scores[:, None], latents], 1)
-            pixels, _ = grid.aggregate(values, holds_brain)
-            distances = NeighbourDistances.of(pixels[:, 1:])
-            maps.append(pixels[:, 0])
-            rights.append(distances.right)
-            downs.append(distances.down)
-            seconds["aggregation"] += time.perf_counter() - start
-        fg = foreground(images)
-        score_map = torch.where(fg, torch.cat(maps), torch.zeros(()))
-        return PatchAnalysis(score_map, NeighbourDistances(np.concatenate(rights),
-                                                           np.concatenate(downs)), fg, seconds)
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        """Invert every patch that holds foreground, score it, and project the scores and
+        the latents to pixels (Eq. 1); the latents' neighbour distances travel to the
+        graph cut as extras."""
+        if not self.one_class.fitted or self.one_class.kind != self.config.one_class:
+            raise AnodiffError(f"invdetect: no fitted {self.config.one_class} one-class model "
+                               "(the settings changed it); refit it (refit(data), or anodiff "
+                               "export --refit DATA)")
+        patches, holds_brain = self.patches(x)
+        latents = self.invert(patches[holds_brain])
+        scores = self.one_class.score(latents).to(latents)
+        values = latents.new_zeros(*holds_brain.shape, 1 + latents.shape[1])
+        values[holds_brain] = torch.cat([scores[:, None], latents], 1)
+        pixels, _ = self.grid.aggregate(values, holds_brain)
+        distances = NeighbourDistances.of(pixels[:, 1:])
+        b, (h, w) = self.config.patch_size, self.input_shape[1:]
+        nfe = self.config.inversion_steps * int(holds_brain.sum()) * b * b / (len(x) * h * w)
+        return RawResult(anomaly_map=pixels[:, 0], nfe=nfe, extras={
+            "right": torch.from_numpy(distances.right), "down": torch.from_numpy(distances.down)})
 
-    def masks(self, analysis: PatchAnalysis) -> Tensor:
-        """The method's mask: the graph cut of Eq. 2 (or A > 0 without refinement)."""
-        fg = analysis.foreground
+    def own_mask(self, maps: Tensor, fg: Tensor, raw: RawResult) -> Tensor:
+        """The graph cut of Eq. 2 (or A > 0 without refinement)."""
         if not self.config.refine:
-            return (analysis.score_map > 0) & fg
-        return torch.from_numpy(refine_masks(analysis.score_map.numpy(), analysis.distances,
-                                             self.tau, self.lam, fg.numpy()))
+            return (maps > 0) & fg
+        return torch.from_numpy(refine_masks(maps.numpy(), neighbour_distances(raw), self.tau,
+                                             self.lam, fg.numpy()))
 
-    def localize(self, images: Tensor) -> AnomalyResult:
-        """Map A, refined masks and image scores for images (N, C, H, W) in [0, 1].
 
-        ``nfe`` counts the inversion steps: each is one network evaluation of every patch
-        (at b = H / 4, the 49 patches of a 64² slice hold ~3x its pixels).
-        """
-        self.check_fitted()
-        images = torch.as_tensor(images, dtype=torch.float32)
-        if images.dim() != 4 or len(images) == 0 or tuple(images.shape[1:]) != self.input_shape:
-            raise AnodiffError(f"invdetect: expected images (N, *{self.input_shape}), got "
-                               f"{tuple(images.shape)}")
-        analysis = self.analyse(images)
-        return AnomalyResult(
-            anomaly_map=analysis.score_map, mask=self.masks(analysis),
-            score=image_scores(analysis.score_map, analysis.foreground,
-                               self.config.score_percentile),
-            nfe=self.config.inversion_steps)
+def neighbour_distances(raw: RawResult) -> NeighbourDistances:
+    """The latent aggregates' neighbour distances a :meth:`InvDetect.step` carried."""
+    return NeighbourDistances(raw.extras["right"].numpy(), raw.extras["down"].numpy())

@@ -2,8 +2,9 @@
 
 A method's config holds a :class:`DiffusionPart` (network preset, schedule, training) and,
 if it needs one, a :class:`ClassifierPart`; the functions here build and train them with the
-engine's loop, each part checkpointing into ``run_dir/<part name>/checkpoints`` so that an
-interrupted ``anodiff train`` resumes every part where it stopped.
+engine's loop on the device the network is on, each part checkpointing into
+``run_dir/<part name>/checkpoints`` so that an interrupted ``anodiff train`` resumes every
+part where it stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from anodiff.diffusion.objectives import DiffusionObjective
@@ -25,7 +25,7 @@ from anodiff.diffusion.training import (
     Validation,
     train_noise_aware_classifier,
 )
-from anodiff.nets.builders import build_classifier, build_unet
+from anodiff.nets.builders import build_unet
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,11 @@ def train_diffusion_unet(
 
 
 def train_classifier(
-    part: ClassifierPart, schedule: NoiseSchedule, images: Tensor, labels: Tensor,
-    num_classes: int = 2, *, run_dir: Path | None = None, name: str = "classifier",
+    net: nn.Module, part: ClassifierPart, schedule: NoiseSchedule, images: Tensor,
+    labels: Tensor, *, run_dir: Path | None = None, name: str = "classifier",
     progress: bool = True,
 ) -> nn.Module:
-    """Build and train a noise-aware classifier on ``q_sample``d images."""
-    torch.manual_seed(part.train.seed)
-    net = build_classifier(part.net, images.shape[1], num_classes, tuple(images.shape[2:]))
+    """Train the noise-aware classifier ``net`` on ``q_sample``d images (cross-entropy)."""
     trained, _ = train_noise_aware_classifier(
         net, ArrayDataset(images, labels), schedule, part.train, max_level=part.max_level,
         run_dir=_part_dir(run_dir, name), description={"part": name, "net": part.net},

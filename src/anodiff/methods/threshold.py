@@ -10,33 +10,46 @@ deep methods on hyperintense lesions. This Detector offers three maps:
   histogram of each channel, summed over channels: polarity-free, so it is fair to lesions
   of either sign (shared/notes/cpu-calibration.md: report both polarities or this).
 
-The method's mask thresholds the map at the value exceeded by ``fpr`` of healthy training
-pixels; the image score is the 99th percentile of the map inside the foreground.
+The map is the method's whole step; the shared pipeline masks it at the value reached by
+``fpr`` of the healthy validation pixels (``mask: healthy_fpr``) and scores an image by the
+99th percentile of its foreground map.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from skimage.exposure import equalize_hist
 from torch import Tensor
 
-from anodiff.methods.base import AnomalyResult, Detector, register
-from anodiff.methods.common import foreground, healthy_threshold, image_scores, training_images
+from anodiff.errors import AnodiffError
+from anodiff.methods.base import Detector, LocalizationConfig, RawResult
+from anodiff.methods.registry import register
+from anodiff.methods.training_data import training_images
+from anodiff.scoring.foreground import foreground
 
 
 @dataclass(frozen=True)
-class ThresholdConfig:
-    """Settings of the intensity baseline."""
+class ThresholdConfig(LocalizationConfig):
+    """Settings of the intensity baseline: the map ``mode``, the ``channel`` it reads (None:
+    all) and the ``bins`` of the healthy histogram (``rarity``)."""
 
     mode: Literal["bright", "dark", "rarity"] = "rarity"
     channel: int | None = None  # one channel (e.g. FLAIR's index) or None for all
     bins: int = 64  # histogram bins on [0, 1] for ``rarity``
-    fpr: float = 0.01  # healthy false-positive rate of the method's own mask
-    score_percentile: float = 99.0
+    mask: Literal["otsu", "healthy_fpr", "own"] = "healthy_fpr"
+
+    def check(self) -> None:
+        super().check()
+        if self.mode not in ("bright", "dark", "rarity"):
+            raise AnodiffError(f"mode must be bright, dark or rarity, got {self.mode!r}")
+        if self.channel is not None and self.channel < 0:
+            raise AnodiffError(f"channel must be >= 0, got {self.channel}")
+        if self.bins < 2:
+            raise AnodiffError(f"bins must be >= 2, got {self.bins}")
 
 
 def equalised(images: Tensor, fg: Tensor) -> Tensor:
@@ -53,37 +66,28 @@ def equalised(images: Tensor, fg: Tensor) -> Tensor:
 
 
 @register("threshold")
-class ThresholdDetector(Detector):
+class ThresholdDetector(Detector[ThresholdConfig]):
     supervision = "unsupervised"
     description = "intensity thresholding after histogram equalisation (Meissen 2021) or " \
                   "healthy-intensity rarity"
     presets = {name: ThresholdConfig() for name in ("quick", "cpu", "paper")}
 
-    def __init__(self, config: ThresholdConfig) -> None:
-        super().__init__(config)
-        self.log_density = torch.zeros(0)  # (C, bins): -log p_healthy per channel and bin
-        self.threshold = torch.tensor(float("inf"))
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        super().build(input_shape)
+        channel = self.config.channel
+        if channel is not None and channel >= self.input_shape[0]:
+            raise AnodiffError(f"{self.name}: channel {channel} does not exist; the data has "
+                               f"{self.input_shape[0]} channel(s), numbered from 0")
+        # (C, bins): -log p_healthy per channel and bin (rarity), fitted by fit_parts.
+        self.register_buffer("log_density", torch.zeros(0))
 
     def _channels(self, images: Tensor) -> Tensor:
-        return images if self.config.channel is None else \
-            images[:, [self.config.channel]]
+        return images if self.config.channel is None else images[:, [self.config.channel]]
 
-    def _maps(self, images: Tensor) -> Tensor:
-        fg = foreground(images)
-        x = self._channels(images)
-        if self.config.mode == "rarity":
-            bins = (x.clamp(0, 1) * self.config.bins).long().clamp(max=self.config.bins - 1)
-            per_channel = torch.stack([self.log_density[c][bins[:, c]]
-                                       for c in range(x.shape[1])], 1)
-            maps = per_channel.sum(1)
-        else:
-            eq = equalised(x, fg).mean(1)
-            maps = eq if self.config.mode == "bright" else 1 - eq
-        return torch.where(fg, maps, torch.zeros_like(maps))
-
-    def fit(self, data: object) -> None:
+    def fit_parts(self, data: Any) -> None:
+        """The healthy intensity histogram of each channel (Laplace-smoothed), for rarity."""
         images, _ = training_images(data, "unsupervised")
-        self.build(tuple(images.shape[1:]))
+        self.prepare(tuple(images.shape[1:]))
         fg = foreground(images)
         x = self._channels(images)
         density = []
@@ -91,23 +95,15 @@ class ThresholdDetector(Detector):
             values = x[:, c][fg].clamp(0, 1)
             counts = torch.histc(values, bins=self.config.bins, min=0, max=1) + 1  # Laplace
             density.append(-torch.log(counts / counts.sum()))
-        self.log_density = torch.stack(density)
-        self.threshold = torch.tensor(healthy_threshold(self._maps(images), fg, self.config.fpr))
+        self.log_density = torch.stack(density).to(self.device)
 
-    def localize(self, images: Tensor) -> AnomalyResult:
-        self.check_fitted()
-        images = torch.as_tensor(images, dtype=torch.float32)
-        maps = self._maps(images)
-        fg = foreground(images)
-        return AnomalyResult(
-            anomaly_map=maps,
-            score=image_scores(maps, fg, self.config.score_percentile),
-            mask=(maps > self.threshold) & fg,
-            nfe=0,
-        )
-
-    def state(self) -> dict[str, Tensor]:
-        return {"log_density": self.log_density, "threshold": self.threshold}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.log_density, self.threshold = state["log_density"], state["threshold"]
+    def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
+        """The map of the configured mode (no network: NFE 0)."""
+        channels = self._channels(x)
+        if self.config.mode == "rarity":
+            bins = (channels.clamp(0, 1) * self.config.bins).long().clamp(max=self.config.bins - 1)
+            per_channel = torch.stack([self.log_density[c][bins[:, c]]
+                                       for c in range(channels.shape[1])], 1)
+            return RawResult(anomaly_map=per_channel.sum(1), nfe=0)
+        eq = equalised(channels.cpu(), foreground(x).cpu()).mean(1)
+        return RawResult(anomaly_map=eq if self.config.mode == "bright" else 1 - eq, nfe=0)

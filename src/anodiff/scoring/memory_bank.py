@@ -13,7 +13,7 @@ lines); nearest-neighbour distances are exact (``torch.cdist`` in chunks).
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from anodiff.errors import AnodiffError
 
@@ -48,25 +48,28 @@ def greedy_coreset(features: Tensor, size: int, *, projection_dim: int = 128, se
     return chosen
 
 
-class MemoryBank:
-    """Healthy patch features (M, D) and the distance of query features to the nearest one."""
+class MemoryBank(nn.Module):
+    """Healthy patch features (M, D), a buffer (``features``), and the distance of query
+    features to the nearest one. Empty until :meth:`fit`; moves with ``.to(device)``."""
 
-    def __init__(self, bank: Tensor) -> None:
-        if bank.dim() != 2 or len(bank) == 0:
-            raise AnodiffError(f"memory bank must be a non-empty (M, D) tensor, got "
-                               f"{tuple(bank.shape)}")
-        self.bank = bank.float()
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("features", torch.zeros(0, 0))
 
-    @classmethod
-    def fit(cls, features: Tensor, size: int, *, seed: int = 0) -> MemoryBank:
-        """The coreset of ``size`` entries of healthy ``features`` (P, D)."""
-        return cls(features[greedy_coreset(features, size, seed=seed)])
+    def fit(self, features: Tensor, size: int, *, seed: int = 0) -> MemoryBank:
+        """Hold the coreset of ``size`` entries of healthy ``features`` (P, D)."""
+        chosen = features[greedy_coreset(features, size, seed=seed)].float()
+        self.features = chosen.to(self.features.device)
+        return self
 
     def distances(self, queries: Tensor) -> Tensor:
         """Euclidean distance (Q,) of every query row (Q, D) to its nearest bank entry."""
-        if queries.dim() != 2 or queries.shape[1] != self.bank.shape[1]:
-            raise AnodiffError(f"queries must be (Q, {self.bank.shape[1]}), got "
+        bank = self.features
+        if len(bank) == 0:
+            raise AnodiffError("the memory bank is empty: fit it first")
+        if queries.dim() != 2 or queries.shape[1] != bank.shape[1]:
+            raise AnodiffError(f"queries must be (Q, {bank.shape[1]}), got "
                                f"{tuple(queries.shape)}")
-        out = [torch.cdist(chunk.float(), self.bank).min(1).values
-               for chunk in queries.split(_CHUNK)]
+        out = [torch.cdist(chunk.float(), bank).min(1).values
+               for chunk in queries.to(bank.device).split(_CHUNK)]
         return torch.cat(out) if out else queries.new_zeros(0)

@@ -13,14 +13,14 @@ positive outside (abnormal), negative inside. Three kinds, all fitted with sciki
   Gaussian, score = Mahalanobis distance minus its (1 - nu) quantile on the normal
   latents, so that as with the SVM a fraction nu of the normal latents lies outside.
 
-Every kind is stored as plain tensors (safetensors, no pickled estimators) and scored in
-torch with the fitted estimator's own formula; tests check the scores against
-scikit-learn's ``decision_function``.
+Every kind is held as buffers of an ``nn.Module`` (saved with the detector's state_dict in
+safetensors, no pickled estimators; moved by ``.to(device)``) and scored in torch with the
+fitted estimator's own formula; tests check the scores against scikit-learn's
+``decision_function``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,7 +29,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
-from torch import Tensor
+from torch import Tensor, nn
 
 from anodiff.errors import AnodiffError
 
@@ -48,36 +48,48 @@ def _rbf(x: Tensor, centres: Tensor, gamma: Tensor) -> Tensor:
     return torch.exp(-gamma * torch.cdist(x, centres).square())
 
 
-@dataclass(frozen=True)
-class OneClassModel:
-    """A fitted one-class model: its kind and the tensors its score needs."""
+class OneClassModel(nn.Module):
+    """A one-class model of kind ``kind``: the tensors its score needs, as buffers.
 
-    kind: str
-    tensors: dict[str, Tensor]
+    Built empty (each buffer a placeholder that loading or :func:`fit_one_class` fills);
+    :attr:`fitted` says whether it holds a fitted model.
+    """
 
-    def __post_init__(self) -> None:
-        if self.kind not in _KEYS:
-            raise AnodiffError(f"unknown one-class model {self.kind!r}; choose one of "
+    def __init__(self, kind: str, tensors: dict[str, Tensor] | None = None) -> None:
+        super().__init__()
+        if kind not in _KEYS:
+            raise AnodiffError(f"unknown one-class model {kind!r}; choose one of "
                                f"{list(ONE_CLASS_KINDS)}")
-        missing = sorted(set(_KEYS[self.kind]) - set(self.tensors))
-        if missing:
-            raise AnodiffError(f"one-class model {self.kind}: missing fitted values {missing}")
+        self.kind = kind
+        tensors = tensors or {}
+        unknown = sorted(set(tensors) - set(_KEYS[kind]))
+        if unknown:
+            raise AnodiffError(f"one-class model {kind}: unexpected values {unknown}")
+        for key in _KEYS[kind]:
+            self.register_buffer(key, tensors.get(key, torch.zeros(0, dtype=torch.float64)))
+
+    @property
+    def fitted(self) -> bool:
+        """Whether every fitted value is there (loaded or fitted, not a placeholder)."""
+        return all(buffer.numel() for buffer in self.buffers())
 
     @property
     def dim(self) -> int:
         """The dimension of the vectors it scores."""
         first = {"ocsvm": "support_vectors", "ocsvm_nystroem": "components",
                  "gaussian": "precision"}[self.kind]
-        return int(self.tensors[first].shape[-1])
+        return int(getattr(self, first).shape[-1])
 
     @torch.no_grad()
     def score(self, z: Tensor) -> Tensor:
         """Signed distance to the boundary of vectors (M, d): > 0 outside (abnormal)."""
+        if not self.fitted:
+            raise AnodiffError(f"one-class model {self.kind}: not fitted")
         z = z.flatten(1).to(torch.float64)
         if z.shape[1] != self.dim:
             raise AnodiffError(f"one-class model expects {self.dim}-dimensional vectors, got "
                                f"{z.shape[1]}")
-        t = {k: v.to(device=z.device, dtype=torch.float64) for k, v in self.tensors.items()}
+        t = {k: v.to(device=z.device, dtype=torch.float64) for k, v in self.named_buffers()}
         out = []
         for chunk in z.split(_CHUNK):
             if self.kind == "ocsvm":  # libsvm: sum_i alpha_i K(sv_i, x) - rho
@@ -92,15 +104,6 @@ class OneClassModel:
                 decision = t["boundary"] - distance
             out.append(-decision.reshape(-1))  # the paper's score: minus the decision value
         return torch.cat(out).float() if out else torch.zeros(0)
-
-    def state(self, prefix: str) -> dict[str, Tensor]:
-        """Its tensors under ``prefix`` (for a detector's saved state)."""
-        return {prefix + k: v.contiguous() for k, v in self.tensors.items()}
-
-    @classmethod
-    def from_state(cls, kind: str, state: dict[str, Tensor], prefix: str) -> OneClassModel:
-        """The model :meth:`state` saved under ``prefix``."""
-        return cls(kind, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 def rbf_gamma(latents: np.ndarray) -> float:

@@ -31,6 +31,12 @@ def absolute_residual(images: Tensor, restored: Tensor) -> Tensor:
     return (images - restored).abs().sum(1)
 
 
+def squared_residual(images: Tensor, restored: Tensor) -> Tensor:
+    """``sum_c (x - x_hat)^2`` (N, H, W), AnoDDPM's map (Wyatt 2022)."""
+    _check_pair(images, restored)
+    return (images - restored).square().sum(1)
+
+
 def ssim_anomaly_map(images: Tensor, restored: Tensor, window: int = 11) -> Tensor:
     """``1 - SSIM(x_hat, x)`` (N, H, W), the local SSIM averaged over channels.
 

@@ -3,17 +3,23 @@
 * per-image Otsu (Wolleb 2022) and one global Otsu over a whole test set
   (``skimage.filters.threshold_otsu`` on the foreground pixels);
 * a threshold at a target false-positive rate on *healthy validation* pixels (Bercea et
-  al.'s protocol): the deployable choice, calibrated without lesion labels;
+  al.'s protocol): the deployable choice, calibrated without lesion labels; a pixel is
+  flagged when its value reaches the threshold (:func:`above_threshold`), both for a
+  method's own ``healthy_fpr`` mask and for the evaluation's ``*_fpr`` figures;
 * the best-Dice threshold lives in :func:`anodiff.evaluation.metrics.best_dice` — an oracle
   that uses the test labels, reported but never deployable.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 from skimage.filters import threshold_otsu
 
 from anodiff.errors import AnodiffError
+
+ArrayLike = TypeVar("ArrayLike")  # a numpy array or a torch tensor
 
 
 def _foreground_values(values: np.ndarray, foreground: np.ndarray | None) -> np.ndarray:
@@ -51,3 +57,14 @@ def healthy_fpr_threshold(healthy_maps: np.ndarray, fpr: float = 0.01,
     if pixels.size == 0:
         raise AnodiffError("no healthy validation pixels to calibrate the threshold on")
     return float(np.quantile(pixels, 1 - fpr, method="higher"))
+
+
+def above_threshold(maps: ArrayLike, threshold: float, foreground: ArrayLike | None = None
+                    ) -> ArrayLike:
+    """Masks of the pixels whose map value reaches ``threshold`` (inside the foreground).
+
+    Works on numpy arrays and torch tensors alike (the same two operators), so a method's
+    mask and the evaluation's ``*_fpr`` figures flag exactly the same pixels.
+    """
+    flagged = maps >= threshold
+    return flagged if foreground is None else flagged & foreground

@@ -120,26 +120,28 @@ def evaluation_cases(data: SliceDataset, max_cases: int | None) -> SliceDataset:
     return data.select_cases(sorted(keep))
 
 
-def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig) -> float:
+def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig, device: str
+           ) -> float:
     """Train (or resume, or reuse a finished run); returns the seconds spent now."""
     if (run / "model").is_dir():
         log.info("reusing the finished run %s", run)
         return math.nan
     start = time.perf_counter()
     train_run(entry.method, data_root, run, entry.preset,
-              {"method": entry.settings, "data": to_plain(data)})
+              {"method": entry.settings, "data": to_plain(data)}, device)
     return time.perf_counter() - start
 
 
-def run_benchmark(config_path: Path, out: Path) -> list[dict[str, Any]]:
+def run_benchmark(config_path: Path, out: Path, device: str = "auto") -> list[dict[str, Any]]:
     """``anodiff benchmark CONFIG --out DIR`` (see the module docstring)."""
     config, base = load_benchmark(config_path)
-    return run_benchmark_config(config, base, out, source=str(config_path))
+    return run_benchmark_config(config, base, out, source=str(config_path), device=device)
 
 
-def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source: str
-                         ) -> list[dict[str, Any]]:
-    """Run every method on every dataset; write results, curves and the HTML report.
+def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source: str,
+                         device: str = "auto") -> list[dict[str, Any]]:
+    """Run every method on every dataset on ``device``; write results, curves and the HTML
+    report.
 
     Dataset folders and pretrained ``run`` folders are relative to ``base``; ``source`` names
     the configuration in the report.
@@ -163,8 +165,8 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                     run, train_seconds = (base / entry.run).resolve(), math.nan
                 else:
                     run = out / "runs" / dataset / entry.name
-                    train_seconds = _train(entry, root, run, config.data)
-                detector, _ = load_run(run)
+                    train_seconds = _train(entry, root, run, config.data, device)
+                detector, _ = load_run(run, device)
                 metrics, test = evaluate_detector(
                     detector, data, out / "eval" / dataset / entry.name,
                     title=f"{entry.name} on {dataset}", postprocess=config.postprocess,

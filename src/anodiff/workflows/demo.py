@@ -66,7 +66,8 @@ def demo_config(checkpoint: Path, cases: int) -> BenchmarkConfig:
     )
 
 
-def run_demo(out: Path, cases: int = 3, workers: int = 0) -> list[dict[str, Any]]:
+def run_demo(out: Path, cases: int = 3, workers: int = 0, device: str = "auto"
+             ) -> list[dict[str, Any]]:
     """Build the data (reusing an earlier demo's), evaluate, write the report into ``out``."""
     if cases < 1:
         raise AnodiffError(f"--cases must be >= 1, got {cases}")
@@ -76,4 +77,5 @@ def run_demo(out: Path, cases: int = 3, workers: int = 0) -> list[dict[str, Any]
     if not (data / DEMO_TRACK / "splits.csv").is_file():
         log.info("building the %s track of the embedded benchmark into %s", DEMO_TRACK, data)
         build(data, DEMO_DATA, overwrite=data.exists(), workers=workers)
-    return run_benchmark_config(demo_config(checkpoint, cases), out, out, source="anodiff demo")
+    return run_benchmark_config(demo_config(checkpoint, cases), out, out, source="anodiff demo",
+                                device=device)

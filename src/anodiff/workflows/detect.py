@@ -41,7 +41,7 @@ from anodiff.data.datasets import SliceDataset, load_input
 from anodiff.data.io import image_stem, write_like
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, predict
-from anodiff.methods.base import Detector
+from anodiff.methods import Detector
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run
 
@@ -93,6 +93,7 @@ def detect_inputs(
     *,
     batch_size: int = 32,
     progress: bool = True,
+    device: str = "auto",
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
@@ -109,7 +110,7 @@ def detect_inputs(
         raise AnodiffError("detect: no inputs given")
     if batch_size < 1:
         raise AnodiffError(f"detect: batch_size must be positive, got {batch_size}")
-    detector, spec = load_run(run)
+    detector, spec = load_run(run, device)
     # Training records the sequences it used; an images model has none.
     sequences = tuple(spec.data.sequences) if spec.data.sequences else None
     _check_out(out, paths)

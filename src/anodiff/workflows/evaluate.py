@@ -19,7 +19,7 @@ from anodiff.data import SliceDataset
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, evaluate_predictions, predict
-from anodiff.methods.base import Detector
+from anodiff.methods import Detector
 from anodiff.report.figures import curves, qualitative_grid
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import per_image_otsu
@@ -86,9 +86,9 @@ def evaluate_detector(
 
 
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
-                 batch_size: int = 32) -> dict[str, Any]:
-    """``anodiff evaluate RUN --data DIR --out DIR``."""
-    detector, spec = load_run(run)
+                 batch_size: int = 32, device: str = "auto") -> dict[str, Any]:
+    """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``."""
+    detector, spec = load_run(run, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with run_log(out, "evaluate"):

@@ -24,9 +24,10 @@ import yaml
 
 from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
 from anodiff.data import DropEnds, ForegroundExtent, SliceDataset, open_dataset
+from anodiff.devices import resolve_device
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, load, method_class
+from anodiff.methods import Detector, load, method_class
 
 RUN_FILE = "run.yaml"
 log = logging.getLogger("anodiff")
@@ -121,12 +122,14 @@ def run_log(run: Path, name: str):
 
 
 def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
-              values: dict[str, Any] | None = None) -> Detector:
-    """``anodiff train``: fit ``method`` on the dataset, resumably, into the run folder.
+              values: dict[str, Any] | None = None, device: str = "auto") -> Detector:
+    """``anodiff train``: fit ``method`` on the dataset, resumably, into the run folder, on
+    ``device`` (see :func:`anodiff.devices.resolve_device`).
 
     ``values`` holds the ``method`` and ``data`` sections (see :func:`config_values`).
     """
     run = Path(run)
+    target = resolve_device(device)
     method_config, data_config = resolve_settings(method, preset, values or {})
     data = data_config.open(data_root)
     volumes_layout = not (Path(data_root) / "images").is_dir()
@@ -137,7 +140,8 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
     if (run / RUN_FILE).is_file():
         previous = read_run(run)
         if (previous.method, previous.preset) != (method, preset) or \
-                previous.method_config != spec.method_config or previous.data != data_config:
+                _settings(method, previous.method_config) != spec.method_config or \
+                previous.data != data_config:
             raise AnodiffError(
                 f"{run}: holds a run with other settings ({previous.method}, preset "
                 f"{previous.preset}); use a new --out folder, or the same settings to resume")
@@ -151,7 +155,8 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
             log.warning("skipped case %s: %s", case, problem)
         log.info("%d slices (%d train), channels %s", len(data), len(data.split("train")),
                  ", ".join(data.sequences) or "-")
-        detector = method_class(method)(method_config)
+        log.info("device: %s", target)
+        detector = method_class(method)(method_config).to(target)
         detector.run_dir = run
         detector.fit(data)
         detector.save(run / "model")
@@ -159,11 +164,18 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
     return detector
 
 
-def load_run(run: Path) -> tuple[Detector, RunSpec]:
-    """The fitted detector of a run folder and its spec."""
+def _settings(method: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A run.yaml's method settings as the current version writes them (an earlier
+    version's keys upgraded, new keys at their defaults), to compare with new settings."""
+    base = next(iter(method_class(method).presets.values()))
+    return to_plain(build(type(base), values, "method_config"))
+
+
+def load_run(run: Path, device: str = "auto") -> tuple[Detector, RunSpec]:
+    """The fitted detector of a run folder, on ``device``, and its spec."""
     spec = read_run(run)
     model = Path(run) / "model"
     if not model.is_dir():
         raise AnodiffError(f"{run}: training has not finished (no model/ yet); rerun "
                            "`anodiff train` with the same --out to resume it")
-    return load(model), replace(spec)
+    return load(model, device), replace(spec)

@@ -1,6 +1,15 @@
-"""Small pieces every method needs: its training images per supervision regime, healthy
-validation slices, the brain foreground, image scores from maps, and a healthy-calibrated
-threshold."""
+"""What a method may train and calibrate on (design brief, "who may use what").
+
+* :func:`training_images` — the train-split slices of a supervision regime (healthy ones for
+  unsupervised and self-supervised methods, all with image labels for weakly supervised
+  ones), from a dataset, a list of items or a tensor of healthy images;
+* :func:`labelled_training_images` — the weak regime's slices with both classes present;
+* :func:`split_validation` — healthy validation slices for early stopping or a calibration
+  that must happen during training (held out of training when the dataset has no ``val``
+  split);
+* :func:`calibration_images` — healthy validation slices for the calibration after
+  training (:meth:`anodiff.methods.base.Detector.calibrate`).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +53,19 @@ def training_images(data: Any, regime: str, with_labels: bool = False
     return images, labels
 
 
+def labelled_training_images(name: str, data: Any) -> tuple[Tensor, Tensor]:
+    """All train slices with their image labels (weak supervision), both classes required."""
+    images, labels = training_images(data, "weak", with_labels=True)
+    if labels is None:
+        raise AnodiffError(f"{name} is weakly supervised: it needs image labels (a dataset, or "
+                           "items with 'image' and 'label'), not a bare image array")
+    present = set(labels.unique().tolist())
+    if present != {0, 1}:
+        raise AnodiffError(f"{name}: training needs healthy (0) and anomalous (1) slices; "
+                           f"the labels present are {sorted(present)}")
+    return images, labels
+
+
 def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: int
                      ) -> tuple[Tensor, Tensor]:
     """(training images, validation images) from healthy slices, for early stopping or
@@ -67,31 +89,26 @@ def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: in
     return healthy[order[held:]], healthy[order[:held]]
 
 
-def foreground(images: Tensor) -> Tensor:
-    """Brain foreground (N, H, W): pixels above the image minimum in any channel.
+def calibration_images(data: Any, count: int, seed: int) -> Tensor:
+    """Up to ``count`` healthy slices (N, C, H, W) to calibrate on after training.
 
-    The convention of the UPD study (Lagogiannis et al.): skull-stripped MRI has a constant
-    background at its minimum.
+    The healthy slices of the dataset's ``val`` split when it has any; otherwise (also for
+    a list of items or a tensor of healthy images) the healthy training slices. Either way
+    a seeded random pick, so the calibration is reproducible.
     """
-    flat_min = images.flatten(2).min(-1).values[..., None, None]
-    return (images > flat_min).any(1)
-
-
-def image_scores(maps: Tensor, fg: Tensor, percentile: float) -> Tensor:
-    """Image score = the ``percentile`` of the map inside the foreground (0 if none)."""
-    scores = torch.zeros(maps.shape[0])
-    for i in range(maps.shape[0]):
-        values = maps[i][fg[i]]
-        if values.numel():
-            scores[i] = torch.quantile(values.float(), percentile / 100)
-    return scores
-
-
-def healthy_threshold(maps: Tensor, fg: Tensor, fpr: float) -> float:
-    """The map value exceeded by a fraction ``fpr`` of healthy foreground pixels."""
-    values = maps[fg].float()
-    if values.numel() == 0:
-        raise AnodiffError("cannot calibrate a threshold: the healthy images have no foreground")
-    values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))
-                    [:2_000_000]]  # quantile over at most 2 M pixels (torch's limit is 16 M)
-    return float(torch.quantile(values, 1 - fpr))
+    images = None
+    if hasattr(data, "for_regime"):
+        val = data.for_regime("self", split="val")
+        if len(val):
+            images = torch.as_tensor(val.images, dtype=torch.float32)
+    if images is None and (isinstance(data, Tensor | np.ndarray) or hasattr(data, "for_regime")):
+        images, _ = training_images(data, "self")
+    elif images is None:  # items: the healthy ones (an item without a label counts as healthy)
+        healthy = [torch.as_tensor(item["image"], dtype=torch.float32)
+                   for item in (data[i] for i in range(len(data)))
+                   if int(item.get("label", 0)) == 0]
+        images = torch.stack(healthy) if healthy else torch.zeros(0)
+    if len(images) == 0:
+        raise AnodiffError("no healthy slices to calibrate the mask threshold on")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[order[:count]]
