@@ -56,6 +56,9 @@ def test_autoencoder_baseline_trains_reconstructs_and_round_trips(tmp_path: Path
     res = det.localize(test)
     assert res.pseudo_healthy.shape == test.shape and res.nfe == 1
     assert res.anomaly_map.shape == (8, 32, 32)
+    assert auroc(truth, res.anomaly_map.numpy()) > 0.8  # the bright disc is not restored
+    healthy_res = det.localize(toy_slices(8, False, seed=2)[0])
+    assert healthy_res.mask.float().mean() < 0.05  # calibrated to ~1 % false positives
     det.save(tmp_path / "model")
     again = anodiff.load(tmp_path / "model")
     assert torch.allclose(again.localize(test).anomaly_map, res.anomaly_map)
