@@ -38,7 +38,7 @@ the checkpoint (:mod:`.persistence`) and ``.to(device)`` moves everything.
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -242,7 +242,7 @@ def check_images(name: str, images: Any, input_shape: tuple[int, ...]) -> Tensor
     return x.clamp(0, 1)
 
 
-class Detector(nn.Module, Generic[ConfigT]):
+class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     """An anomaly localiser: ``fit`` on a dataset, ``localize`` images in [0, 1].
 
     Constructed from one frozen config (a preset, possibly with overrides). Subclasses
@@ -273,7 +273,7 @@ class Detector(nn.Module, Generic[ConfigT]):
         self.register_buffer("threshold", torch.tensor(math.inf))
         # Marks the device the detector lives on, also before its networks exist.
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
-        if getattr(config, "mask", None) == "own" and type(self).own_mask is Detector.own_mask:
+        if config.mask == "own" and type(self).own_mask is Detector.own_mask:
             raise AnodiffError(f"{self.name}: has no mask rule of its own; use mask otsu or "
                                "healthy_fpr")
 
@@ -433,7 +433,7 @@ class Detector(nn.Module, Generic[ConfigT]):
         saved = self.state_dict(keep_vars=True)
         for key, buffer in self.named_buffers(recurse=False):
             other.register_buffer(key, buffer, persistent=key in saved)
-        if getattr(other.config, "mask", None) == "healthy_fpr" and not keep_state and \
+        if other.config.mask == "healthy_fpr" and not keep_state and \
                 not torch.isfinite(other.threshold):
             raise AnodiffError(f"{self.name}: mask healthy_fpr needs a threshold calibrated "
                                "on healthy slices; refit with anodiff export --refit DATA")
