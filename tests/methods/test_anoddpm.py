@@ -58,7 +58,8 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", params=["simplex", "gaussian"])
+@pytest.fixture(scope="module", params=[
+    "simplex", pytest.param("gaussian", marks=pytest.mark.slow)])
 def fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[AnoDDPM]:
     threads = torch.get_num_threads()

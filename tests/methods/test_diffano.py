@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weak_toys import SIZE, fit_on_toys, residual, toy_test_images
+from weak_toys import SIZE, residual, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
@@ -24,8 +24,8 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> DiffAno:
-    return fit_on_toys("diffano", tmp_path_factory.mktemp("run"))
+def fitted(fitted_on_toys) -> DiffAno:
+    return fitted_on_toys("diffano")
 
 
 @pytest.fixture(scope="module")

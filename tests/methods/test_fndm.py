@@ -3,12 +3,11 @@ conditions are built as the paper says, the solver spends one evaluation per ste
 ablation switches change the network's inputs, and a saved run reloads with its bank."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from weak_toys import fit_on_toys, toy_slices, toy_test_images
+from weak_toys import toy_slices, toy_test_images
 
 import anodiff
 from anodiff.diffusion.guidance import unet_eps
@@ -19,11 +18,8 @@ from anodiff.scoring.foreground import foreground
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FNDM]:
-    threads = torch.get_num_threads()
-    torch.manual_seed(0)
-    yield fit_on_toys("fndm", tmp_path_factory.mktemp("fndm_run"))
-    torch.set_num_threads(threads)
+def fitted(fitted_on_toys) -> FNDM:
+    return fitted_on_toys("fndm")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ held-out tasks, the ensemble's map / uncertainty, seeding, save / load and bad s
 One quick-preset ensemble (2 members, 24² two-channel toy slices) is trained once per module.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,8 @@ from anodiff.scoring.foreground import foreground
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImgCond]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    det = anodiff.create("imgcond", preset="quick")
-    det.run_dir = tmp_path_factory.mktemp("imgcond_run")
-    det.fit(toy_slices(60, False, seed=0)[0])
-    yield det
-    torch.set_num_threads(threads)
+def fitted(fitted_on_toys) -> ImgCond:
+    return fitted_on_toys("imgcond")  # trained on the 50 healthy toy slices
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def test_each_fold_trains_its_own_resumable_member(fitted: ImgCond) -> None:
 def test_refitting_on_the_same_run_resumes_instead_of_retraining(fitted: ImgCond) -> None:
     again = anodiff.create("imgcond", preset="quick")
     again.run_dir = fitted.run_dir
-    again.fit(toy_slices(60, False, seed=0)[0])
+    again.fit(toy_slices(50, False, seed=0)[0])
     for a, b in zip(fitted.members.state_dict().values(), again.members.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)

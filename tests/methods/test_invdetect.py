@@ -1,12 +1,11 @@
 """InvDetect end to end on toy slices (quick preset): shapes, masks, calibration, save/load."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from weak_toys import SIZE, toy_slices, toy_test_images
+from weak_toys import SIZE, fit_on_toys, toy_slices, toy_test_images
 
 import anodiff
 from anodiff.errors import AnodiffError
@@ -15,18 +14,9 @@ from anodiff.scoring.foreground import foreground
 from anodiff.scoring.graphcut import LAMBDA_CANDIDATES
 
 
-def fit_invdetect(run_dir: Path, **settings) -> InvDetect:
-    torch.set_num_threads(1)
-    healthy, _ = toy_slices(50, False, seed=0)
-    det = anodiff.create("invdetect", preset="quick", **settings)
-    det.run_dir = run_dir
-    det.fit(healthy)
-    return det
-
-
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> InvDetect:
-    return fit_invdetect(tmp_path_factory.mktemp("invdetect"))
+def fitted(fitted_on_toys) -> InvDetect:
+    return fitted_on_toys("invdetect")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def test_save_then_load_gives_identical_maps_and_masks(fitted, test_images, tmp_
 
 def test_the_gaussian_one_class_model_and_the_fast_inverse_also_localise(tmp_path,
                                                                          test_images) -> None:
-    det = fit_invdetect(tmp_path, one_class="gaussian", solver="dpmpp2m")
+    det = fit_on_toys("invdetect", tmp_path, one_class="gaussian", solver="dpmpp2m")
     result = det.localize(test_images["anomalous"])
     fg = foreground(test_images["anomalous"])
     assert roc_auc_score(test_images["truth"][fg].numpy(), result.anomaly_map[fg].numpy()) > 0.8

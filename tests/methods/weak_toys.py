@@ -1,4 +1,8 @@
-"""A toy weakly labelled problem shared by the diffano and counterfactual tests."""
+"""The toy problem the method tests share: two-channel 'brains' with an optional bright blob.
+
+Training data: 50 healthy and 50 lesioned labelled slices; a method takes what its regime
+may use (the weakly supervised ones all with labels, the others the healthy ones).
+"""
 
 from pathlib import Path
 
@@ -33,17 +37,20 @@ def residual(images: torch.Tensor, result: anodiff.AnomalyResult) -> torch.Tenso
     return (images - result.pseudo_healthy).abs().sum(1)
 
 
-def fit_on_toys(method: str, run_dir: Path) -> anodiff.Detector:
-    """``method`` (quick preset) trained on 50 healthy + 50 lesioned labelled toy slices."""
-    torch.set_num_threads(1)
+def toy_training_items() -> list[dict]:
+    """50 healthy and 50 lesioned labelled toy slices."""
     healthy, _ = toy_slices(50, False, seed=0)
     anomalous, _ = toy_slices(50, True, seed=1)
-    train = [{"image": x, "label": 0} for x in healthy] + \
-            [{"image": x, "label": 1} for x in anomalous]
-    det = anodiff.create(method, preset="quick")
+    return [{"image": x, "label": 0} for x in healthy] + \
+        [{"image": x, "label": 1} for x in anomalous]
+
+
+def fit_on_toys(method: str, run_dir: Path | None, **settings) -> anodiff.Detector:
+    """``method`` (quick preset, with ``settings``) trained single-threaded on the toy items."""
+    torch.set_num_threads(1)
+    det = anodiff.create(method, preset="quick", **settings)
     det.run_dir = run_dir
-    det.fit(train)
-    return det
+    return det.fit(toy_training_items())
 
 
 def toy_test_images() -> dict[str, torch.Tensor]:

@@ -177,6 +177,7 @@ def test_export_recalibrates_a_healthy_fpr_threshold(tiny_synth: Path, tmp_path:
     assert float(load(tmp_path / "fpr5" / "model").threshold) < float(original.threshold)
 
 
+@pytest.mark.slow  # the conformance suite covers fit, localize, save and load
 def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
     """Baugh's ensemble from the command line: members stop on the val split, evaluate runs."""
     run = tmp_path / "run"
@@ -188,6 +189,7 @@ def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> No
     assert metrics["nfe_per_image"] == 10 and 0 <= metrics["pixel_ap"] <= 1
 
 
+@pytest.mark.slow  # the conformance suite covers fit, localize, save and load
 def test_fndm_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
     """FNDM from the command line: classifier, memory bank, hybrid UNet, evaluation."""
     run = tmp_path / "run"

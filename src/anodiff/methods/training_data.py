@@ -21,6 +21,8 @@ from torch import Tensor
 
 from anodiff.errors import AnodiffError
 
+HEALTHY_ONLY = ("unsupervised", "self")  # the regimes that train on healthy slices only
+
 
 def training_images(data: Any, regime: str, with_labels: bool = False
                     ) -> tuple[Tensor, Tensor | None]:
@@ -29,7 +31,8 @@ def training_images(data: Any, regime: str, with_labels: bool = False
     ``data`` is a dataset with ``for_regime`` (design brief, "who may use what": unsupervised
     and self-supervised methods see healthy train slices only, weakly supervised ones all
     train slices with image labels), or any indexable of dicts with ``image`` (and
-    ``label``), or a (N, C, H, W) tensor of healthy images.
+    ``label``; the healthy-only regimes then get the items labelled 0 or unlabelled), or a
+    (N, C, H, W) tensor of healthy images.
     """
     if isinstance(data, Tensor | np.ndarray):
         return torch.as_tensor(data, dtype=torch.float32), None
@@ -40,8 +43,12 @@ def training_images(data: Any, regime: str, with_labels: bool = False
     if hasattr(data, "images") and hasattr(data, "labels"):  # SliceDataset, ArrayDataset
         images = torch.as_tensor(data.images, dtype=torch.float32)
         raw_labels = data.labels
-    else:
+    else:  # items: a method that must not see anomalies gets the healthy (or unlabelled) ones
         items = [data[i] for i in range(len(data))]
+        if regime in HEALTHY_ONLY:
+            items = [item for item in items if int(item.get("label", 0)) == 0]
+        if not items:
+            raise AnodiffError(f"no healthy training slices for a {regime} method")
         images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
                               for item in items])
         raw_labels = [int(item["label"]) for item in items] if with_labels else None
