@@ -147,11 +147,11 @@ def test_a_gpu_gives_the_cpu_results(fitted: anodiff.Detector) -> None:
 def test_the_same_seed_gives_the_same_detector(name: str, tmp_path: Path) -> None:
     torch.manual_seed(123)
     caller_state = torch.get_rng_state()
-    first = fit_shortened(name, tmp_path / "a", steps=3)
+    first = fit_shortened(name, tmp_path / "a", steps=2)
     images = unseen_images()
     first_result = first.localize(images)
     assert torch.equal(torch.get_rng_state(), caller_state)  # fit and localize leave it alone
-    second = fit_shortened(name, tmp_path / "b", steps=3)
+    second = fit_shortened(name, tmp_path / "b", steps=2)
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
     assert torch.equal(first_result.anomaly_map, second.localize(images).anomaly_map)

@@ -71,6 +71,7 @@ def test_save_then_load_gives_identical_maps_and_masks(fitted, test_images, tmp_
     assert torch.equal(a.anomaly_map, b.anomaly_map) and torch.equal(a.mask, b.mask)
 
 
+@pytest.mark.slow
 def test_the_gaussian_one_class_model_and_the_fast_inverse_also_localise(tmp_path,
                                                                          test_images) -> None:
     det = fit_on_toys("invdetect", tmp_path, one_class="gaussian", solver="dpmpp2m")

@@ -1,0 +1,230 @@
+"""The slices of a dataset or of one input, and how they are put back on their grid.
+
+:class:`SliceDataset` holds every slice of a dataset folder (or of one detection input) as
+arrays, with per-case geometry so maps go back onto each case's voxel grid; the layout
+readers (:mod:`.volumes`, :mod:`.images`) load one case at a time into a
+:class:`LoadedCase`, and :func:`collect_cases` joins them, skipping bad cases when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from anodiff.data.io import Image, read_image
+from anodiff.data.normalise import unfit
+from anodiff.data.slicing import ForegroundExtent, KeepRule, SliceLayout, slices_to_volume
+from anodiff.errors import AnodiffError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+REGIMES = ("unsupervised", "self", "weak", "supervised")
+PROGRESS_FROM = 20  # cases; smaller folders load without a progress bar
+DEFAULT_KEEP = ForegroundExtent(0.1)
+
+
+@dataclass(frozen=True)
+class SliceOptions:
+    """How slices are made: see :func:`open_dataset`."""
+
+    size: int = 64
+    fit: str = "resize"
+    normalisation: str = "percentile"
+    normalisation_params: tuple[tuple[str, float], ...] = ()
+    keep: KeepRule | None = DEFAULT_KEEP
+    require_masks: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CaseGeometry:
+    """What puts one case's slice maps back on its voxel grid."""
+
+    reference: Path
+    spatial_shape: tuple[int, ...]
+    plane_shape: tuple[int, int]
+    layout: SliceLayout | None  # None for 2-D images
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedCase:
+    """The slices of one case (or image), before they join the dataset."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    geometry: CaseGeometry
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """2-D slices with channels = sequences, in [0, 1] at the model size, and their labels.
+
+    Arrays (row i is one slice): ``images`` (N, C, S, S) float32, ``labels`` (N,) int64,
+    ``masks`` (N, S, S) bool (all-False without segmentation, or when withheld),
+    ``cases`` (N,) str, ``indices`` (N,) int (voxel index along the axial axis; 0 for
+    images), ``splits`` (N,) str. Subsets (``split``, ``healthy``, ``for_regime``) share the
+    case geometry, so ``reassemble`` works on any of them.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        masks: np.ndarray,
+        cases: np.ndarray,
+        indices: np.ndarray,
+        splits: np.ndarray,
+        *,
+        sequences: tuple[str, ...],
+        options: SliceOptions,
+        geometry: dict[str, CaseGeometry],
+        skipped: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.images, self.labels, self.masks = images, labels, masks
+        self.cases, self.indices, self.splits = cases, indices, splits
+        self.sequences, self.options = sequences, options
+        self.skipped = list(skipped)
+        self._geometry = geometry
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "image": torch.from_numpy(self.images[i]),
+            "label": torch.tensor(int(self.labels[i]), dtype=torch.long),
+            "mask": torch.from_numpy(self.masks[i]),
+            "case": str(self.cases[i]),
+            "index": int(self.indices[i]),
+        }
+
+    @property
+    def case_ids(self) -> list[str]:
+        """The cases (or image ids) with at least one slice here, in dataset order."""
+        return list(dict.fromkeys(self.cases.tolist()))
+
+    def split(self, name: str) -> SliceDataset:
+        """The slices of one split (train, val or test)."""
+        if name not in SPLITS:
+            raise AnodiffError(f"unknown split '{name}'; choose from {SPLITS}")
+        return self._subset(self.splits == name)
+
+    def select_cases(self, case_ids: Sequence[str]) -> SliceDataset:
+        """The slices of the given cases (or image ids), in dataset order."""
+        unknown = sorted(set(case_ids) - set(self.case_ids))
+        if unknown:
+            raise AnodiffError(f"unknown case(s) {unknown[:5]}")
+        return self._subset(np.isin(self.cases, list(case_ids)))
+
+    def healthy(self) -> SliceDataset:
+        """The slices labelled healthy (0)."""
+        return self._subset(self.labels == 0)
+
+    def for_regime(self, regime: str, split: str = "train") -> SliceDataset:
+        """What a method of ``regime`` may train on (design brief, "Who may use what").
+
+        unsupervised / self: the healthy slices of ``split`` only, masks withheld; weak: all
+        slices of ``split`` with image labels, masks withheld; supervised: with masks.
+        """
+        if regime not in REGIMES:
+            raise AnodiffError(f"unknown supervision regime '{regime}'; choose from {REGIMES}")
+        data = self.split(split)
+        if regime in ("unsupervised", "self"):
+            data = data.healthy()
+        if regime == "supervised":
+            return data
+        return data._subset(np.ones(len(data), dtype=bool), withhold_masks=True)
+
+    def reassemble(self, case: str, slice_maps: np.ndarray) -> np.ndarray:
+        """Per-slice maps of ``case`` (k, S, S), in this dataset's order, on the case's grid.
+
+        The result has the reference image's spatial shape (:meth:`reference_image`): slices
+        not in this dataset (pruned, or filtered out of this subset) are 0. Bool maps stay
+        bool (nearest resampling).
+        """
+        geometry = self._case(case)
+        rows = np.flatnonzero(self.cases == case)
+        maps = np.asarray(slice_maps)
+        if maps.shape != (len(rows), *self.images.shape[-2:]):
+            raise ValueError(
+                f"case {case} has {len(rows)} slices of {self.images.shape[-2:]} here; "
+                f"got maps of shape {maps.shape}"
+            )
+        planes = unfit(maps, geometry.plane_shape, self.options.fit)
+        if geometry.layout is None:
+            return planes[0].reshape(geometry.spatial_shape)
+        return slices_to_volume(planes, replace(geometry.layout, indices=self.indices[rows]))
+
+    def reference_image(self, case: str) -> Image:
+        """The image a case's maps are written like (its first sequence; the image itself)."""
+        return read_image(self._case(case).reference)
+
+    def _case(self, case: str) -> CaseGeometry:
+        if case not in self._geometry:
+            raise AnodiffError(f"unknown case '{case}'")
+        return self._geometry[case]
+
+    def _subset(self, rows: np.ndarray, withhold_masks: bool = False) -> SliceDataset:
+        masks = np.zeros_like(self.masks[rows]) if withhold_masks else self.masks[rows]
+        return SliceDataset(
+            self.images[rows],
+            self.labels[rows],
+            masks,
+            self.cases[rows],
+            self.indices[rows],
+            self.splits[rows],
+            sequences=self.sequences,
+            options=self.options,
+            geometry=self._geometry,
+            skipped=self.skipped,
+        )
+
+
+
+
+def collect_cases(
+    root: Path,
+    keys: list[str],
+    load: Callable[[str], LoadedCase],
+    splits: dict[str, str],
+    sequences: tuple[str, ...],
+    options: SliceOptions,
+    on_error: str,
+) -> SliceDataset:
+    """Load every case, skipping bad ones when asked, and concatenate their slices."""
+    loaded: dict[str, LoadedCase] = {}
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(keys, desc=f"loading {root.name}", unit="case", disable=len(keys) < PROGRESS_FROM)
+    for key in bar:
+        try:
+            loaded[key] = load(key)
+        except AnodiffError as err:
+            if on_error == "raise":
+                raise
+            skipped.append((key, str(err)))
+            log.warning("skipping %s: %s", key, err)
+    if not loaded:
+        reasons = "; ".join(f"{k}: {m}" for k, m in skipped[:3])
+        raise AnodiffError(f"{root}: no case could be loaded ({reasons})")
+    parts = list(loaded.values())
+    n = [len(p.labels) for p in parts]
+    return SliceDataset(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.masks for p in parts]),
+        np.repeat(np.array(list(loaded), dtype=object), n).astype(str),
+        np.concatenate([p.indices for p in parts]),
+        np.repeat(np.array([splits[k] for k in loaded], dtype=object), n).astype(str),
+        sequences=sequences,
+        options=options,
+        geometry={k: p.geometry for k, p in loaded.items()},
+        skipped=skipped,
+    )

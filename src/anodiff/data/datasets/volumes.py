@@ -1,0 +1,175 @@
+"""The volumes layout: ``DATA/<case>/<case>_<seq>.<ext>`` per sequence, an optional
+``<case>_seg.<ext>`` and ``DATA/splits.csv``; one case becomes its axial slices.
+
+Each sequence volume is normalised on its own, the sequences are stacked as channels,
+sliced axially (:mod:`anodiff.data.slicing`: axis from the affine, radiological in-plane
+view, range pruning) and fitted to the model size. Every per-case problem (an unreadable or
+non-3-D file, a missing sequence, another grid, a segmentation that is not a label map) is
+one :class:`~anodiff.errors.AnodiffError` naming the file or case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from anodiff.data.datasets.slices import (
+    CaseGeometry,
+    LoadedCase,
+    SliceDataset,
+    SliceOptions,
+    collect_cases,
+)
+from anodiff.data.datasets.tables import read_table
+from anodiff.data.io import Image, image_format, image_stem, read_image
+from anodiff.data.normalise import fit_to_size, normalise_intensity
+from anodiff.data.slicing import stack_sequences, take_slices, volume_to_slices
+from anodiff.errors import AnodiffError
+
+_AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one grid
+
+
+def open_volumes(
+    root: Path, sequences: Sequence[str] | None, options: SliceOptions, on_error: str
+) -> SliceDataset:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise AnodiffError(f"{root}: neither an images/ folder nor case folders")
+    files = {folder.name: case_files(folder) for folder in folders}
+    splits, _ = read_table(root / "splits.csv", list(files), "case", with_label=False)
+    if sequences is None:
+        common = set.intersection(*(set(f) - {"seg"} for f in files.values()))
+        if not common:
+            raise AnodiffError(f"{root}: no sequence is common to every case")
+        sequences = sorted(common)
+    sequences = tuple(sequences)
+    if "seg" in sequences:
+        raise AnodiffError("'seg' is the segmentation, not a sequence to use as a channel")
+
+    def load(case: str) -> LoadedCase:
+        return load_case(case, files[case], sequences, options)
+
+    return collect_cases(root, list(files), load, splits, sequences, options, on_error)
+
+
+def case_files(folder: Path) -> dict[str, list[Path]]:
+    """``{sequence: paths}`` for the ``<case>_<seq>.*`` images (or series folders) of a case.
+
+    Several paths for one sequence (``t1.nii`` and ``t1.nrrd``) are kept and refused when the
+    case is loaded, so that ``on_error="skip"`` can skip just that case.
+    """
+    found: dict[str, list[Path]] = {}
+    prefix = folder.name + "_"
+    for path in sorted(folder.iterdir()):
+        stem = image_stem(path)
+        if stem.startswith(prefix) and not path.name.startswith(".") and image_format(path):
+            found.setdefault(stem[len(prefix) :], []).append(path)
+    return found
+
+
+def _only(case: str, sequence: str, files: dict[str, list[Path]]) -> Path:
+    paths = files[sequence]
+    if len(paths) > 1:
+        names = ", ".join(p.name for p in paths)
+        raise AnodiffError(f"case {case}: several files for sequence '{sequence}' ({names})")
+    return paths[0]
+
+
+def load_case(
+    case: str, files: dict[str, list[Path]], sequences: tuple[str, ...], options: SliceOptions
+) -> LoadedCase:
+    missing = [s for s in sequences if s not in files]
+    if missing:
+        raise AnodiffError(f"case {case}: missing sequence(s) {missing} (has {sorted(files)})")
+    images = {s: _read_volume(_only(case, s, files)) for s in sequences}
+    first = images[sequences[0]]
+    for image in images.values():
+        _check_same_grid(first, image)
+    seg = _read_volume(_only(case, "seg", files)) if "seg" in files else None
+    if seg is not None:
+        _check_same_grid(first, seg)
+        _check_label_map(seg)
+    _check_required_mask(case, seg, options)
+    params = dict(options.normalisation_params)
+    normalised = {
+        s: normalise_intensity(im.array, options.normalisation, **params)
+        for s, im in images.items()
+    }
+    foreground = np.any([im.array > im.array.min() for im in images.values()], axis=0)
+    slices, layout = volume_to_slices(
+        stack_sequences(normalised, sequences), first.affine, options.keep, foreground
+    )
+    if len(layout.indices) == 0:
+        raise AnodiffError(f"case {case}: no slice left after pruning ({options.keep})")
+    lesion = seg.array > 0 if seg is not None else np.zeros(first.array.shape, dtype=bool)
+    mask_slices = take_slices(lesion, layout)
+    return LoadedCase(
+        images=fit_to_size(slices, options.size, options.fit),
+        masks=fit_to_size(mask_slices, options.size, options.fit),
+        labels=mask_slices.any(axis=(1, 2)).astype(np.int64),
+        indices=layout.indices.astype(np.int64),
+        geometry=CaseGeometry(first.path, first.spatial_shape, layout.plane_shape, layout),
+    )
+
+
+def _read_volume(path: Path) -> Image:
+    image = read_image(path)
+    if image.rgb or image.array.ndim != 3:
+        raise AnodiffError(f"{path}: expected a 3-D volume, got shape {image.array.shape}")
+    return image
+
+
+def _check_same_grid(first: Image, other: Image) -> None:
+    if other.spatial_shape != first.spatial_shape:
+        raise AnodiffError(
+            f"{other.path}: shape {other.spatial_shape} differs from {first.spatial_shape} "
+            f"of {first.path.name}"
+        )
+    if not np.allclose(other.affine, first.affine, rtol=0.0, atol=_AFFINE_TOLERANCE):
+        raise AnodiffError(
+            f"{other.path}: affine differs from {first.path.name}'s (max difference "
+            f"{np.abs(other.affine - first.affine).max():.3g}); sequences must share one grid"
+        )
+
+
+def _check_label_map(seg: Image) -> None:
+    values = seg.array
+    bad = (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise AnodiffError(
+            f"{seg.path}: not a label map: {int(bad.sum())} voxels are negative or fractional "
+            f"(e.g. {float(values[bad][0]):.4g}); use 0 for normal and positive integers for lesion"
+        )
+
+
+def _check_required_mask(case: str, seg: Image | None, options: SliceOptions) -> None:
+    if not options.require_masks:
+        return
+    if seg is None:
+        raise AnodiffError(f"case {case}: no segmentation <case>_seg.* (require_masks=True)")
+    if not (seg.array > 0).any():
+        raise AnodiffError(f"{seg.path}: segmentation is empty (require_masks=True)")
+
+
+
+
+def input_files(path: Path, sequences: tuple[str, ...]) -> dict[str, list[Path]]:
+    """``{sequence: paths}`` of one detection input for a volumes model (no segmentation).
+
+    A folder with ``<folder>_*`` images is a case folder; any other folder is a DICOM
+    series, and it or a single file is the one sequence of a one-sequence model.
+    """
+    if path.is_dir():
+        found = case_files(path)
+        if found or len(sequences) > 1:
+            return {seq: paths for seq, paths in found.items() if seq != "seg"}
+    elif len(sequences) > 1:
+        raise AnodiffError(
+            f"{path}: a single image, but the model takes the sequences {list(sequences)}; "
+            f"give a case folder <case>/<case>_<sequence>.* instead"
+        )
+    return {sequences[0]: [path]}
+
+
