@@ -75,3 +75,42 @@ def test_nested_overrides_update_the_preset_instead_of_resetting_it() -> None:
     preset = Outer(train=Inner(lr=0.5, steps=7))
     cfg = build(Outer, {"train": {"steps": 50}}, base=preset)
     assert cfg.train == Inner(lr=0.5, steps=50)
+
+
+@pytest.mark.parametrize(("method", "values", "message"), [
+    ("diffano", {"diffusion": {"num_steps": 0}}, r"method.diffusion: num_steps"),
+    ("diffano", {"diffusion": {"train": {"lr": float("nan")}}}, r"method.diffusion.train: .*lr"),
+    ("diffano", {"classifier": {"net": "huge"}}, r"method.classifier.net: .huge. is not one"),
+    ("anoddpm", {"diffusion": {"max_level": 5000}}, r"max_level must be in \[1, 1000\]"),
+    ("anoddpm", {"score_percentile": float("nan")}, r"method: score_percentile"),
+    ("threshold", {"fpr": -0.5}, r"method: fpr must be in \(0, 1\)"),
+    ("imgcond", {"ensemble": {"folds": [11]}}, r"method.ensemble: folds"),
+    ("invdetect", {"image_batch": 0}, r"method: batch_size must be >= 1"),  # the old key
+])
+def test_every_method_config_refuses_impossible_values(method: str, values: dict,
+                                                        message: str) -> None:
+    """One validation path (each dataclass's __post_init__), at the config boundary."""
+    from anodiff.workflows.run import resolve_settings
+
+    with pytest.raises(AnodiffError, match=message):
+        resolve_settings(method, "cpu", {"method": values})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"size": 100000}, r"data: size must be in \[8, 1024\]"),
+    ({"keep_fraction": 2.0}, "keep_fraction"),
+    ({"sequences": ["flair", "flair"]}, "distinct"),
+])
+def test_data_settings_refuse_impossible_values(values: dict, message: str) -> None:
+    from anodiff.workflows.run import resolve_settings
+
+    with pytest.raises(AnodiffError, match=message):
+        resolve_settings("threshold", "cpu", {"data": values})
+
+
+def test_settings_of_an_earlier_version_upgrade() -> None:
+    """Format-1 run folders hold train.device and invdetect's image_batch: still accepted."""
+    assert build(TrainConfig, {"device": "cpu", "steps": 5}).steps == 5
+    from anodiff.methods.invdetect import InvDetectConfig
+
+    assert build(InvDetectConfig, {"image_batch": 4}).batch_size == 4

@@ -11,10 +11,10 @@ import torch
 from weak_toys import toy_slices
 
 import anodiff
+from anodiff.config import build
 from anodiff.diffusion.checkpoint import latest_checkpoint, read_meta
 from anodiff.errors import AnodiffError
 from anodiff.methods.imgcond import EnsemblePart, ImgCond, ImgCondConfig
-from anodiff.methods.parts import DiffusionPart
 from anodiff.methods.training_data import split_validation
 from anodiff.scoring.foreground import foreground
 
@@ -93,17 +93,17 @@ def test_folds_are_trained_settings(fitted: ImgCond) -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"ensemble": EnsemblePart(folds=(10,))}, "distinct indices"),
-    ({"ensemble": EnsemblePart(folds=(1, 1))}, "distinct indices"),
-    ({"ensemble": EnsemblePart(folds=())}, "distinct indices"),
-    ({"ensemble": EnsemblePart(identity_probability=1.0)}, "identity_probability"),
-    ({"diffusion": DiffusionPart(max_level=500)}, "every level"),
-    ({"map": "l2"}, "map must be"),
+    ({"ensemble": {"folds": (10,)}}, "distinct indices"),
+    ({"ensemble": {"folds": (1, 1)}}, "distinct indices"),
+    ({"ensemble": {"folds": ()}}, "distinct indices"),
+    ({"ensemble": {"identity_probability": 1.0}}, "identity_probability"),
+    ({"diffusion": {"max_level": 500}}, "every level"),
+    ({"map": "l2"}, "map"),
     ({"steps": 0}, "steps"),
 ])
 def test_bad_settings_are_named(changes: dict, message: str) -> None:
     with pytest.raises(AnodiffError, match=message):
-        ImgCond(ImgCondConfig(**changes))
+        build(ImgCondConfig, changes, "imgcond")
 
 
 def test_validation_comes_from_the_val_split_or_is_held_out() -> None:

@@ -7,14 +7,14 @@ otherwise dominate every percentile):
 - ``percentile``: clip to the [``low``, ``high``] percentiles of the foreground (default 1 and
   99) and map that range linearly to [0, 1] — the clip-and-rescale used for BraTS by Wolleb
   et al. (2022) and most slice-based anomaly work.
-- ``max``: divide by the foreground maximum and clip to [0, 1] (Baugh et al. 2024).
+- ``max``: divide by the foreground maximum and clip to [0, 1] (Baugh 2024).
 - ``brain``: z-score with the foreground mean and standard deviation, clip to [-``clip``,
   ``clip``] (default 3) and map that range to [0, 1]; the background is 0. Unlike a min-max
   rescale of the z-scores (which would undo the z-scoring), this keeps one scale across
   volumes: 0.5 is the mean tissue intensity everywhere.
 
 The foreground defaults to :func:`foreground_mask`: voxels above the volume's minimum, the
-convention of the UPD study (Lagogiannis et al. 2023, ``input > input.min()``), which is the
+convention of the UPD study (``input > input.min()``), which is the
 brain in skull-stripped data. A volume without foreground (constant) normalises to zeros.
 
 Size. :func:`fit_to_size` brings slices to the model's square (or H x W) size keeping their

@@ -1,13 +1,13 @@
 """Noise sources for diffusion training and sampling: Gaussian and batched simplex noise.
 
-Plain DDPMs corrupt images with i.i.d. Gaussian noise. AnoDDPM (Wyatt et al. 2022,
+Plain DDPMs corrupt images with i.i.d. Gaussian noise. AnoDDPM (Wyatt 2022,
 "AnoDDPM: Anomaly Detection with Denoising Diffusion Probabilistic Models using Simplex
 Noise", CVPR Workshops) showed that multi-scale *simplex* noise hides large anomalies much
 better, because its energy sits at low spatial frequencies: the model learns to repair whole
 blobs rather than pixel speckle. Reference settings there: 6 octaves, persistence 0.8,
 frequency 64 at 256^2, training levels t drawn from [0, 800), a fresh seed per call.
 
-The simplex core follows Gustavson (2005), "Simplex noise demystified": skew the input with
+The simplex core follows Gustavson 2005, "Simplex noise demystified": skew the input with
 F3 = 1/3 into a cubic lattice, find the enclosing tetrahedron by sorting the fractional
 offsets, hash each of its 4 corners through the classic 256-entry permutation table to one of
 12 cube-edge gradients, and sum radius-0.6 kernels ``t**4 * dot(grad, offset)`` scaled by 32
@@ -38,7 +38,7 @@ NOISE_KINDS = ("gaussian", "simplex")
 _F3 = 1.0 / 3.0  # skew factor: (x + y + z) * F3 moves a point into the cubic lattice
 _G3 = 1.0 / 6.0  # unskew factor: back from the lattice to input space
 
-# Ken Perlin's reference permutation of 0..255, as used by Gustavson (2005).
+# Ken Perlin's reference permutation of 0..255, as used by Gustavson 2005.
 _PERM = (
     151, 160, 137, 91, 90, 15, 131, 13, 201, 95, 96, 53, 194, 233, 7, 225, 140, 36, 103, 30,
     69, 142, 8, 99, 37, 240, 21, 10, 23, 190, 6, 148, 247, 120, 234, 75, 0, 26, 197, 62, 94,

@@ -31,7 +31,7 @@ def random_levels(
 class DiffusionObjective:
     """The denoising loss of review Eq. 4, and its common variants.
 
-    * ``prediction="eps"``: ``||eps - eps_theta(x_l, l)||`` (Ho et al. 2020);
+    * ``prediction="eps"``: ``||eps - eps_theta(x_l, l)||`` (Ho 2020);
       ``prediction="x0"``: the network predicts the clean image (pDDPM).
     * ``loss``: ``mse`` (Eq. 4) or ``l1``.
     * ``max_level``: levels are drawn from [1, max_level]; methods that only ever noise to
@@ -87,7 +87,7 @@ class DiffusionObjective:
 
 @dataclass(frozen=True)
 class ClassifierObjective:
-    """Cross-entropy of a noise-aware classifier on ``q_sample``d inputs (Dhariwal 2021).
+    """Cross-entropy of a noise-aware classifier on ``q_sample``d inputs (Dhariwal & Nichol 2021).
 
     The classifier ``C(x_l, l)`` must recognise the class at every level it will guide, so
     inputs are noised to levels uniform in [1, max_level] (Wolleb: t uniform in [0, T)).

@@ -30,7 +30,7 @@ ScheduleKind = Literal["linear", "cosine"]
 def linear_betas(
     num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, max_beta: float = 0.999
 ) -> Tensor:
-    """Betas of Ho et al. (2020), rescaled so any T spans the same total noise as T = 1000.
+    """Betas of Ho 2020, rescaled so any T spans the same total noise as T = 1000.
 
     For T = 1000 these are exactly ``linspace(1e-4, 0.02, 1000)`` (the setting of Wolleb's and
     most reference code); for other T the endpoints scale by ``1000 / T`` as in improved-DDPM,
@@ -111,7 +111,7 @@ class NoiseSchedule:
         return (x - alpha * x0) / sigma
 
     def posterior(self, x0: Tensor, x: Tensor, level: int) -> tuple[Tensor, float]:
-        """Mean and variance of ``q(x_{l-1} | x_l, x_0)`` (Ho et al. 2020, Eq. 6-7).
+        """Mean and variance of ``q(x_{l-1} | x_l, x_0)`` (Ho 2020, Eq. 6-7).
 
         Mean ``= sqrt(abar_{l-1}) beta_l / (1 - abar_l) x0 + sqrt(a_l)(1 - abar_{l-1})/(1 - abar_l)
         x_l`` and variance ``beta~_l = (1 - abar_{l-1}) / (1 - abar_l) beta_l``.

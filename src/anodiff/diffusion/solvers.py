@@ -15,8 +15,8 @@ explicit values, checked in the tests against closed forms and MONAI's scheduler
 * :func:`ddim_step` — DDIM with ``sigma = 0`` (review Eq. 5); moving *up* in noise it is the
   DDIM noise encoding of review Eq. 6 / Wolleb 2022.
 * :func:`ddpm_step` — the ancestral step of Eq. 5 with ``sigma_t = eta * sigma_DDPM``
-  (Song et al. 2021, Eq. 16); ``eta = 1`` on consecutive levels is DDPM's posterior.
-* :func:`dpmpp_2m_step` — DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): second-order
+  (Song 2021, Eq. 16); ``eta = 1`` on consecutive levels is DDPM's posterior.
+* :func:`dpmpp_2m_step` — DPM-Solver++(2M) (Lu 2022, Alg. 2): second-order
   multistep in log-SNR on data predictions, reusing the previous hop's prediction.
 """
 
@@ -113,7 +113,7 @@ def dpmpp_2m_step(
     sigma_to: Tensor,
     previous: Multistep | None,
 ) -> tuple[Tensor, Multistep]:
-    """One DPM-Solver++(2M) step from data prediction ``x0`` (Lu et al. 2022, Alg. 2).
+    """One DPM-Solver++(2M) step from data prediction ``x0`` (Lu 2022, Alg. 2).
 
     ``h = lambda_to - lambda_from`` with ``lambda = log(alpha / sigma)``;
     ``D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev`` with ``r = h_prev / h`` (first order, i.e. DDIM,

@@ -117,8 +117,15 @@ class TrainConfig:
         bad = [name for name in positive if getattr(self, name) < 1]
         bad += [name for name in ("validate_every", "patience")
                 if getattr(self, name) is not None and getattr(self, name) < 1]
-        if bad or self.lr <= 0:
-            raise AnodiffError(f"TrainConfig: {bad or ['lr']} must be positive")
+        if bad or not 0 < self.lr < math.inf:  # also refuses NaN
+            raise AnodiffError(f"{bad or ['lr']} must be positive (and finite), got "
+                               f"{[getattr(self, name) for name in bad or ['lr']]}")
+        if not self.weight_decay >= 0 or self.warmup_steps < 0:
+            raise AnodiffError("weight_decay and warmup_steps must be >= 0")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise AnodiffError(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise AnodiffError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
 
     @property
     def validation_interval(self) -> int:

@@ -1,4 +1,4 @@
-"""``anoddpm``: partial noising with simplex noise and ancestral denoising (Wyatt et al. 2022).
+"""``anoddpm``: partial noising with simplex noise and ancestral denoising (Wyatt 2022).
 
 AnoDDPM (Wyatt, Leach, Schmon & Willcocks, "AnoDDPM: Anomaly Detection with Denoising
 Diffusion Probabilistic Models using Simplex Noise", CVPR Workshops 2022; review Sec. 5.4):

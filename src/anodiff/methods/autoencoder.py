@@ -1,6 +1,6 @@
 """``autoencoder``: a small non-diffusion reconstruction baseline (a VAE on healthy slices).
 
-The reconstruction-based family that diffusion methods replaced (Baur et al. 2021's
+The reconstruction-based family that diffusion methods replaced (Baur 2021's
 comparative study): a variational autoencoder (MONAI ``VarAutoEncoder``) trained on healthy
 training slices only; its step is the absolute residual ``|x - x_hat|`` summed over
 channels, and the pseudo-healthy image is the reconstruction. The shared pipeline smooths

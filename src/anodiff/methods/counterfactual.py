@@ -1,4 +1,4 @@
-"""``counterfactual``: healthy counterfactuals with classifier-free guidance (Sanchez et al. 2022).
+"""``counterfactual``: healthy counterfactuals with classifier-free guidance (Sanchez 2022).
 
 Weakly supervised without a classifier (review Sec. 5.3, "Gradient-free Guidance"): ONE
 class-conditional diffusion model ``eps_theta(x_l, l, c)`` is trained on every train slice

@@ -1,4 +1,4 @@
-"""``diffano``: DDIM noise encoding + classifier-guided decoding (Wolleb et al. 2022).
+"""``diffano``: DDIM noise encoding + classifier-guided decoding (Wolleb 2022).
 
 Weakly supervised (review Sec. 5.3, "Gradient Guidance"). Training uses every train slice
 with its image label (1 = anomalous) and no masks:

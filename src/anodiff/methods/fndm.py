@@ -1,4 +1,4 @@
-"""``fndm``: fast non-Markovian diffusion with hybrid conditions (Li et al. 2023).
+"""``fndm``: fast non-Markovian diffusion with hybrid conditions (Li 2023).
 
 Weakly supervised (review Sec. 5.3): every train slice with its image label, no masks. FNDM
 is DiffANO (``diffano``) with stronger, pixel-wise conditions and a fast ODE solver:
@@ -6,7 +6,7 @@ is DiffANO (``diffano``) with stronger, pixel-wise conditions and a fast ODE sol
 * **Hybrid conditions** (Eq. 5). The class-conditional noise predictor
   ``eps_theta([x_t, x0^n, x_seg], t, y)`` sees, concatenated to the noisy image, an image
   ``x0^n`` and a coarse anomaly map ``x_seg``. In training, a healthy slice's ``x0^n`` is the
-  slice corrupted inside a random free-form mask (Yu et al. 2019) and ``x_seg`` that mask; the
+  slice corrupted inside a random free-form mask (Yu 2019) and ``x_seg`` that mask; the
   target is the clean slice, so the network learns to repair what ``x_seg`` points at
   ("non-Markovian": the original state ``x_0`` is carried to every step). A diseased slice
   (y = 1) is its own ``x0^n``, with its memory-bank map as ``x_seg``. At test time ``x0^n`` is

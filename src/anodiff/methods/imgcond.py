@@ -1,4 +1,4 @@
-"""``imgcond``: image-conditioned diffusion that restores synthetic anomalies (Baugh et al. 2024).
+"""``imgcond``: image-conditioned diffusion that restores synthetic anomalies (Baugh 2024).
 
 Self-supervised (review Sec. 5.4): reconstruction methods assume that the model removes
 anomalies and keeps everything else; Baugh et al. train for exactly that.
@@ -67,12 +67,19 @@ class EnsemblePart:
     identity_probability: float = IDENTITY_PROBABILITY
     validation_images: int = 64
 
+    def __post_init__(self) -> None:
+        self.chosen()
+        if not 0 <= self.identity_probability < 1:
+            raise AnodiffError("identity_probability must be in [0, 1)")
+        if self.validation_images < 1:
+            raise AnodiffError("validation_images must be >= 1")
+
     def chosen(self) -> list[int]:
         """The fold indices that train members, checked."""
         folds = list(range(ALL_FOLDS)) if self.folds is None else list(self.folds)
         if not folds or len(set(folds)) != len(folds) or not all(
                 0 <= f < ALL_FOLDS for f in folds):
-            raise AnodiffError(f"ensemble.folds must be distinct indices in "
+            raise AnodiffError(f"folds must be distinct indices in "
                                f"[0, {ALL_FOLDS - 1}], got {self.folds}")
         return folds
 
@@ -101,11 +108,6 @@ class ImgCondConfig(LocalizationConfig):
 
     def check(self) -> None:
         super().check()
-        self.ensemble.chosen()
-        if not 0 <= self.ensemble.identity_probability < 1:
-            raise AnodiffError("ensemble.identity_probability must be in [0, 1)")
-        if self.ensemble.validation_images < 1:
-            raise AnodiffError("ensemble.validation_images must be >= 1")
         if self.diffusion.max_level not in (None, self.diffusion.num_steps):
             raise AnodiffError("restoration starts from pure noise at level T, so the model "
                                "must learn every level (diffusion.max_level: null)")

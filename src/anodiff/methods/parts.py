@@ -9,6 +9,7 @@ part where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,8 @@ from anodiff.diffusion.training import (
     Validation,
     train_noise_aware_classifier,
 )
-from anodiff.nets.builders import build_unet
+from anodiff.errors import AnodiffError
+from anodiff.nets.builders import NET_PRESETS, build_unet
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,15 @@ class DiffusionPart:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1000, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.995))
 
+    def __post_init__(self) -> None:
+        check_network(self.net, NET_PRESETS)
+        if self.num_steps < 1:
+            raise AnodiffError(f"num_steps (T) must be >= 1, got {self.num_steps}")
+        check_max_level(self.max_level, self.num_steps)
+        if self.prediction not in ("eps", "x0") or self.loss not in ("mse", "l1"):
+            raise AnodiffError(f"prediction must be eps or x0 and loss mse or l1, got "
+                               f"{self.prediction!r} and {self.loss!r}")
+
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule.create(self.schedule, self.num_steps)
 
@@ -53,6 +64,25 @@ class ClassifierPart:
     max_level: int | None = None  # the highest level it must classify (guidance range)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=500, batch_size=32, lr=1e-3, warmup_steps=20, ema_decay=None))
+
+    def __post_init__(self) -> None:
+        check_network(self.net, ("quick", "cpu", "paper"))
+        check_max_level(self.max_level, None)
+
+
+def check_network(net: str, presets: Iterable[str]) -> None:
+    """Refuse a network preset that does not exist."""
+    if net not in presets:
+        raise AnodiffError(f"net must be one of {sorted(presets)}, got {net!r}")
+
+
+def check_max_level(max_level: int | None, num_steps: int | None) -> None:
+    """Refuse a training range outside [1, T] (T unknown: only the lower bound)."""
+    if max_level is None:
+        return
+    if max_level < 1 or (num_steps is not None and max_level > num_steps):
+        raise AnodiffError(f"max_level must be in [1, {num_steps or 'T'}] or null, got "
+                           f"{max_level}")
 
 
 def _part_dir(run_dir: Path | None, name: str) -> Path | None:

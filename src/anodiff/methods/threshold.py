@@ -1,4 +1,4 @@
-"""``threshold``: the intensity baseline the field forgets (Meissen et al. 2021).
+"""``threshold``: the intensity baseline the field forgets (Meissen 2021).
 
 Meissen et al. showed that thresholding histogram-equalised FLAIR intensities beats many
 deep methods on hyperintense lesions. This Detector offers three maps:

@@ -22,7 +22,7 @@ Presets (the design brief's ``quick``, ``cpu``, ``paper``, and one for patch net
 * ``invdetect`` — the patch network of InvDetect's authors: four stages with 64 base
   channels, in the layout of DDIM's CIFAR-10 UNet (multipliers 1, 2, 2, 2; 2 residual
   blocks; attention at the second stage, 16² for the paper's 32² patches);
-* ``paper`` — Wolleb et al. 2022's guided-diffusion UNet at 256²: 128 base channels,
+* ``paper`` — Wolleb 2022's guided-diffusion UNet at 256²: 128 base channels,
   multipliers (1, 1, 2, 2, 4, 4), 2 residual blocks, attention at resolution 16 with one
   head. Guided-diffusion's learned variance (hybrid loss) is not reproduced: MONAI's UNet
   predicts the noise only, which DDIM sampling (all the paper uses) does not need.

@@ -1,6 +1,6 @@
 """The brain foreground of skull-stripped images: where maps are scored and masks may be.
 
-Convention of the UPD study (Lagogiannis et al. 2023, "the UPD study" in docs/REFERENCES.md):
+Convention of the UPD study (Lagogiannis et al.; docs/REFERENCES.md):
 skull-stripped MRI has a constant background at its minimum, so the foreground is every
 pixel above the image's minimum in any channel. Maps are zeroed outside it, masks never
 leave it, and pixel metrics are pooled inside it.

@@ -1,6 +1,6 @@
-"""A PatchCore-style memory bank of healthy patch features (Roth et al. 2022).
+"""A PatchCore-style memory bank of healthy patch features (Roth 2022).
 
-FNDM (Li et al. 2023) makes its coarse segmentation condition ``x_seg`` from "a memory bank
+FNDM (Li 2023) makes its coarse segmentation condition ``x_seg`` from "a memory bank
 [that stores] representative features of healthy samples": every patch of a test image is
 scored by the distance of its feature vector to the nearest feature in the bank. As in
 PatchCore, the bank is a greedy k-centre *coreset* of all healthy patch features (each new

@@ -1,7 +1,7 @@
 """Post-processing of anomaly maps and masks, configurable and recorded with the results.
 
 Maps: background masking (zero outside the foreground) and median filtering (pDDPM,
-Behrendt 2023). Masks: morphological opening/closing and removal of components smaller
+Behrendt 2024). Masks: morphological opening/closing and removal of components smaller
 than a minimum size. Each step is scipy/scikit-image; this module only fixes the order
 and records the settings.
 """

@@ -2,7 +2,7 @@
 
 Reconstruction methods compare the input ``x`` with a pseudo-healthy restoration ``x_hat``.
 The absolute residual ``sum_c |x - x_hat|`` is the classic map (Wolleb 2022); the SSIM map
-``1 - SSIM(x_hat, x)`` is what Baugh et al. 2024 use, following the UPD benchmark
+``1 - SSIM(x_hat, x)`` is what Baugh 2024 use, following the UPD benchmark
 (Lagogiannis et al.): SSIM compares local means, contrasts and structure in a window, so it
 reacts to changed texture and edges even where intensities barely move (low-contrast
 lesions). SSIM comes from scikit-image (uniform 11-pixel window, data range 1, the UPD

@@ -4,7 +4,7 @@
    MNI152 template, seed 0, 100 cases; ~15 s) into ``OUT/data``.
 2. Evaluate, on a few test cases (``cases`` with a lesion and ``cases`` without):
 
-   * ``diffano`` (Wolleb et al. 2022) from the checkpoint shipped with the package in
+   * ``diffano`` (Wolleb 2022) from the checkpoint shipped with the package in
      ``anodiff/assets/demo/diffano-tumour``. It was made by the project's own commands on the
      train split of the same track (the test cases were never seen); ``RECIPE.md`` beside
      it records the commands, the training time and the export;

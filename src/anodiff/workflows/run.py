@@ -30,6 +30,7 @@ from anodiff.errors import AnodiffError
 from anodiff.methods import Detector, load, method_class
 
 RUN_FILE = "run.yaml"
+MIN_SIZE, MAX_SIZE = 8, 1024  # slice side in pixels: a 100,000-pixel side would need TiBs
 log = logging.getLogger("anodiff")
 
 
@@ -45,6 +46,18 @@ class DataConfig:
     drop_inferior: int = 0  # or drop fixed counts of slices at the ends (Wolleb: 80, 26)
     drop_superior: int = 0
     on_error: Literal["raise", "skip"] = "skip"
+
+    def __post_init__(self) -> None:
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise AnodiffError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}] pixels, got {self.size}")
+        if self.keep_fraction is not None and not 0 <= self.keep_fraction <= 1:
+            raise AnodiffError(f"keep_fraction must be in [0, 1] or null, got "
+                               f"{self.keep_fraction}")
+        if self.drop_inferior < 0 or self.drop_superior < 0:
+            raise AnodiffError("drop_inferior and drop_superior must be >= 0")
+        if self.sequences is not None and (
+                not self.sequences or len(set(self.sequences)) != len(self.sequences)):
+            raise AnodiffError(f"sequences must be distinct names, got {list(self.sequences)}")
 
     def open(self, root: str | Path) -> SliceDataset:
         """Open ``root`` with these options."""

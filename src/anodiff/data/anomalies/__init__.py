@@ -4,14 +4,14 @@ Every task maps a batch (N, C, H, W) in [0, 1] to (corrupted batch, masks (N, H,
 changes only pixels inside its mask, applies the same spatial anomaly to every channel,
 clips to [0, 1] and is reproducible from its ``numpy.random.Generator``.
 
-* :mod:`.tasks` — :data:`TASKS` (Baugh et al. 2024, order 0..4), :func:`apply_task`,
+* :mod:`.tasks` — :data:`TASKS` (Baugh 2024, order 0..4), :func:`apply_task`,
   :func:`random_task_corruption` (identity with p = 0.2) and :func:`fold_tasks` (3-of-5);
 * :mod:`.shapes` — random sheared, rotated rectangles and ellipses on the foreground;
-* :mod:`.poisson` — mixed-gradient Poisson image editing (Pérez et al. 2003);
+* :mod:`.poisson` — mixed-gradient Poisson image editing (Pérez 2003);
 * :mod:`.blending` — tasks 0 and 1, patches from the same or another source;
 * :mod:`.deformation` — tasks 2 and 3, sink and source deformations;
 * :mod:`.intensity` — task 4, fractal intensity change, and AnoDDPM-style simplex blobs;
-* :mod:`.free_form` — FNDM's free-form brush masks (Yu et al. 2019) and corruption inside.
+* :mod:`.free_form` — FNDM's free-form brush masks (Yu 2019) and corruption inside.
 """
 
 from anodiff.data.anomalies.blending import other_source_blend, same_source_blend

@@ -42,7 +42,7 @@ def check_rng(rng: np.random.Generator) -> None:
 def resolve_foreground(images: np.ndarray, foreground: np.ndarray | None) -> np.ndarray:
     """The foreground mask (N, H, W) of ``images``: ``foreground`` if given, else inferred.
 
-    The default follows the benchmark convention (Lagogiannis et al.; Baugh et al. 2024):
+    The default follows the benchmark convention (Lagogiannis et al.; Baugh 2024):
     a pixel is foreground where any channel exceeds the image's minimum. Every image needs
     a non-empty foreground, since each anomaly must overlap it by at least 50 %.
     """

@@ -1,11 +1,11 @@
 """Baugh's blending tasks (0 and 1): a patch of another image, Poisson-blended in.
 
-Baugh et al. 2024 (shared notes) use two blending tasks with mixed-gradient Poisson image
+Baugh 2024 (shared notes) use two blending tasks with mixed-gradient Poisson image
 editing (:mod:`.poisson`): task 0 takes the patch from another image of the same dataset,
 task 1 from a different dataset or modality, so the model must both spot foreign texture
 of its own domain and alien texture. The patch region is a random shape from
 :mod:`.shapes` (1-4 per image, their union blended in one solve). As in foreign-patch and
-Poisson image interpolation (Tan et al. 2021, the origin of this task), the same-dataset
+Poisson image interpolation (Tan 2021, the origin of this task), the same-dataset
 patch comes from the same place in the other image, so it is anatomically plausible there;
 the other-source patch comes from a random crop of a random other-source image.
 """

@@ -1,6 +1,6 @@
 """Baugh's deformation tasks (2 and 3): radial pull toward (sink) or push away (source).
 
-Baugh et al. 2024 (shared notes): a radial push around a centre inside the anomaly mask, by
+Baugh 2024 (shared notes): a radial push around a centre inside the anomaly mask, by
 a push distance of a few pixels; a sink pulls the tissue toward the centre, a source pushes
 it outward, mimicking mass effect and atrophy. The exact field is not published; ours is:
 

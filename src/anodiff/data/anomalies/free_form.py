@@ -1,8 +1,8 @@
 """FNDM's training corruption: random free-form masks, and corruption inside them.
 
-FNDM (Li et al. 2023, Sec. 3 "Implementation") trains on healthy images whose conditioning
+FNDM (Li 2023, Sec. 3 "Implementation") trains on healthy images whose conditioning
 copy is corrupted inside random lesion masks generated as in gated-convolution inpainting
-(Yu et al. 2019, "Free-Form Image Inpainting with Gated Convolution", Alg. 1): brush strokes
+(Yu 2019, "Free-Form Image Inpainting with Gated Convolution", Alg. 1): brush strokes
 through random vertices, with random angles, lengths and brush widths. The settings follow
 Yu et al.'s released generator (for 256^2 images), scaled to the image: 1-3 strokes of 4-11
 vertices; turning angles alternate around 2 pi / 5 (each stroke draws its angle range
@@ -70,7 +70,7 @@ def _draw(segments: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def free_form_masks(n: int, height: int, width: int, *, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random free-form brush-stroke masks (n, H, W) bool (Yu et al. 2019).
+    """``n`` random free-form brush-stroke masks (n, H, W) bool (Yu 2019).
 
     On 64 x 64 they cover about 15 % of the image on average (measured over 500 masks).
     Speed for 32 masks at 64 x 64, median of 7 calls (measured here, 2 cores, 2026-11-22):

@@ -1,13 +1,13 @@
 """Intensity anomalies: Baugh's smooth intensity change (task 4) and simplex-noise blobs.
 
-Baugh et al. 2024 (shared notes), task 4: inside each anomaly shape add
+Baugh 2024 (shared notes), task 4: inside each anomaly shape add
 +-(0.05 + Gamma(3, 0.1)) times a fractal noise map, with the edges ramped by a distance
 transform so the change fades in from the shape's boundary. Here the noise map is the
 project's batched simplex noise (:func:`anodiff.diffusion.noise.simplex_noise`) rescaled to
 [0, 1] per image, and the ramp is min(1, depth / (half the shape's largest depth)), depth
 being the Euclidean distance to the nearest pixel outside the shape.
 
-:func:`simplex_blobs` is the AnoDDPM flavour (Wyatt et al. 2022) for self-supervised
+:func:`simplex_blobs` is the AnoDDPM flavour (Wyatt 2022) for self-supervised
 baselines: thresholded simplex noise makes irregular blobs, which are brightened or darkened.
 
 Fractal settings follow AnoDDPM scaled to the image: the first octave's period is a quarter

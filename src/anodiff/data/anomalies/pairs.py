@@ -1,6 +1,6 @@
 """Training pairs for restoration models: (healthy target, the same image corrupted).
 
-Baugh et al. 2024 train an image-conditioned diffusion model to map an image corrupted by a
+Baugh 2024 train an image-conditioned diffusion model to map an image corrupted by a
 synthetic task back to its healthy self. :class:`CorruptedPairs` makes those pairs on
 demand: item ``i`` is image ``i mod N`` corrupted as :func:`~.tasks.random_task_corruption`
 would (no task with probability 0.2, else one of the fold's tasks), with randomness drawn

@@ -1,6 +1,6 @@
-"""Poisson image editing with mixed gradients (Pérez, Gangnet & Blake 2003, SIGGRAPH).
+"""Poisson image editing with mixed gradients (Pérez 2003).
 
-Baugh et al. 2024 corrupt images by blending in a patch from another image (tasks 0 and 1,
+Baugh 2024 corrupt images by blending in a patch from another image (tasks 0 and 1,
 shared notes). Pérez et al. find the values f on the region Omega whose discrete gradients
 best match a guidance field v, with f equal to the target f* around Omega (their Eq. 7):
 

@@ -1,8 +1,8 @@
 """Where a synthetic anomaly goes: random sheared, rotated rectangles and ellipses.
 
-Baugh et al. 2024 ("Image-conditioned Diffusion Models for Medical Anomaly Detection") use
-the tasks of Baugh et al. 2023, which confine each anomaly to a random shape. The settings,
-from the authors' public code (shared notes, "Baugh et al. 2024"): a rectangle or an
+Baugh 2024 ("Image-conditioned Diffusion Models for Medical Anomaly Detection") use
+the tasks of Baugh 2023, which confine each anomaly to a random shape. The settings,
+from the authors' public code (shared notes, "Baugh 2024"): a rectangle or an
 ellipse with random shear and rotation; each side (0.03 + Gamma(2, 0.1)) x image size,
 clipped to 6 %...80 % of the foreground's bounding box (rows against its height, columns
 against its width); 1-4 anomalies per image; each overlaps the foreground by >= 50 %.

@@ -1,6 +1,6 @@
 """The task registry, Baugh's random task corruption and his 3-of-5 task folds.
 
-Baugh et al. 2024 (Sec. 2, shared notes) train an image-conditioned diffusion model to
+Baugh 2024 (Sec. 2, shared notes) train an image-conditioned diffusion model to
 restore images corrupted by one of five synthetic tasks, numbered 0..4 as in
 :data:`TASKS`. "To avoid the model learning a prior that every image requires some amount
 of correction we drop the synthetic task in 20% of training samples": with probability 0.2

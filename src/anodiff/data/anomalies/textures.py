@@ -1,6 +1,6 @@
 """Default "other source" images for Baugh's task 1: textures that ship with scikit-image.
 
-Task 1 blends in patches "from a different dataset or modality" (Baugh et al. 2024), so the
+Task 1 blends in patches "from a different dataset or modality" (Baugh 2024), so the
 model also learns to remove texture that is foreign to the whole domain. A user of anodiff
 has only their own scans and no download is allowed, so the default source is the three
 texture photographs bundled in scikit-image's wheel (``skimage.data.brick``, ``grass``,
