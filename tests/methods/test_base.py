@@ -14,7 +14,8 @@ import anodiff
 from anodiff.cli import app
 from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.methods import registry
-from anodiff.methods.base import AnomalyResult, Detector, LocalizationConfig, RawResult
+from anodiff.methods.base import Detector, LocalizationConfig
+from anodiff.methods.results import AnomalyResult, RawResult
 from anodiff.scoring.thresholds import healthy_fpr_threshold
 
 

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image as PILImage
 
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import AnomalyResult
+from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
 from anodiff.workflows.detect import detect_inputs
 from anodiff.workflows.run import train_run

@@ -42,9 +42,10 @@ from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.diffusion.translation import Denoising, Noising, Translator
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, LocalizationConfig, RawResult
+from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import training_images
 from anodiff.scoring.residuals import squared_residual
 

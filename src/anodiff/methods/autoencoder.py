@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import ArrayDataset, TrainConfig, Trainer
-from anodiff.methods.base import Detector, LocalizationConfig, RawResult
+from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import training_images
 from anodiff.scoring.residuals import absolute_residual
 

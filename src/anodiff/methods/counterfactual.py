@@ -31,9 +31,10 @@ from anodiff.diffusion.guidance import EpsFn, class_conditioned, unet_eps
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, RawResult
+from anodiff.methods.base import Detector
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import labelled_training_images
 from anodiff.methods.translation import TranslationConfig, translate_to_healthy
 

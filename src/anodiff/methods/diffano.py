@@ -32,7 +32,7 @@ from torch import Tensor
 
 from anodiff.diffusion.guidance import class_conditioned, unet_eps
 from anodiff.diffusion.training import TrainConfig
-from anodiff.methods.base import Detector, RawResult
+from anodiff.methods.base import Detector
 from anodiff.methods.parts import (
     ClassifierPart,
     DiffusionPart,
@@ -40,6 +40,7 @@ from anodiff.methods.parts import (
     train_diffusion_unet,
 )
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import labelled_training_images
 from anodiff.methods.translation import (
     QUICK_CLASSIFIER,

@@ -48,7 +48,7 @@ from anodiff.diffusion.guidance import class_conditioned, concat_condition, unet
 from anodiff.diffusion.training import TrainConfig
 from anodiff.diffusion.translation import ConditionProvider
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, RawResult
+from anodiff.methods.base import Detector
 from anodiff.methods.parts import (
     ClassifierPart,
     DiffusionPart,
@@ -56,6 +56,7 @@ from anodiff.methods.parts import (
     train_diffusion_unet,
 )
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import labelled_training_images, split_validation
 from anodiff.methods.translation import (
     QUICK_CLASSIFIER,

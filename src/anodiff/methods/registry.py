@@ -22,7 +22,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import SUPERVISION, Detector, MethodInfo
+from anodiff.methods.base import SUPERVISION, Detector
+from anodiff.methods.results import MethodInfo
 
 ENTRY_POINT_GROUP = "anodiff.methods"
 log = logging.getLogger(__name__)

@@ -26,8 +26,9 @@ from skimage.exposure import equalize_hist
 from torch import Tensor
 
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, LocalizationConfig, RawResult
+from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.registry import register
+from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import training_images
 from anodiff.scoring.foreground import foreground
 

@@ -30,8 +30,9 @@ from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.diffusion.translation import Denoising, Inversion, Noising, Translator
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import LocalizationConfig, RawResult
+from anodiff.methods.base import LocalizationConfig
 from anodiff.methods.parts import ClassifierPart, DiffusionPart, build_diffusion_unet
+from anodiff.methods.results import RawResult
 from anodiff.nets.builders import build_classifier
 from anodiff.scoring.residuals import absolute_residual
 
