@@ -4,8 +4,7 @@ Importing this package imports every module in it, so that each method's ``@regi
 runs (a new method is one new file); methods of other packages come in through the
 ``anodiff.methods`` entry-point group (:mod:`.registry`). The shared pipeline is in
 :mod:`.base` (results in :mod:`.results`), saving and loading in :mod:`.persistence`, the
-trained parts several methods
-use in :mod:`.parts` and :mod:`.translation`.
+trained parts several methods use in :mod:`.parts` and :mod:`.translation`.
 """
 
 import importlib
