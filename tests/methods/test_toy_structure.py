@@ -7,13 +7,15 @@ nucleus as readily as the blob: only a model of healthy *anatomy* tells them apa
 test asserts that the quick-preset diffusion methods with a learned healthy prior localise
 the blob better (pixel AP inside the brain) than the best of the three thresholds.
 
-Measured on this toy at the quick preset (~1 minute of training on 2 cores, 2026-11-30):
-best threshold 0.334 (``bright``), anoddpm 0.75, invdetect 0.71 — and the weakly
-supervised methods and imgcond do not: diffano 0.18, counterfactual 0.18, fndm 0.05,
-imgcond 0.05 (4x the quick training: diffano 0.28, fndm 0.05, imgcond 0.19). Their
-classifier / label signal learns "bright = anomalous" and removes the healthy nucleus too;
-imgcond's synthetic-anomaly restorer is barely trained at the quick preset. Those are
-expected failures here (strict: a change that makes one pass must update this file).
+Measured on this toy at the quick preset (2026-11-30, 2 cores; `benchmarks/toy_structure.py`,
+tables in benchmarks/results/toy_structure_quick*.csv): best threshold 0.334 (``bright``),
+anoddpm 0.750, invdetect 0.706 — and the others do not reach it at the quick preset:
+counterfactual 0.180, diffano 0.144, imgcond 0.048, fndm 0.067. With 4x the quick training
+counterfactual reaches 0.999, while diffano (0.275), imgcond (0.187) and fndm (0.054) stay
+below the threshold: the diffano and fndm classifiers learn "bright = anomalous" from the
+labels, and their guidance removes the healthy nucleus too; imgcond's synthetic-anomaly
+restorer is barely trained. Those four are expected failures here (strict: a change that
+makes one pass must update this file).
 """
 
 import numpy as np
