@@ -177,6 +177,12 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     # Format-1 checkpoint keys -> current state_dict keys ("" drops one); see .persistence.
     legacy_keys: ClassVar[dict[str, str]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Name a subclass after itself until :func:`~.registry.register` names it."""
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+
     def __init__(self, config: ConfigT) -> None:
         super().__init__()
         self.config = config
