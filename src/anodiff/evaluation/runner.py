@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anodiff.evaluation.protocol import evaluate
-from anodiff.methods.base import Detector
+from anodiff.methods import Detector
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import healthy_fpr_threshold
