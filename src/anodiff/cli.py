@@ -134,15 +134,20 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder made by `anodiff train`.")],
     data: Annotated[Path, typer.Option(help="Dataset folder with a test split.")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json and figures.")],
-    fpr: Annotated[float, typer.Option(help="Healthy false-positive rate for thresholds.")] = 0.01,
+    fpr: Annotated[float, typer.Option(help="Healthy false-positive rate of the deployable "
+                                            "threshold (calibrated on healthy validation "
+                                            "slices).")] = 0.01,
+    resamples: Annotated[int, typer.Option(help="Case-bootstrap resamples for the 95 % "
+                                                "intervals (0: none).")] = 1000,
     device: DeviceOption = "auto",
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
     from anodiff.workflows.evaluate import evaluate_run
 
-    metrics = evaluate_run(run, data, out, fpr=fpr, device=device)
-    summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("image_auroc", "pixel_ap", "dice_max",
-                                                           "dice_otsu"))
+    metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples)
+    summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("dice_fpr", "volume_dice_fpr",
+                                                           "pixel_ap", "image_auroc")
+                        if k in metrics)
     typer.echo(f"{summary}; all metrics in {out / 'metrics.json'}")
 
 

@@ -296,3 +296,12 @@ def test_images_mask_shape_and_channel_mismatch(images: Path) -> None:
     PILImage.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(images / "images" / "x2.png")
     with pytest.raises(AnodiffError, match=r"x2\.png: 3 channel\(s\), other images have 1"):
         open_dataset(images)
+
+
+def test_voxel_volume_on_the_model_grid(volumes: Path) -> None:
+    """1.2 x 1.0 mm in plane, 2 mm slices: 2.4 mm^3 per voxel as is, a quarter of it when
+    the slices are resized to twice their size (lesion volumes in ml need this)."""
+    padded = open_dataset(volumes, size=16, fit="pad")
+    assert padded.voxel_ml("case1") == pytest.approx(1.2 * 1.0 * 2.0 / 1000)
+    doubled = open_dataset(volumes, size=28, fit="resize")
+    assert doubled.voxel_ml("case1") == pytest.approx(1.2 * 1.0 * 2.0 / 1000 / 4)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from anodiff.errors import AnodiffError
 from anodiff.evaluation import evaluate
 from anodiff.scoring.postprocess import PostProcess
 
@@ -82,3 +83,64 @@ def test_the_foreground_area_reference_is_the_auroc_of_slice_size() -> None:
                     foreground=big_sick)["image_auroc_foreground_area"] == pytest.approx(1.0)
     assert math.isnan(evaluate(rng.random(truth.shape), truth,
                                rng.random(40))["image_auroc_foreground_area"])
+
+
+def _volumes():
+    """Three 3-D cases of 6 slices (8 x 8): case a has a big lesion (27 voxels) and a small
+    one (1 voxel), case b one lesion of 8 voxels, case c none."""
+    truth = np.zeros((18, 8, 8), bool)
+    truth[0:3, 1:4, 1:4] = True  # a: 27 voxels
+    truth[4, 6, 6] = True  # a: 1 voxel
+    truth[7:9, 2:4, 2:4] = True  # b: 8 voxels
+    ids = ["a"] * 6 + ["b"] * 6 + ["c"] * 6
+    return truth, ids
+
+
+def test_the_operating_point_is_measured_per_case_and_per_lesion() -> None:
+    truth, ids = _volumes()
+    maps = np.zeros(truth.shape, np.float32)
+    maps[0:3, 1:4, 1:4] = 1.0  # finds a's big lesion exactly
+    maps[14, 5, 5] = 1.0  # a false positive in the healthy case c
+    res = evaluate(maps, truth, maps.reshape(18, -1).max(1), pixel_threshold=0.5,
+                   case_ids=ids, voxel_ml={"a": 0.1, "b": 0.1, "c": 0.1},
+                   size_bins_ml=(1.0, 2.0))
+    assert res["volume_dice_fpr"] == pytest.approx((2 * 27 / (2 * 27 + 1) + 0.0) / 2)
+    assert res["lesion_recall_fpr"] == pytest.approx(1 / 3)  # 1 of 3 lesions found
+    assert res["lesion_precision_fpr"] == pytest.approx(1 / 2)  # 1 of 2 flagged blobs hits
+    assert res["lesion_f1_fpr"] == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    # volumes: 0.1 ml (small), 0.8 ml (small), 2.7 ml (large)
+    assert (res["n_lesions_small"], res["n_lesions_medium"], res["n_lesions_large"]) == (2, 0, 1)
+    assert res["detection_rate_small_fpr"] == 0.0 and res["detection_rate_large_fpr"] == 1.0
+    assert math.isnan(res["detection_rate_medium_fpr"])
+    assert res["healthy_fp_area_fpr"] == pytest.approx(1 / 64 / 12)  # one pixel, 12 slices
+
+
+def test_3d_postprocessing_works_across_slices() -> None:
+    truth, ids = _volumes()
+    maps = np.zeros(truth.shape, np.float32)
+    maps[0:3, 1:4, 1:4] = 1.0
+    maps[4, 6, 6] = 1.0  # a one-slice spike: an inter-slice median removes it
+    smoothed = PostProcess(interslice_median=3).maps(maps, np.ones_like(truth), ids)
+    assert smoothed[4, 6, 6] == 0 and smoothed[1, 2, 2] == 1
+    masks = maps > 0.5
+    kept = PostProcess(min_lesion_ml=0.5).masks(masks, ids, {"a": 0.1, "b": 0.1, "c": 0.1})
+    assert kept[0:3, 1:4, 1:4].all() and not kept[4, 6, 6]  # 2.7 ml kept, 0.1 ml dropped
+    eroded = PostProcess(erode_brain=1).maps(np.ones((1, 8, 8), np.float32),
+                                             np.ones((1, 8, 8), bool))
+    assert eroded[0, 0].sum() == 0 and eroded[0, 4, 4] == 1
+    with pytest.raises(AnodiffError, match="needs each slice's case"):
+        PostProcess(interslice_median=3).maps(maps, None)
+    with pytest.raises(AnodiffError, match="voxel size"):
+        PostProcess(min_lesion_ml=0.5).masks(masks, ids, {})
+    with pytest.raises(AnodiffError, match="interslice_median"):
+        PostProcess(interslice_median=2)
+
+
+def test_intervals_come_with_the_metrics_when_asked() -> None:
+    truth, fg, rng = _test_set()
+    maps = truth + 0.5 * rng.random(truth.shape)
+    ids = [f"case{i // 2}" for i in range(20)]
+    res = evaluate(maps, truth, maps.reshape(20, -1).max(1), foreground=fg,
+                   pixel_threshold=0.7, case_ids=ids, resamples=200)
+    for name in ("pixel_ap", "image_auroc", "volume_dice_fpr"):
+        assert res[f"{name}_ci_low"] <= res[name] <= res[f"{name}_ci_high"], name

@@ -86,13 +86,19 @@ def test_benchmark_writes_tables_curves_and_report(tiny_synth: Path, tmp_path: P
     rows = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert [(r["dataset"], r["method"]) for r in rows] == [("tumour", "rarity"),
                                                           ("tumour", "flair")]
-    assert (tmp_path / "bench" / "results.md").read_text().startswith("| dataset | method |")
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert table.startswith("| dataset | sequences | method | dice_fpr | volume_dice_fpr |")
     assert (tmp_path / "bench" / "results.csv").is_file()
     html = (tmp_path / "bench" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4  # 2 grids + image and pixel curves
     # the FLAIR threshold must beat a random map on the tumour track (AP above base rate)
     flair = rows[1]
-    assert flair["pixel_auroc"] > 0.8
+    assert flair["pixel_auroc"] > 0.8 and flair["sequences"] == "flair+t1+t2"
+    assert flair["pixel_ap_ci_low"] <= flair["pixel_ap"] <= flair["pixel_ap_ci_high"]
+    # both against the first threshold baseline, with a paired bootstrap p-value
+    comparison = json.loads((tmp_path / "bench" / "comparisons.json").read_text())
+    assert [(c["method"], c["reference"]) for c in comparison] == [("flair", "rarity")]
+    assert 0 <= comparison[0]["pixel_ap_p"] <= 1 and "Against rarity" in html
 
 
 def test_benchmark_evaluates_a_finished_run_on_fewer_cases(tiny_synth: Path, tmp_path: Path
@@ -199,3 +205,23 @@ def test_fndm_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
     invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "eval")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["nfe_per_image"] == 20 and {"dice_otsu", "hd95_otsu", "vs_otsu"} <= set(metrics)
+
+
+def test_evaluate_names_what_it_cannot_calibrate(tiny_synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    bad_rate = RUNNER.invoke(app, ["evaluate", str(run), "--data", str(tiny_synth), "--out",
+                                   str(tmp_path / "e1"), "--fpr", "1.5"])
+    assert isinstance(bad_rate.exception, AnodiffError) and "(0, 1)" in str(bad_rate.exception)
+    no_val = tmp_path / "no_val"  # the same cases, none of them in a val split
+    no_val.mkdir()
+    for case in (p for p in tiny_synth.iterdir() if p.is_dir()):
+        (no_val / case.name).symlink_to(case, target_is_directory=True)
+    (no_val / "splits.csv").write_text(
+        (tiny_synth / "splits.csv").read_text().replace(",val", ",train"))
+    refused = RUNNER.invoke(app, ["evaluate", str(run), "--data", str(no_val), "--out",
+                                  str(tmp_path / "e2")])
+    assert isinstance(refused.exception, AnodiffError)
+    assert "no healthy validation slices" in str(refused.exception)
+    assert "splits.csv" in str(refused.exception)

@@ -139,6 +139,14 @@ def unfit(
     return region if scaled == original else _resize(region, original)
 
 
+def scaled_shape(shape: tuple[int, ...], size: int | tuple[int, int], mode: str
+                 ) -> tuple[int, int]:
+    """The in-plane size a (H, W) slice takes on the model grid before padding: scaled to
+    fit ``size`` (``resize``) or unchanged (``pad``, larger slices cropped, see
+    :func:`fit_to_size`)."""
+    return _plan(shape, _size(size), mode)[0]
+
+
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else size
     if h < 1 or w < 1:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -155,17 +155,50 @@ def hd95(prediction: np.ndarray, truth: np.ndarray,
     return float(distance.item())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LesionDetection:
-    """Lesion-wise detection: lesions found among all, and unmatched predicted components."""
+    """Lesion-wise detection: lesions found among all, and the predicted components.
+
+    ``sizes`` (voxels) and ``found`` (bool) have one entry per ground-truth lesion, so
+    detection can be stratified by lesion size.
+    """
 
     lesions: int
     detected: int
     false_positives: int
+    predicted: int = 0
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    found: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def detection_rate(self) -> float:
+        """Lesion-wise recall: the share of lesions any predicted voxel touches."""
         return self.detected / self.lesions if self.lesions else math.nan
+
+    @property
+    def precision(self) -> float:
+        """Lesion-wise precision: the share of predicted components that touch a lesion
+        (NaN when nothing is predicted)."""
+        return (self.predicted - self.false_positives) / self.predicted if self.predicted \
+            else math.nan
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of lesion-wise precision and recall (0 when either is 0 or
+        undefined while lesions exist)."""
+        precision, recall = self.precision, self.detection_rate
+        if math.isnan(recall):
+            return math.nan
+        if math.isnan(precision) or precision + recall == 0:
+            return 0.0
+        return 2 * precision * recall / (precision + recall)
+
+    def __add__(self, other: LesionDetection) -> LesionDetection:
+        """The counts of two cases together (lesions are matched within each case)."""
+        return LesionDetection(
+            self.lesions + other.lesions, self.detected + other.detected,
+            self.false_positives + other.false_positives, self.predicted + other.predicted,
+            np.concatenate([self.sizes, other.sizes]), np.concatenate([self.found, other.found]))
 
 
 def lesion_detection(prediction: np.ndarray, truth: np.ndarray) -> LesionDetection:
@@ -177,9 +210,11 @@ def lesion_detection(prediction: np.ndarray, truth: np.ndarray) -> LesionDetecti
     structure = np.ones((3,) * truth.ndim, dtype=bool)
     lesion_ids, lesions = ndimage.label(truth, structure)
     blob_ids, blobs = ndimage.label(prediction, structure)
-    detected = len(np.setdiff1d(np.unique(lesion_ids[prediction]), [0]))
+    touched = np.unique(lesion_ids[prediction])
+    found = np.isin(np.arange(1, lesions + 1), touched)
+    sizes = np.bincount(lesion_ids.ravel(), minlength=lesions + 1)[1:]
     matched_blobs = len(np.setdiff1d(np.unique(blob_ids[truth]), [0]))
-    return LesionDetection(lesions, detected, blobs - matched_blobs)
+    return LesionDetection(lesions, int(found.sum()), blobs - matched_blobs, blobs, sizes, found)
 
 
 def check_shapes(maps: np.ndarray, *others: np.ndarray | None) -> None:

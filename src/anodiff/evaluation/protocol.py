@@ -10,17 +10,30 @@ lesions that need depth (or mass) occur only in large central slices, so slice s
 can separate diseased from healthy slices; a method's ``image_auroc`` means little unless it
 beats this reference (0.74 to 0.85 on the tracks of the embedded benchmark). The
 conventions (pooling, empty masks) are those of :mod:`anodiff.evaluation.metrics`.
+
+**The deployable operating point** (protocol v2; Bercea's protocol, the review Sec. 4): the
+threshold fixed on healthy validation slices only, at a stated false-positive rate
+(``pixel_threshold``). At it: ``dice_fpr`` (per slice), ``volume_dice_fpr`` (per 3-D case,
+over the cases with a lesion), ``lesion_precision_fpr`` / ``lesion_recall_fpr`` /
+``lesion_f1_fpr`` (3-D connected components pooled over cases), the detection rate by
+lesion volume (``detection_rate_<bin>_fpr`` with ``n_lesions_<bin>``, bins in ml:
+``small`` below the first edge, ``large`` from the second) and ``healthy_fp_area_fpr``, the
+share of the healthy slices' brain flagged (it should be close to the stated rate).
+With ``resamples``, 95 % case-bootstrap intervals for ``pixel_ap``, ``image_auroc`` and
+``volume_dice_fpr`` (:mod:`anodiff.evaluation.bootstrap`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from anodiff.evaluation.bootstrap import CaseFigures, intervals
 from anodiff.evaluation.metrics import (
+    LesionDetection,
     Overlap,
     auroc,
     average_precision,
@@ -32,6 +45,10 @@ from anodiff.evaluation.metrics import (
 )
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import above_threshold, otsu_threshold, per_image_otsu
+
+# Lesion volume strata (ml): small < 1 ml <= medium < 10 ml <= large. WML and small stroke
+# lesions fall in the first, tumours mostly in the last (docs/data.md).
+SIZE_BINS_ML: tuple[float, float] = (1.0, 10.0)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -67,7 +84,10 @@ def evaluate(
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
     case_ids: Sequence[str] | None = None,
+    voxel_ml: Mapping[str, float] | None = None,
+    size_bins_ml: tuple[float, float] = SIZE_BINS_ML,
     postprocess: PostProcess | None = None,
+    resamples: int = 0,
     seconds_per_image: float = math.nan,
     nfe_per_image: float = math.nan,
 ) -> dict[str, Any]:
@@ -80,20 +100,22 @@ def evaluate(
     ``*_own`` figures. ``image_threshold`` (on scores) and
     ``pixel_threshold`` (on maps) come from healthy validation data; without them
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
-    (N, C, H, W) give the healthy reconstruction residual.
+    (N, C, H, W) give the healthy reconstruction residual. ``case_ids`` (per slice, a case's
+    slices consecutive) enable the per-case figures, ``voxel_ml`` (per case) the lesion
+    volumes, ``resamples`` the bootstrap intervals.
     """
     post = postprocess or PostProcess()
     check_shapes(maps, truth, foreground, predicted)
     truth = truth.astype(bool)
     labels = truth.reshape(len(truth), -1).any(1) if labels is None else labels.astype(bool)
     fg = np.ones_like(truth) if foreground is None else foreground.astype(bool)
-    maps = post.maps(maps, fg)
+    maps = post.maps(maps, fg, case_ids)
     anomalous = labels & truth.reshape(len(truth), -1).any(1)
     healthy = ~labels
 
     pixels_truth, pixels_score = truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]]
     best = best_dice(pixels_truth, pixels_score)
-    masks = post.masks(per_image_otsu(maps, fg))
+    masks = post.masks(per_image_otsu(maps, fg), case_ids, voxel_ml)
     detection = lesion_detection(masks, truth)
     results: dict[str, Any] = {
         "image_auroc": auroc(labels, scores),
@@ -123,18 +145,77 @@ def evaluate(
         results["healthy_residual"] = float(residual[fg[healthy]].mean())
     if anomalous.any():  # one Otsu threshold for the whole test set (pooled foreground)
         global_t = otsu_threshold(maps, fg)
-        results.update(mask_metrics(post.masks((maps > global_t) & fg)[anomalous],
-                                    truth[anomalous], "global_otsu"))
+        results.update(mask_metrics(post.masks((maps > global_t) & fg, case_ids, voxel_ml)
+                                    [anomalous], truth[anomalous], "global_otsu"))
     if predicted is not None:
-        results.update(mask_metrics(post.masks(predicted.astype(bool))[anomalous],
-                                    truth[anomalous], "own"))
+        results.update(mask_metrics(post.masks(predicted.astype(bool), case_ids, voxel_ml)
+                                    [anomalous], truth[anomalous], "own"))
+    case_dice: dict[str, float] = {}
     if pixel_threshold is not None:
-        at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg))
+        at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg), case_ids, voxel_ml)
         results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr"))
         results["pixel_threshold"] = pixel_threshold
+        results["healthy_fp_area_fpr"] = _mean(
+            [float(m[f].mean()) for m, f in zip(at_threshold[healthy], fg[healthy], strict=True)
+             if f.any()])
+        if case_ids is not None:
+            case_dice = per_case_dice(at_threshold, truth, case_ids)
+            results.update(operating_point(at_threshold, truth, case_ids, case_dice,
+                                           voxel_ml, size_bins_ml))
     if case_ids is not None:
         results.update(volume_metrics(masks, truth, case_ids))
+        if resamples:
+            figures = CaseFigures.of(case_ids, anomalous, truth, maps, fg, labels, scores,
+                                     case_dice)
+            results.update(intervals(figures, resamples))
     return results
+
+
+def per_case_dice(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
+                  ) -> dict[str, float]:
+    """3-D Dice of every case with a lesion (its slices stacked in order)."""
+    ids = np.asarray(case_ids)
+    return {case: Overlap.of(masks[ids == case], truth[ids == case]).dice
+            for case in dict.fromkeys(ids.tolist()) if truth[ids == case].any()}
+
+
+def case_detections(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
+                    ) -> dict[str, LesionDetection]:
+    """Lesion-wise detection of every case, its lesions being 3-D connected components."""
+    ids = np.asarray(case_ids)
+    return {case: lesion_detection(masks[ids == case], truth[ids == case])
+            for case in dict.fromkeys(ids.tolist())}
+
+
+def operating_point(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str],
+                    case_dice: Mapping[str, float], voxel_ml: Mapping[str, float] | None,
+                    size_bins_ml: tuple[float, float]) -> dict[str, float]:
+    """Per-case Dice, lesion-wise precision / recall / F1 (pooled over cases) and detection
+    by lesion volume of the masks at the healthy-FPR threshold."""
+    detections = case_detections(masks, truth, case_ids)
+    pooled = sum(detections.values(), start=LesionDetection(0, 0, 0))
+    return {"volume_dice_fpr": _mean(list(case_dice.values())),
+            "lesion_precision_fpr": pooled.precision, "lesion_recall_fpr": pooled.detection_rate,
+            "lesion_f1_fpr": pooled.f1, **size_strata(detections, voxel_ml, size_bins_ml)}
+
+
+def size_strata(detections: Mapping[str, LesionDetection], voxel_ml: Mapping[str, float] | None,
+                size_bins_ml: tuple[float, float]) -> dict[str, float]:
+    """``detection_rate_<bin>_fpr`` and ``n_lesions_<bin>`` for lesions below the first edge
+    (small), between the edges (medium) and from the second edge (large); NaN without
+    voxel sizes (2-D images)."""
+    volume = np.concatenate([found.sizes * (voxel_ml or {}).get(case, math.nan)
+                             for case, found in detections.items()])
+    hit = np.concatenate([found.found for found in detections.values()])
+    small, large = size_bins_ml
+    strata = {"small": volume < small, "medium": (volume >= small) & (volume < large),
+              "large": volume >= large}
+    out: dict[str, float] = {}
+    for name, inside in strata.items():
+        out[f"detection_rate_{name}_fpr"] = float(hit[inside].mean()) if inside.any() \
+            else math.nan
+        out[f"n_lesions_{name}"] = int(inside.sum())
+    return out
 
 
 def volume_metrics(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
@@ -144,16 +225,10 @@ def volume_metrics(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
     Volumes without lesions are skipped for Dice (it is 1 or 0 by convention there, which
     says nothing about localisation); lesion components are counted in 3-D.
     """
-    ids = np.asarray(case_ids)
-    dices, lesions, detected = [], 0, 0
-    for case in dict.fromkeys(ids.tolist()):
-        pred, true = masks[ids == case], truth[ids == case]
-        found = lesion_detection(pred, true)
-        lesions, detected = lesions + found.lesions, detected + found.detected
-        if true.any():
-            dices.append(Overlap.of(pred, true).dice)
+    pooled = sum(case_detections(masks, truth, case_ids).values(),
+                 start=LesionDetection(0, 0, 0))
     return {
-        "volume_dice_otsu": _mean(dices),
-        "volume_lesion_detection_rate": detected / lesions if lesions else math.nan,
-        "n_volumes": len(set(ids.tolist())),
+        "volume_dice_otsu": _mean(list(per_case_dice(masks, truth, case_ids).values())),
+        "volume_lesion_detection_rate": pooled.detection_rate,
+        "n_volumes": len(set(np.asarray(case_ids).tolist())),
     }

@@ -3,14 +3,14 @@
 Localisation runs in batches with a progress bar; wall-clock seconds and network
 evaluations per image are measured here, in one place, for every method. Thresholds that a
 deployment could use are calibrated on the *healthy validation* slices only (1 % pixel
-false-positive rate; the 95th percentile of healthy image scores for the image F1).
+false-positive rate; the 95th percentile of healthy image scores for the image F1): without
+such slices there is no deployable operating point, and evaluation refuses.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from anodiff.evaluation.protocol import evaluate
+from anodiff.errors import AnodiffError
+from anodiff.evaluation.bootstrap import CaseFigures
+from anodiff.evaluation.protocol import evaluate, per_case_dice
 from anodiff.methods import Detector
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import healthy_fpr_threshold
+from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Predictions:
     cases: list[str]
     seconds_per_image: float
     nfe_per_image: float
+    voxel_ml: dict[str, float] = field(default_factory=dict)  # per case (volumes only)
 
     @cached_property
     def foreground(self) -> np.ndarray:
@@ -69,34 +72,58 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
         if result.pseudo_healthy is not None:
             healthy.append(result.pseudo_healthy.float().numpy())
     n = max(len(items), 1)
+    voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
+        if hasattr(data, "voxel_ml") else {}
     return Predictions(
         images=images, truth=truth, labels=labels, maps=np.concatenate(maps),
         scores=np.concatenate(scores), masks=np.concatenate(masks) if masks else None,
         pseudo_healthy=np.concatenate(healthy) if healthy else None, cases=cases,
-        seconds_per_image=seconds / n, nfe_per_image=nfe / n,
+        seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
     )
 
 
 def evaluate_predictions(test: Predictions, validation: Predictions | None = None,
-                         postprocess: PostProcess | None = None, fpr: float = 0.01
-                         ) -> dict[str, Any]:
-    """metrics.json for ``test``, with thresholds calibrated on healthy ``validation`` slices."""
-    pixel_threshold = image_threshold = None
-    if validation is not None and (~validation.labels).any():
-        healthy = ~validation.labels
-        post = postprocess or PostProcess()
-        fg = validation.foreground[healthy]
-        pixel_threshold = healthy_fpr_threshold(post.maps(validation.maps[healthy], fg), fpr, fg)
-        image_threshold = float(np.quantile(validation.scores[healthy], 0.95))
+                         postprocess: PostProcess | None = None, fpr: float = 0.01,
+                         resamples: int = 0) -> dict[str, Any]:
+    """metrics.json for ``test``, with thresholds calibrated on healthy ``validation`` slices
+    (required: refused without them) and ``resamples`` case-bootstrap resamples."""
+    if not 0 < fpr < 1:
+        raise AnodiffError(f"the healthy false-positive rate must be in (0, 1), got {fpr}")
+    if validation is None or not (~validation.labels).any():
+        raise AnodiffError("no healthy validation slices: the threshold at a healthy "
+                           "false-positive rate cannot be calibrated; give the dataset a val "
+                           "split with healthy cases (splits.csv: case,val)")
+    healthy = ~validation.labels
+    post = postprocess or PostProcess()
+    fg = validation.foreground[healthy]
+    cases = [c for c, h in zip(validation.cases, healthy, strict=True) if h]
+    pixel_threshold = healthy_fpr_threshold(
+        post.maps(validation.maps[healthy], fg, cases if any(cases) else None), fpr, fg)
+    image_threshold = float(np.quantile(validation.scores[healthy], 0.95))
     results = evaluate(
         test.maps, test.truth, test.scores, labels=test.labels, foreground=test.foreground,
         predicted=test.masks, images=test.images, pseudo_healthy=test.pseudo_healthy,
         image_threshold=image_threshold, pixel_threshold=pixel_threshold,
-        case_ids=test.cases if any(test.cases) else None, postprocess=postprocess,
+        case_ids=test.cases if any(test.cases) else None, voxel_ml=test.voxel_ml,
+        postprocess=postprocess, resamples=resamples,
         seconds_per_image=test.seconds_per_image, nfe_per_image=test.nfe_per_image,
     )
     results["calibration"] = {
-        "pixel_fpr_target": fpr if pixel_threshold is not None else math.nan,
+        "pixel_fpr_target": fpr,
         "image_threshold_rule": "95th percentile of healthy validation scores",
     }
     return results
+
+
+def case_figures(test: Predictions, metrics: dict[str, Any],
+                 postprocess: PostProcess | None = None) -> CaseFigures:
+    """The headline figures of ``test`` as functions of case weights (for paired
+    comparisons), at the operating point ``metrics`` was evaluated at."""
+    post = postprocess or PostProcess()
+    fg = test.foreground
+    maps = post.maps(test.maps, fg, test.cases)
+    masks = post.masks(above_threshold(maps, metrics["pixel_threshold"], fg), test.cases,
+                       test.voxel_ml)
+    anomalous = test.labels & test.truth.reshape(len(test.truth), -1).any(1)
+    return CaseFigures.of(test.cases, anomalous, test.truth, maps, fg, test.labels,
+                          test.scores, per_case_dice(masks, test.truth, test.cases))

@@ -37,7 +37,26 @@ GLOSSARY = {
     "vs_otsu": "Volumetric similarity: 1 when the flagged area has the lesion's size.",
     "healthy_residual": "Mean difference between a healthy input and its pseudo-healthy "
                         "reconstruction: how much a method alters normal anatomy.",
-    "healthy_fp_area": "Share of brain flagged on healthy slices (false alarms).",
+    "healthy_fp_area": "Share of brain flagged on healthy slices (false alarms) by the "
+                       "per-image Otsu masks.",
+    "dice_fpr": "Overlap (Dice) per anomalous slice at the deployable threshold: the map "
+                "value that the stated share of healthy validation brain pixels reaches "
+                "(fixed without any lesion label).",
+    "volume_dice_fpr": "Dice per 3-D case at that threshold, averaged over the cases with a "
+                       "lesion; _ci_low / _ci_high: its 95 % interval by resampling cases.",
+    "lesion_f1_fpr": "Lesion-wise F1 at that threshold: a lesion (3-D component) is found "
+                     "when a flagged voxel touches it; a flagged component touching none is "
+                     "a false positive.",
+    "healthy_fp_area_fpr": "Share of the healthy slices' brain flagged at that threshold: "
+                           "close to the stated false-positive rate when the calibration "
+                           "transfers to the test cases.",
+    "detection_rate_small_fpr": "Share of lesions under 1 ml found at that threshold "
+                                "(medium: 1-10 ml, large: 10 ml and more).",
+    "pixel_ap_ci_low": "Lower end of the 95 % case-bootstrap interval of pixel_ap "
+                       "(_ci_high: upper end).",
+    "pixel_ap_p": "Paired bootstrap over cases: the share of resamples in which the method "
+                  "does not beat the reference (a one-sided p-value; below 0.05: it beats "
+                  "it).",
     "seconds_per_image": "Wall-clock time to process one slice on the machine stated.",
     "nfe_per_image": "Network evaluations spent per slice (the cost driver of diffusion).",
 }
@@ -47,6 +66,14 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.3f}"
     return html.escape(str(value))
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_format(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+        for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _image_tag(path: Path) -> str:
@@ -62,15 +89,15 @@ def write_report(
     figures: Sequence[tuple[str, Path]],
     settings: Mapping[str, Any],
     notes: Sequence[str] = (),
+    tables: Sequence[tuple[str, Sequence[Mapping[str, Any]], Sequence[str]]] = (),
 ) -> Path:
-    """Write the report to ``path`` (atomically) and return it."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_format(row.get(c, ''))}</td>" for c in columns) + "</tr>"
-        for row in rows
-    )
+    """Write the report to ``path`` (atomically) and return it. ``tables`` are further
+    (title, rows, columns) tables shown after the results."""
+    extra = "".join(f"<h2>{html.escape(name)}</h2>{_table(table_rows, table_columns)}"
+                    for name, table_rows, table_columns in tables if table_rows)
+    shown = {c for c in columns} | {c for _, _, cs in tables for c in cs}
     glossary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
-                       for k, v in GLOSSARY.items() if k in columns)
+                       for k, v in GLOSSARY.items() if k in shown)
     figs = "".join(f"<figure>{_image_tag(p)}<figcaption>{html.escape(caption)}</figcaption>"
                    f"</figure>" for caption, p in figures)
     items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
@@ -87,8 +114,8 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 dt {{ font-weight: bold; margin-top: 0.5em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Results</h2><table><tr>{head}</tr>{body}</table>
-<ul>{note_items}</ul>
+<h2>Results</h2>{_table(rows, columns)}
+<ul>{note_items}</ul>{extra}
 <h2>What the numbers mean</h2><dl>{glossary}</dl>
 <h2>Figures</h2>{figs}
 <h2>Settings</h2><ul>{items}</ul>

@@ -9,15 +9,20 @@ The config (YAML, validated against :class:`BenchmarkConfig`)::
       - {method: autoencoder, preset: cpu, label: vae, settings: {train: {steps: 800}}}
     data: {size: 64}            # DataConfig, shared by every method
     fpr: 0.01                   # healthy-validation false-positive rate for thresholds
-    postprocess: {median_size: 1}
+    postprocess: {median_size: 1, interslice_median: 1, min_lesion_ml: 0, erode_brain: 0}
     max_cases: null             # evaluate on N anomalous + N healthy test cases only
+    resamples: 1000             # case-bootstrap resamples (intervals, paired tests)
+    reference: threshold        # compare every method with this one (paired bootstrap)
 
 Each method x dataset trains into ``DIR/runs/<dataset>/<label>`` (a rerun resumes or reuses
 finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``. A method entry with
 ``run: FOLDER`` evaluates that finished run (from ``anodiff train`` or ``anodiff export``)
 instead of training; it must have been trained on the dataset it is evaluated on. The results go to
-``DIR/results.{md,csv,json}``, per-dataset ROC/PR curves of all methods, and
-``DIR/report.html``, which embeds everything.
+``DIR/results.{md,csv,json}`` (the operating point at the healthy-FPR threshold first,
+with 95 % case-bootstrap intervals), ``DIR/comparisons.{md,csv}`` (every method against the
+``reference``: the difference in pixel AP, per-case Dice at the FPR threshold and image
+AUROC, with one-sided paired-bootstrap p-values), per-dataset ROC/PR curves of all methods,
+and ``DIR/report.html``, which embeds everything.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from anodiff.config import build, load_yaml, to_plain
 from anodiff.data.datasets import SliceDataset
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
-from anodiff.evaluation.runner import Predictions
+from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
+from anodiff.evaluation.runner import Predictions, case_figures
 from anodiff.report.figures import curves
 from anodiff.report.html import write_report
 from anodiff.scoring.postprocess import PostProcess
@@ -46,11 +52,20 @@ from anodiff.workflows.run import DataConfig, load_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
 
-COLUMNS = ("dataset", "method", "image_auroc", "image_ap", "image_auroc_foreground_area",
-           "pixel_auroc", "pixel_ap", "dice_max", "dice_otsu", "precision_otsu", "hd95_otsu",
-           "vs_otsu", "dice_fpr", "lesion_detection_rate", "healthy_fp_area",
+# The deployable operating point (healthy-FPR threshold) first, then the threshold-free
+# figures with their intervals, then the rest.
+COLUMNS = ("dataset", "sequences", "method", "dice_fpr", "volume_dice_fpr",
+           "volume_dice_fpr_ci_low", "volume_dice_fpr_ci_high", "lesion_f1_fpr",
+           "detection_rate_small_fpr", "detection_rate_medium_fpr", "detection_rate_large_fpr",
+           "healthy_fp_area_fpr", "pixel_ap", "pixel_ap_ci_low", "pixel_ap_ci_high",
+           "image_auroc", "image_auroc_ci_low", "image_auroc_ci_high",
+           "image_auroc_foreground_area", "image_ap", "pixel_auroc", "dice_max", "dice_otsu",
+           "precision_otsu", "hd95_otsu", "vs_otsu", "lesion_detection_rate", "healthy_fp_area",
            "healthy_residual", "seconds_per_image", "nfe_per_image", "train_seconds",
            "n_images")
+COMPARISON_COLUMNS = ("dataset", "method", "reference", "pixel_ap_difference", "pixel_ap_p",
+                      "volume_dice_fpr_difference", "volume_dice_fpr_p",
+                      "image_auroc_difference", "image_auroc_p")
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,23 @@ class BenchmarkConfig:
     fpr: float = 0.01
     postprocess: PostProcess = field(default_factory=PostProcess)
     max_cases: int | None = None
+    resamples: int = DEFAULT_RESAMPLES
+    reference: str | None = None
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not 0 < self.fpr < 1:
+            raise AnodiffError(f"fpr must be in (0, 1), got {self.fpr}")
+        if self.resamples < 0:
+            raise AnodiffError(f"resamples must be >= 0, got {self.resamples}")
+
+    @property
+    def reference_label(self) -> str | None:
+        """The method the others are compared with: ``reference``, else the first
+        threshold baseline, else none."""
+        if self.reference is not None:
+            return self.reference
+        return next((m.name for m in self.methods if m.method == "threshold"), None)
 
 def load_benchmark(path: Path) -> tuple[BenchmarkConfig, Path]:
     """Read a benchmark config (keys and types validated; :func:`check_benchmark` does the
@@ -104,6 +134,9 @@ def check_benchmark(config: BenchmarkConfig, source: str) -> None:
         raise AnodiffError(f"{source}: method labels must be unique, got {labels}")
     if config.max_cases is not None and config.max_cases < 1:
         raise AnodiffError(f"{source}: max_cases must be >= 1, got {config.max_cases}")
+    if config.reference is not None and config.reference not in labels:
+        raise AnodiffError(f"{source}: reference {config.reference!r} is not a method label; "
+                           f"choose one of {labels}")
 
 
 def evaluation_cases(data: SliceDataset, max_cases: int | None) -> SliceDataset:
@@ -150,6 +183,7 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
     figures: list[tuple[str, Path]] = []
     with run_log(out, "benchmark"):
         for dataset, folder in config.datasets.items():
@@ -159,6 +193,7 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                                    " (build the embedded one with `anodiff data synth`)")
             data = evaluation_cases(config.data.open(root), config.max_cases)
             predictions: dict[str, Predictions] = {}
+            measured: dict[str, dict[str, Any]] = {}
             for entry in config.methods:
                 log.info("benchmark: %s on %s", entry.name, dataset)
                 if entry.run is not None:
@@ -170,22 +205,48 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                 metrics, test = evaluate_detector(
                     detector, data, out / "eval" / dataset / entry.name,
                     title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
-                    fpr=config.fpr)
-                predictions[entry.name] = test
+                    fpr=config.fpr, resamples=config.resamples)
+                predictions[entry.name], measured[entry.name] = test, metrics
                 rows.append({**metrics, "dataset": dataset, "method": entry.name,
+                             "sequences": "+".join(metrics["sequences"]) or "image",
                              "base_method": entry.method, "train_seconds": train_seconds})
                 figures.append((f"{entry.name} on {dataset}: examples (largest lesions first)",
                                 out / "eval" / dataset / entry.name / "grid.png"))
+            comparisons += _compare(dataset, predictions, measured, config)
             figures += _dataset_curves(dataset, predictions, out)
-        _write_tables(rows, out)
+        _write_tables(rows, out, "results", COLUMNS)
+        _write_tables(comparisons, out, "comparisons", COMPARISON_COLUMNS)
         write_report(out / "report.html", config.title, rows, COLUMNS, figures,
                      settings={"config": source, **to_plain(config)},
                      notes=[*config.notes,
                             "Pixel metrics pool the brain pixels of the anomalous test slices;"
-                            " *_fpr figures threshold at the value exceeded by "
-                            f"{config.fpr:.0%} of healthy validation pixels; dice_max is an "
-                            "oracle (test labels choose its threshold).",
-                            "train_seconds is empty when a finished run was reused."])
+                            " *_fpr figures threshold at the value reached by "
+                            f"{config.fpr:.0%} of healthy validation pixels (the deployable "
+                            "operating point); dice_max is an oracle (test labels choose its "
+                            "threshold); _ci_low / _ci_high are 95 % case-bootstrap "
+                            f"intervals ({config.resamples} resamples).",
+                            "train_seconds is empty when a finished run was reused."],
+                     tables=[(f"Against {config.reference_label} (paired bootstrap over "
+                              "cases)", comparisons, COMPARISON_COLUMNS)])
+    return rows
+
+
+def _compare(dataset: str, predictions: dict[str, Predictions],
+             measured: dict[str, dict[str, Any]], config: BenchmarkConfig
+             ) -> list[dict[str, Any]]:
+    """Every method against the reference on the same cases: differences and one-sided
+    paired-bootstrap p-values (none without a reference or resamples)."""
+    reference = config.reference_label
+    if reference is None or not config.resamples or reference not in predictions:
+        return []
+    base = case_figures(predictions[reference], measured[reference], config.postprocess)
+    rows = []
+    for name, test in predictions.items():
+        if name == reference:
+            continue
+        figures = case_figures(test, measured[name], config.postprocess)
+        rows.append({"dataset": dataset, "method": name, "reference": reference,
+                     **paired_comparison(figures, base, config.resamples)})
     return rows
 
 
@@ -207,16 +268,16 @@ def _dataset_curves(dataset: str, predictions: dict[str, Predictions], out: Path
     ]
 
 
-def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    """results.json (everything), results.csv and results.md (the main columns)."""
-    write_text_atomic(out / "results.json", json.dumps(json_ready(rows), indent=2))
+def _write_tables(rows: list[dict[str, Any]], out: Path, name: str,
+                  columns: Sequence[str]) -> None:
+    """``<name>.json`` (everything), ``<name>.csv`` and ``<name>.md`` (the columns)."""
+    write_text_atomic(out / f"{name}.json", json.dumps(json_ready(rows), indent=2))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(json_ready(rows))
-    write_text_atomic(out / "results.csv", buffer.getvalue())
-
-    write_text_atomic(out / "results.md", markdown_table(rows, COLUMNS))
+    write_text_atomic(out / f"{name}.csv", buffer.getvalue())
+    write_text_atomic(out / f"{name}.md", markdown_table(rows, columns))
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str], digits: int = 3) -> str:

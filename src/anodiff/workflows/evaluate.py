@@ -18,6 +18,7 @@ import numpy as np
 from anodiff.data import SliceDataset
 from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
+from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
 from anodiff.evaluation.runner import Predictions, evaluate_predictions, predict
 from anodiff.methods import Detector
 from anodiff.report.figures import curves, qualitative_grid
@@ -58,16 +59,24 @@ def grid_rows(test: Predictions, count: int = 6) -> np.ndarray:
 def evaluate_detector(
     detector: Detector, data: SliceDataset, out: Path, *, title: str,
     postprocess: PostProcess | None = None, fpr: float = 0.01, batch_size: int = 32,
+    resamples: int = DEFAULT_RESAMPLES,
 ) -> tuple[dict[str, Any], Predictions]:
-    """Localise the test split, evaluate, and write metrics.json, curves and the grid."""
+    """Localise the test split, evaluate (with ``resamples`` case-bootstrap resamples), and
+    write metrics.json, curves and the grid."""
     test_split = data.split("test")
     if len(test_split) == 0:
         raise AnodiffError("the dataset has no test split (splits.csv: case,split)")
+    healthy_val = data.split("val").healthy()
+    if len(healthy_val) == 0:
+        raise AnodiffError("the dataset has no healthy validation slices, so no threshold at "
+                           "a healthy false-positive rate can be calibrated; give it a val "
+                           "split with healthy cases (splits.csv: case,val)")
+    if resamples < 0:
+        raise AnodiffError(f"resamples must be >= 0, got {resamples}")
     out.mkdir(parents=True, exist_ok=True)
     test = predict(detector, test_split, batch_size)
-    healthy_val = data.split("val").healthy()
-    validation = predict(detector, healthy_val, batch_size) if len(healthy_val) else None
-    metrics = evaluate_predictions(test, validation, postprocess, fpr)
+    validation = predict(detector, healthy_val, batch_size)
+    metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
     metrics["method"], metrics["sequences"] = detector.name, list(data.sequences)
     write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
     fg = test.foreground
@@ -86,8 +95,11 @@ def evaluate_detector(
 
 
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
-                 batch_size: int = 32, device: str = "auto") -> dict[str, Any]:
+                 batch_size: int = 32, device: str = "auto",
+                 resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
     """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``."""
+    if not 0 < fpr < 1:
+        raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
     detector, spec = load_run(run, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,6 +109,6 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
             log.warning("skipped case %s: %s", case, problem)
         metrics, _ = evaluate_detector(detector, data, out, title=f"{spec.method} on "
                                        f"{Path(data_root).name}", fpr=fpr,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, resamples=resamples)
         log.info("metrics written to %s", out / "metrics.json")
     return metrics

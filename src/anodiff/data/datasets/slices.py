@@ -9,6 +9,7 @@ readers (:mod:`.volumes`, :mod:`.images`) load one case at a time into a
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anodiff.data.io import Image, read_image
-from anodiff.data.normalise import unfit
+from anodiff.data.normalise import scaled_shape, unfit
 from anodiff.data.slicing import ForegroundExtent, KeepRule, SliceLayout, slices_to_volume
 from anodiff.errors import AnodiffError
 
@@ -45,12 +46,13 @@ class SliceOptions:
 
 @dataclass(frozen=True, eq=False)
 class CaseGeometry:
-    """What puts one case's slice maps back on its voxel grid."""
+    """What puts one case's slice maps back on its voxel grid, and its voxel size."""
 
     reference: Path
     spatial_shape: tuple[int, ...]
     plane_shape: tuple[int, int]
     layout: SliceLayout | None  # None for 2-D images
+    spacing: tuple[float, ...] = ()  # mm of the voxel axes (the reference image's)
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +164,21 @@ class SliceDataset(torch.utils.data.Dataset):
         if geometry.layout is None:
             return planes[0].reshape(geometry.spatial_shape)
         return slices_to_volume(planes, replace(geometry.layout, indices=self.indices[rows]))
+
+    def voxel_ml(self, case: str) -> float:
+        """The volume in ml of one voxel of ``case``'s slices on the model grid (the slice
+        thickness times the pixel area after fitting); NaN for 2-D images, which have no
+        thickness."""
+        geometry = self._case(case)
+        if geometry.layout is None or not geometry.spacing:
+            return math.nan
+        layout, spacing = geometry.layout, geometry.spacing
+        height, width = geometry.plane_shape
+        scaled_h, scaled_w = scaled_shape(geometry.plane_shape, self.options.size,
+                                          self.options.fit)
+        pixel_mm2 = (spacing[layout.rows] * height / scaled_h) * \
+            (spacing[layout.cols] * width / scaled_w)
+        return pixel_mm2 * spacing[layout.axis] / 1000.0
 
     def reference_image(self, case: str) -> Image:
         """The image a case's maps are written like (its first sequence; the image itself)."""

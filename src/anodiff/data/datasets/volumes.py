@@ -110,7 +110,8 @@ def load_case(
         masks=fit_to_size(mask_slices, options.size, options.fit),
         labels=mask_slices.any(axis=(1, 2)).astype(np.int64),
         indices=layout.indices.astype(np.int64),
-        geometry=CaseGeometry(first.path, first.spatial_shape, layout.plane_shape, layout),
+        geometry=CaseGeometry(first.path, first.spatial_shape, layout.plane_shape, layout,
+                              first.spacing),
     )
 
 
