@@ -39,10 +39,8 @@ from sweep import parse_grid, study_parser, subset  # noqa: E402
 from anodiff.evaluation.metrics import Overlap, auroc  # noqa: E402
 from anodiff.methods.invdetect import InvDetect, neighbour_distances  # noqa: E402
 from anodiff.methods.training_data import training_images  # noqa: E402
-from anodiff.scoring.foreground import foreground  # noqa: E402
 from anodiff.scoring.graphcut import NeighbourDistances, refine_masks  # noqa: E402
 from anodiff.scoring.one_class import fit_one_class  # noqa: E402
-from anodiff.scoring.rules import postprocess_map  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
 
@@ -69,10 +67,9 @@ def patch_scores(det: InvDetect, images: torch.Tensor, truth: np.ndarray, share:
 def analyse(det: InvDetect, images: torch.Tensor
             ) -> tuple[np.ndarray, NeighbourDistances, np.ndarray]:
     """The map A (zero outside the brain), the latent neighbour distances and the brain."""
-    raw = det.run(det.validate(images))
-    fg = foreground(images)
-    score_map = postprocess_map(raw.anomaly_map, fg, det.config.smoothing_sigma)
-    return score_map.numpy(), neighbour_distances(raw), fg.numpy()
+    done = det.process(images)
+    return (done.anomaly_map.numpy(), neighbour_distances(done.raw),
+            done.foreground.numpy())
 
 
 def stage_seconds(det: InvDetect, images: torch.Tensor, analysis: float) -> dict[str, float]:

@@ -50,7 +50,7 @@ from anodiff.config import build as build_config
 from anodiff.config import to_plain
 from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.errors import AnodiffError
-from anodiff.methods.results import AnomalyResult, RawResult
+from anodiff.methods.results import AnomalyResult, Processed, RawResult
 from anodiff.methods.training_data import calibration_images
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.rules import (
@@ -234,9 +234,10 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         Other mask rules need no calibration."""
         if self.config.mask != "healthy_fpr":
             return
-        healthy = calibration_images(data, self.config.calibration_images, self.config.seed)
-        maps = self.localize(healthy).anomaly_map
-        self.threshold.fill_(calibrate_threshold(maps, foreground(healthy), self.config.fpr))
+        healthy = self.process(calibration_images(data, self.config.calibration_images,
+                                                  self.config.seed))
+        self.threshold.fill_(calibrate_threshold(healthy.anomaly_map, healthy.foreground,
+                                                 self.config.fpr))
 
     def refit(self, data: Any) -> None:
         """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)
@@ -248,17 +249,23 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     # --- localisation --------------------------------------------------------------------
     def localize(self, images: Any) -> AnomalyResult:
         """Maps, scores, masks (and pseudo-healthy images, uncertainty) for images
-        (N, C, H, W) in [0, 1]: validate -> step -> post-process -> mask rule -> score rule."""
+        (N, C, H, W) in [0, 1]: :meth:`process` -> mask rule -> score rule."""
+        done = self.process(images)
+        maps, fg = done.anomaly_map, done.foreground
+        return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=done.raw.nfe,
+                             pseudo_healthy=done.raw.pseudo_healthy,
+                             mask=self.masks(maps, fg, done.raw), uncertainty=done.uncertainty)
+
+    def process(self, images: Any) -> Processed:
+        """validate -> step (batched) -> shared post-processing (smoothing, foreground): what
+        the mask and score rules, and every calibration, start from."""
         x = self.validate(images)
         raw = self.run(x)
         fg = foreground(x)
         sigma = self.config.smoothing_sigma
-        maps = postprocess_map(raw.anomaly_map, fg, sigma)
         uncertainty = None if raw.uncertainty is None else \
             postprocess_map(raw.uncertainty, fg, sigma)
-        return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=raw.nfe,
-                             pseudo_healthy=raw.pseudo_healthy,
-                             mask=self.masks(maps, fg, raw), uncertainty=uncertainty)
+        return Processed(raw, fg, postprocess_map(raw.anomaly_map, fg, sigma), uncertainty)
 
     def validate(self, images: Any) -> Tensor:
         """The images as a CPU float tensor, checked once for every method (

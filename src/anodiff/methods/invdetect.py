@@ -63,7 +63,6 @@ from anodiff.scoring.graphcut import (
 )
 from anodiff.scoring.one_class import ONE_CLASS_KINDS, OneClassModel, fit_one_class
 from anodiff.scoring.patches import PatchGrid
-from anodiff.scoring.rules import postprocess_map
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +255,11 @@ class InvDetect(Detector[InvDetectConfig]):
 
     def calibrate_refinement(self, healthy: Tensor) -> None:
         """tau and lambda by the paper's rules on healthy images (N, C, H, W) in [0, 1]."""
-        raw = self.run(healthy)
-        fg = foreground(healthy)
-        score_map = postprocess_map(raw.anomaly_map, fg, self.config.smoothing_sigma)
-        distances = neighbour_distances(raw)
-        region = fg.numpy()
+        done = self.process(healthy)
+        distances = neighbour_distances(done.raw)
+        region = done.foreground.numpy()
         self.fitted_tau.fill_(tau_from_normal(distances, region))
-        choice = calibrate_lambda(score_map.numpy(), distances, self.tau, region,
+        choice = calibrate_lambda(done.anomaly_map.numpy(), distances, self.tau, region,
                                   self.config.max_false_area)
         self.fitted_lam.fill_(choice.lam)
         self.calibrated_area.fill_(choice.area)

@@ -94,3 +94,15 @@ class MethodInfo:
     name: str
     supervision: str
     description: str
+
+
+@dataclass(frozen=True)
+class Processed:
+    """A batch after the method's step and the shared post-processing, before the mask and
+    score rules: the step's ``raw`` result, the ``foreground`` (N, H, W) and the
+    post-processed ``anomaly_map`` and ``uncertainty``."""
+
+    raw: RawResult
+    foreground: Tensor
+    anomaly_map: Tensor
+    uncertainty: Tensor | None
