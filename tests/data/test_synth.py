@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build, make_case, roster, split_plan
-from anodiff.data.synth.acquisition import draw_scanner
+from anodiff.data.synth.acquisition import SHIFTED, STANDARD, draw_scanner
 from anodiff.data.synth.anatomy import Grid, healthy_anatomy
 from anodiff.data.synth.case import case_streams, render
 from anodiff.data.synth.stats import case_stats
@@ -26,7 +26,8 @@ from anodiff.errors import AnodiffError
 
 SIZE = 32
 SEQUENCES = ("t1", "t2", "flair")
-TRACKS = ("tumour", "stroke", "wml", "lowcontrast")
+TRACKS = ("tumour", "stroke", "wml", "lowcontrast", "shift")  # lesions with a tissue of their own
+MASS_EFFECT = ("tumour", "shift")
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -126,9 +127,74 @@ def test_mask_covers_exactly_the_voxels_the_lesion_changed(track: str) -> None:
         assert (change[mask] > 0.01).all()
         healthy = make_case(track, index, size=SIZE, lesion=False)
         assert not healthy.seg.any()
-        if track != "tumour":  # the twin is the healthy case itself: same anatomy, noise
+        if track not in MASS_EFFECT:  # the twin is the healthy case itself: same anatomy, noise
             for seq in SEQUENCES:
                 assert np.array_equal(healthy.images[seq], case.twin[seq])
+
+
+def test_structural_changes_show_only_normal_tissue_and_are_masked_where_tissue_changed(
+) -> None:
+    for index in range(6):
+        case = make_case("structural", index, size=SIZE)
+        healthy = make_case("structural", index, size=SIZE, lesion=False)
+        mask = case.seg > 0
+        assert mask.sum() >= 3 and not (mask & ~case.foreground).any()
+        for seq in SEQUENCES:  # the twin is the healthy case before the change
+            assert np.array_equal(healthy.images[seq], case.twin[seq])
+        change = np.max([np.abs(case.images[s] - case.twin[s]) for s in SEQUENCES], axis=0)
+        assert (change[mask] > 0.01).all()
+        brain = healthy.foreground
+        for seq in SEQUENCES:  # no tissue of its own: inside the healthy intensity range
+            low, high = np.percentile(healthy.images[seq][brain], [1, 99])
+            assert low < np.median(case.images[seq][mask]) < high
+
+
+def test_structural_kinds_do_what_they_say() -> None:
+    from anodiff.data.synth import lesions
+
+    grid = Grid(64)
+    for index in range(2):
+        anatomy_rng, lesion_rng, _ = case_streams(0, "structural", index)
+        before = healthy_anatomy(grid, anatomy_rng)
+        wider = lesions._enlarged_ventricle(before, lesion_rng)
+        left = before.template_mm()[0] < 0
+        growth = [(wider.csf[side] > 0.5).sum() / (before.csf[side] > 0.5).sum()
+                  for side in (left, ~left)]
+        assert max(growth) > 1.2 and min(growth) == 1.0  # one ventricle, not both
+        thinner = lesions._focal_atrophy(before, lesion_rng)
+        assert np.array_equal(thinner.foreground, before.foreground)
+        assert (thinner.gm <= before.gm).all() and (before.gm - thinner.gm).sum() > 5
+        assert np.allclose(thinner.brain, before.brain)  # lost tissue became CSF
+        pushed = lesions._space_occupation(before, lesion_rng)
+        assert (np.abs(pushed.wm - before.wm) > 0.25).sum() > 20
+
+
+def test_shifted_scanners_leave_the_training_ranges() -> None:
+    shape = (8, 8, 6)
+    for index in range(4):
+        rng = np.random.default_rng(index)
+        standard = draw_scanner(shape, rng, STANDARD)
+        shifted = draw_scanner(shape, np.random.default_rng(index), SHIFTED)
+        for seq in SEQUENCES:
+            assert 0.85 <= standard.gamma[seq] <= 1.18 and standard.blur[seq] is None
+            assert not 0.8 < shifted.gamma[seq] < 1.25
+            assert shifted.noise[seq].std() > 1.1 * standard.noise[seq].std()
+            assert min(shifted.blur[seq]) >= 0.5
+    case = make_case("shift", 0, size=SIZE)
+    moved = make_case("shift", 0, size=SIZE, shifted=True)
+    assert np.array_equal(case.seg, moved.seg)  # same anatomy and lesion, another scanner
+    assert np.abs(case.images["flair"] - moved.images["flair"])[case.foreground].mean() > 0.03
+
+
+def test_only_the_shift_tracks_test_split_is_shifted(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    build(out, SynthConfig(size=SIZE, cases=6, tracks=("shift", "stroke")), workers=1,
+          progress=False)
+    for track in ("shift", "stroke"):
+        rows = json.loads((out / track / "stats.json").read_text())["cases"]
+        shifted = {r["split"] for r in rows if r["scanner"] == "shifted"}
+        assert shifted == ({"test"} if track == "shift" else set())
+        assert all(r["scanner"] == "standard" for r in rows if r["split"] != "test")
 
 
 def test_tumour_mass_effect_is_local() -> None:
@@ -173,6 +239,13 @@ def test_lowcontrast_lesions_hide_in_t1_but_show_in_flair() -> None:
         t1, flair = abs(row["twin"]["t1"]), row["twin"]["flair"]
         assert t1 <= 0.12 and flair > 0.25 and t1 < flair / 3
         assert 0.1 < row["percentile"]["t1"] < 0.9  # inside the healthy T1 range
+
+
+def test_cli_default_tracks_are_all_tracks() -> None:
+    from anodiff.cli import SYNTH_TRACKS
+    from anodiff.data.synth import TRACK_NAMES
+
+    assert tuple(SYNTH_TRACKS.split(",")) == TRACK_NAMES
 
 
 def test_cli_builds_and_refuses_a_non_empty_folder(tmp_path: Path) -> None:

@@ -155,3 +155,43 @@ def test_the_same_seed_gives_the_same_detector(name: str, tmp_path: Path) -> Non
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
     assert torch.equal(first_result.anomaly_map, second.localize(images).anomaly_map)
+
+
+def test_the_class_flags_say_what_the_step_returns(fitted: anodiff.Detector) -> None:
+    result = fitted.localize(unseen_images()[:2])
+    assert (result.pseudo_healthy is not None) == type(fitted).reconstructs
+    if type(fitted).level_setting is not None:
+        assert isinstance(getattr(fitted.config, type(fitted).level_setting), int)
+
+
+def test_several_draws_are_combined_by_the_shared_pipeline(fitted: anodiff.Detector) -> None:
+    cls, images = type(fitted), unseen_images()[:3]
+    if not cls.aggregatable:
+        with pytest.raises(anodiff.AnodiffError, match="samples and levels"):
+            fitted.retuned(keep_state=True, samples=2)
+        return
+    one = fitted.localize(images)
+    settings = {"samples": 2, "aggregate": "zscore" if cls.reconstructs else "mean"}
+    two = fitted.retuned(keep_state=True, **settings).localize(images)
+    assert two.nfe == pytest.approx(2 * one.nfe)
+    assert two.anomaly_map.shape == one.anomaly_map.shape
+    assert torch.isfinite(two.anomaly_map).all() and two.uncertainty is not None
+    if cls.level_setting is not None:
+        level = getattr(fitted.config, cls.level_setting)
+        levels = fitted.retuned(keep_state=True, levels=(level, max(1, level // 2)))
+        assert torch.isfinite(levels.localize(images).anomaly_map).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_one_input_channel_works(name: str, tmp_path: Path) -> None:
+    """A single sequence (T2 only, as most public healthy sets have) fits and localises."""
+    det = anodiff.create(name, preset="quick")
+    det = type(det)(shortened(det.config, 2))
+    det.run_dir = tmp_path
+    items = [{**item, "image": item["image"][:1]} for item in toy_training_items()]
+    det.fit(items)
+    result = det.localize(unseen_images()[:, :1])
+    assert det.input_shape == (1, SIZE, SIZE)
+    assert torch.isfinite(result.anomaly_map).all() and result.anomaly_map.shape == (8, SIZE, SIZE)
+    with pytest.raises(anodiff.AnodiffError, match="channel"):
+        det.localize(unseen_images())

@@ -121,6 +121,56 @@ def test_benchmark_evaluates_a_finished_run_on_fewer_cases(tiny_synth: Path, tmp
     assert result.exit_code != 0 and "max_cases" in str(result.exception)
 
 
+def test_benchmark_runs_sequence_sets_against_the_better_polarity(tiny_synth: Path,
+                                                                  tmp_path: Path) -> None:
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        f"datasets: {{tumour: {tiny_synth}}}\n"
+        "methods:\n  - {method: threshold, preset: quick, label: rarity}\n"
+        "  - {method: threshold, preset: quick, label: bright, settings: {mode: bright}}\n"
+        "  - {method: threshold, preset: quick, label: dark, settings: {mode: dark}}\n"
+        "data: {size: 32}\nresamples: 50\nsequence_sets: [[t2], [t1]]\n"
+        "reference: [bright, dark]\n")
+    invoke("benchmark", config, "--out", tmp_path / "bench")
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert [(r["sequences"], r["method"]) for r in rows] == [
+        (seq, m) for seq in ("t2", "t1") for m in ("rarity", "bright", "dark")]
+    assert (tmp_path / "bench" / "runs" / "tumour" / "t1" / "dark" / "model").is_dir()
+    comparisons = json.loads((tmp_path / "bench" / "comparisons.json").read_text())
+    for seq in ("t2", "t1"):
+        ap = {r["method"]: r["pixel_ap"] for r in rows if r["sequences"] == seq}
+        better = max(("bright", "dark"), key=ap.get)
+        compared = [c for c in comparisons if c["sequences"] == seq]
+        assert {c["reference"] for c in compared} == {better}
+        assert sorted(c["method"] for c in compared) == sorted({"rarity", "bright", "dark"}
+                                                               - {better})
+    # a finished run trained on other sequences is refused, naming both
+    run = tmp_path / "bench" / "runs" / "tumour" / "t2" / "rarity"
+    config.write_text(config.read_text().replace(
+        "  - {method: threshold, preset: quick, label: dark, settings: {mode: dark}}\n",
+        f"  - {{method: threshold, label: dark, run: {run}}}\n"))
+    result = RUNNER.invoke(app, ["benchmark", str(config), "--out", str(tmp_path / "b2")])
+    assert isinstance(result.exception, AnodiffError)
+    assert "trained on the sequences ['t2']" in str(result.exception)
+    assert "evaluates ['t1']" in str(result.exception)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("sequence_sets: [[t2, t2]]", "every set must be distinct"),
+    ("sequence_sets: []", "distinct, non-empty sets"),
+    ("reference: [rarity, nothing]", "reference 'nothing' is not a method label"),
+])
+def test_benchmark_refuses_bad_sequence_sets_and_references(tiny_synth: Path, tmp_path: Path,
+                                                           line: str, message: str) -> None:
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"datasets: {{tumour: {tiny_synth}}}\n"
+                      "methods:\n  - {method: threshold, preset: quick, label: rarity}\n"
+                      f"data: {{size: 32}}\n{line}\n")
+    result = RUNNER.invoke(app, ["benchmark", str(config), "--out", str(tmp_path / "b")])
+    assert isinstance(result.exception, AnodiffError) and message in str(result.exception)
+    assert not (tmp_path / "b").exists()
+
+
 def invoke_json_metrics(run: Path, data: Path, out: Path) -> str:
     invoke("evaluate", run, "--data", data, "--out", out)
     return (out / "metrics.json").read_text()

@@ -20,8 +20,8 @@ encoder is :class:`~anodiff.diffusion.translation.Noising` with simplex noise, t
 :class:`~anodiff.diffusion.translation.Denoising` with the same noise.
 
 Additions beyond the paper, each a setting: fast deterministic decoders (``ddim``,
-``dpmpp2m``) and level skipping; averaging the map over ``samples`` noise draws (their
-per-pixel standard deviation is the result's ``uncertainty``); the shared pipeline's
+``dpmpp2m``) and level skipping; the shared pipeline's ``samples`` noise draws and
+``levels`` (averaged maps, or the ``zscore`` of the input against the reconstructions),
 Gaussian smoothing, foreground, and a mask at a healthy false-positive rate calibrated on
 healthy validation slices (or per-image Otsu); a ``seed`` that makes ``localize``
 reproducible. Images are mapped from [0, 1] to the model's [-1, 1] and back; the map is in
@@ -71,7 +71,6 @@ class AnoDDPMConfig(LocalizationConfig):
     steps: int = 25  # decoder hops from L to 0 (>= L: every level, as AnoDDPM)
     solver: Literal["ddpm", "ddim", "dpmpp2m"] = "ddpm"
     eta: float = 1.0  # stochasticity of the ddpm solver (1: ancestral sampling)
-    samples: int = 1  # noise draws averaged per image (NFE per image = steps x samples)
     smoothing_sigma: float = 1.0
     mask: Literal["otsu", "healthy_fpr", "own"] = "healthy_fpr"
 
@@ -79,12 +78,12 @@ class AnoDDPMConfig(LocalizationConfig):
         super().check()
         part = self.diffusion
         top = part.max_level or part.num_steps
-        if not 1 <= self.level <= top:
-            raise AnodiffError(f"level must be in [1, {top}] (the levels the model is trained "
-                               f"on, diffusion.max_level), got {self.level}")
-        for name in ("steps", "samples"):
-            if getattr(self, name) < 1:
-                raise AnodiffError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for level in (self.level, *self.levels):
+            if not 1 <= level <= top:
+                raise AnodiffError(f"level must be in [1, {top}] (the levels the model is "
+                                   f"trained on, diffusion.max_level), got {level}")
+        if self.steps < 1:
+            raise AnodiffError(f"steps must be >= 1, got {self.steps}")
         if self.octaves is not None and self.octaves < 1:
             raise AnodiffError(f"octaves must be >= 1, got {self.octaves}")
         if self.frequency is not None and not self.frequency > 0:
@@ -112,6 +111,8 @@ def noise_options(config: AnoDDPMConfig, size: int) -> dict[str, float]:
 @register("anoddpm")
 class AnoDDPM(Detector[AnoDDPMConfig]):
     supervision = "self"
+    level_setting = "level"
+    reconstructs = True
     description = "partial simplex noising + ancestral DDPM denoising, squared error " \
                   "(Wyatt 2022)"
     counted = ("unet",)
@@ -162,18 +163,10 @@ class AnoDDPM(Detector[AnoDDPMConfig]):
                           Denoising(c.level, c.steps, c.solver, c.eta, c.noise, options))
 
     def step(self, x: Tensor, generator: torch.Generator) -> RawResult:
-        """``samples`` forward-backward passes of the batch; the map is their mean squared
-        error ``sum_c (x - x_hat)^2`` (AnoDDPM), the uncertainty its standard deviation over
-        the draws, the pseudo-healthy image the mean reconstruction."""
-        eps, translator = unet_eps(self.unet), self.translator()
-        samples = self.config.samples
-        draws, recon, nfe = [], torch.zeros_like(x), 0
-        for _ in range(samples):
-            x_hat, cost = translator(x * 2 - 1, eps, eps, self.schedule, generator)
-            x_hat = ((x_hat + 1) / 2).clamp(0, 1)
-            recon += x_hat / samples
-            draws.append(squared_residual(x, x_hat))
-            nfe += cost
-        stacked = torch.stack(draws)
-        return RawResult(anomaly_map=stacked.mean(0), nfe=nfe, pseudo_healthy=recon,
-                         uncertainty=stacked.std(0, correction=0) if samples > 1 else None)
+        """One forward-backward pass of the batch: the map is the squared error
+        ``sum_c (x - x_hat)^2`` (AnoDDPM), the reconstruction the pseudo-healthy image (the
+        shared pipeline averages ``samples`` such draws)."""
+        eps = unet_eps(self.unet)
+        x_hat, nfe = self.translator()(x * 2 - 1, eps, eps, self.schedule, generator)
+        x_hat = ((x_hat + 1) / 2).clamp(0, 1)
+        return RawResult(anomaly_map=squared_residual(x, x_hat), nfe=nfe, pseudo_healthy=x_hat)

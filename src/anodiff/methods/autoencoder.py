@@ -63,6 +63,7 @@ class VAEObjective:
 @register("autoencoder")
 class AutoencoderDetector(Detector[AutoencoderConfig]):
     supervision = "unsupervised"
+    reconstructs = True
     description = "variational autoencoder trained on healthy slices, residual map (baseline)"
     counted = ("vae",)
     presets = {

@@ -26,9 +26,10 @@ Everything else is shared and configured by :class:`LocalizationConfig`:
   method);
 * ``localize(images)`` = :meth:`Detector.validate` (one check of shape, channels, NaN and
   range for every method) -> :meth:`Detector.step` in batches of ``batch_size`` on the
-  detector's device, with one seeded CPU generator -> :func:`~anodiff.scoring.rules.
-  postprocess_map` (smoothing, foreground) -> the mask rule -> the score rule
-  (:mod:`anodiff.scoring.rules`).
+  detector's device, with one seeded CPU generator, ``samples`` times per noise level of
+  ``levels`` and combined by the ``aggregate`` rule (:mod:`anodiff.scoring.aggregation`)
+  -> :func:`~anodiff.scoring.rules.postprocess_map` (smoothing, foreground) -> the mask
+  rule -> the score rule (:mod:`anodiff.scoring.rules`).
 
 A Detector is an ``nn.Module``: its networks are submodules and every fitted number
 (thresholds, histograms, memory banks, one-class models) is a buffer, so ``state_dict()`` is
@@ -52,6 +53,7 @@ from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult, Processed, RawResult
 from anodiff.methods.training_data import calibration_images
+from anodiff.scoring.aggregation import AGGREGATES, aggregate_maps
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.rules import (
     MASK_RULES,
@@ -86,6 +88,12 @@ class LocalizationConfig:
     or ``top_k`` (mean of the ``score_top_k`` highest foreground values). ``batch_size``:
     images per network batch. ``seed``: seeds the network initialisation, the calibration
     pick and the noise of ``localize`` (each part's ``train.seed`` seeds its training).
+
+    ``samples``: draws of the step per image and noise level; ``levels``: noise levels to
+    run the step at (empty: the method's own ``level``; only for methods with one);
+    ``aggregate``: how the draws become one map (:mod:`anodiff.scoring.aggregation`:
+    ``mean`` of the maps, or ``zscore``, the input's pixel-wise Mahalanobis distance to the
+    reconstructions, for methods that reconstruct). The NFE per image is the sum over draws.
     """
 
     smoothing_sigma: float = 0.0
@@ -97,6 +105,9 @@ class LocalizationConfig:
     score_top_k: int = 50
     batch_size: int = 32
     seed: int = 0
+    samples: int = 1
+    levels: tuple[int, ...] = ()
+    aggregate: Literal["mean", "zscore"] = "mean"
 
     def __post_init__(self) -> None:
         self.check()
@@ -115,9 +126,18 @@ class LocalizationConfig:
                                f"{self.score_percentile}")
         if not self.smoothing_sigma >= 0:  # also refuses NaN
             raise AnodiffError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
-        for name in ("calibration_images", "score_top_k", "batch_size"):
+        for name in ("calibration_images", "score_top_k", "batch_size", "samples"):
             if getattr(self, name) < 1:
                 raise AnodiffError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.aggregate not in AGGREGATES:
+            raise AnodiffError(f"aggregate must be one of {list(AGGREGATES)}, got "
+                               f"{self.aggregate!r}")
+        if len(set(self.levels)) != len(self.levels) or any(v < 1 for v in self.levels):
+            raise AnodiffError(f"levels must be distinct noise levels >= 1, got "
+                               f"{list(self.levels)}")
+        if self.aggregate == "zscore" and self.samples * max(len(self.levels), 1) < 2:
+            raise AnodiffError("aggregate zscore compares the input with several "
+                               "reconstructions; set samples >= 2 or two or more levels")
 
 
 ConfigT = TypeVar("ConfigT", bound=LocalizationConfig)
@@ -166,6 +186,10 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     whose evaluations ``nfe`` counts (the diffusion networks; a guidance classifier's are
     not counted). ``state_free_settings`` are the settings that the fitted state (buffers
     and calibrated threshold) does not depend on, so :meth:`retuned` may change them freely.
+    ``level_setting`` names the config field that sets the test-time noise level (None: the
+    method has none, so ``levels`` does not apply); ``reconstructs`` says whether the step
+    returns pseudo-healthy images (``aggregate: zscore`` needs them); ``aggregatable`` is
+    False for a method whose own mask rule reads per-draw extras (no ``samples``/``levels``).
     """
 
     name: ClassVar[str]
@@ -174,6 +198,9 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     presets: ClassVar[dict[str, Any]]  # preset name -> the method's frozen config
     counted: ClassVar[tuple[str, ...]] = ()
     state_free_settings: ClassVar[frozenset[str]] = frozenset()
+    level_setting: ClassVar[str | None] = None
+    reconstructs: ClassVar[bool] = False
+    aggregatable: ClassVar[bool] = True
     # Format-1 checkpoint keys -> current state_dict keys ("" drops one); see .persistence.
     legacy_keys: ClassVar[dict[str, str]] = {}
 
@@ -196,6 +223,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         if config.mask == "own" and type(self).own_mask is Detector.own_mask:
             raise AnodiffError(f"{self.name}: has no mask rule of its own; use mask otsu or "
                                "healthy_fpr")
+        self._check_aggregation(config)
 
     # --- building and fitting ------------------------------------------------------------
     @property
@@ -278,10 +306,54 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     def run(self, x: Tensor) -> RawResult:
         """:meth:`step` over batches of ``batch_size`` images on the detector's device, with
         one CPU generator seeded by ``seed`` and drawn from batch after batch (the same input
-        gives the same result on any device)."""
+        gives the same result on any device); per batch, ``samples`` draws at each of
+        ``levels``, combined by the ``aggregate`` rule."""
         generator = torch.Generator().manual_seed(self.config.seed)
-        return RawResult.concat([self.step(chunk.to(self.device), generator).cpu()
-                                 for chunk in x.split(self.config.batch_size)])
+        variants = self._level_variants()
+        results = []
+        for chunk in x.split(self.config.batch_size):
+            chunk = chunk.to(self.device)
+            draws = [v.step(chunk, generator) for v in variants
+                     for _ in range(self.config.samples)]
+            results.append(self._aggregate(chunk, draws).cpu())
+        return RawResult.concat(results)
+
+    def _level_variants(self) -> list[Detector]:
+        """The detectors whose steps make the draws: this one, or one sharing its networks
+        per noise level of ``levels``."""
+        if not self.config.levels:
+            return [self]
+        assert self.level_setting is not None  # refused at construction otherwise
+        return [self.retuned(keep_state=True, **{self.level_setting: level})
+                for level in self.config.levels]
+
+    def _aggregate(self, x: Tensor, draws: list[RawResult]) -> RawResult:
+        """One result from the draws of a batch: the ``aggregate`` rule's map, the mean
+        reconstruction, the summed NFE, and the standard deviation of the draws' maps as the
+        uncertainty (one draw is returned as it is)."""
+        if len(draws) == 1:
+            return draws[0]
+        maps = torch.stack([d.anomaly_map for d in draws])
+        recons = None if draws[0].pseudo_healthy is None else \
+            torch.stack([d.pseudo_healthy for d in draws])  # type: ignore[misc]
+        return RawResult(anomaly_map=aggregate_maps(x, maps, recons, self.config.aggregate,
+                                                    foreground(x)),
+                         nfe=sum(d.nfe for d in draws),
+                         pseudo_healthy=None if recons is None else recons.mean(0),
+                         uncertainty=maps.std(0, correction=0))
+
+    def _check_aggregation(self, config: LocalizationConfig) -> None:
+        """Refuse ``samples``, ``levels`` or ``aggregate`` settings this method cannot use."""
+        several = config.samples > 1 or bool(config.levels)
+        if several and not self.aggregatable:
+            raise AnodiffError(f"{self.name}: its own mask rule reads each draw's values, so "
+                               "samples and levels must stay at 1 and []")
+        if config.levels and self.level_setting is None:
+            raise AnodiffError(f"{self.name}: has no test-time noise level, so levels does "
+                               "not apply; use samples for several draws")
+        if config.aggregate == "zscore" and not self.reconstructs:
+            raise AnodiffError(f"{self.name}: aggregate zscore needs pseudo-healthy "
+                               "reconstructions, which this method does not make; use mean")
 
     @abstractmethod
     def step(self, x: Tensor, generator: torch.Generator) -> RawResult:

@@ -72,6 +72,8 @@ class CounterfactualConfig(TranslationConfig):
 @register("counterfactual")
 class Counterfactual(Detector[CounterfactualConfig]):
     supervision = "weak"
+    level_setting = "level"
+    reconstructs = True
     description = "DDIM encoding + classifier-free guided decoding to healthy (Sanchez 2022)"
     counted = ("unet",)
     presets = {

@@ -68,6 +68,8 @@ class DiffAnoConfig(GuidedTranslationConfig):
 @register("diffano")
 class DiffAno(Detector[DiffAnoConfig]):
     supervision = "weak"
+    level_setting = "level"
+    reconstructs = True
     description = "DDIM noise encoding + classifier-guided decoding to healthy (Wolleb 2022)"
     counted = ("unet",)
     presets = {

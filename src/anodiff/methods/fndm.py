@@ -256,6 +256,8 @@ class HybridPairs:
 @register("fndm")
 class FNDM(Detector[FNDMConfig]):
     supervision = "weak"
+    level_setting = "level"
+    reconstructs = True
     description = "hybrid-conditioned (image + memory-bank map) diffusion, classifier " \
                   "gradient, DPM-Solver++ (Li 2023)"
     counted = ("unet",)

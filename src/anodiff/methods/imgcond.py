@@ -15,14 +15,16 @@ anomalies and keeps everything else; Baugh et al. train for exactly that.
    conditioned on the test image throughout (50 DDPM steps in the paper, or a fast solver)
    and yields a pseudo-healthy version of it.
 4. **Map and score.** ``1 - SSIM(x_hat, x)`` (11-pixel window, averaged over channels,
-   :mod:`anodiff.scoring.residuals`); the ensemble map is the mean of the members' maps,
-   their standard deviation the ``uncertainty``. The shared pipeline zeroes both in the
-   background, scores an image by the mean of its map (``score: mean``, Baugh's) and masks
-   it with its own Otsu threshold in the foreground.
+   :mod:`anodiff.scoring.residuals`; the ``paper`` preset), or the absolute residual (the
+   default: it localises 2-17x better here, docs/BENCHMARKS.md); the ensemble map is the
+   mean of the members' maps, their standard deviation the ``uncertainty``. The shared
+   pipeline zeroes both in the background, scores an image by the mean of its map
+   (``score: mean``, Baugh's) and masks it with its own Otsu threshold in the foreground.
 
 What is not the paper's, each a setting: the ``cpu`` preset trains 3 of the 10 folds; the
-``residual`` map; the fast solvers. Validation uses the denoising loss on fixed noise (the
-paper does not say which quantity it monitors). Images are mapped to the model's [-1, 1].
+``residual`` map as the default of the ``quick`` and ``cpu`` presets; the fast solvers.
+Validation uses the denoising loss on fixed noise (the paper does not say which quantity it
+monitors). Images are mapped to the model's [-1, 1].
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ class ImgCondConfig(LocalizationConfig):
 
     ``solver`` / ``steps`` / ``eta``: how each member restores, from pure noise at level T
     (``ddpm`` with ``eta = 1``: the paper's ancestral sampling, step-skipped to ``steps``
-    hops). NFE per image = ``steps`` x members. ``map``: ``ssim`` (the paper) or
-    ``residual`` (``sum_c |x - x_hat|``). The image score is the mean of the map (Baugh).
+    hops). NFE per image = ``steps`` x members. ``map``: ``residual`` (``sum_c |x - x_hat|``,
+    the default since it beat SSIM on pixel AP and best Dice on every track, 2-17x: docs/
+    BENCHMARKS.md, issue 7 and issue 18) or ``ssim`` (the paper; the ``paper`` preset). The
+    image score is the mean of the map (Baugh).
     """
 
     diffusion: DiffusionPart = field(default_factory=lambda: DiffusionPart(
@@ -103,7 +107,7 @@ class ImgCondConfig(LocalizationConfig):
     solver: Literal["ddpm", "ddim", "dpmpp2m"] = "dpmpp2m"
     steps: int = 10
     eta: float = 1.0
-    map: Literal["ssim", "residual"] = "ssim"
+    map: Literal["ssim", "residual"] = "residual"
     ssim_window: int = 11
     score: Literal["percentile", "mean", "top_k"] = "mean"
 
@@ -123,8 +127,9 @@ class ImgCondConfig(LocalizationConfig):
 @register("imgcond")
 class ImgCond(Detector[ImgCondConfig]):
     supervision = "self"
+    reconstructs = True
     description = "image-conditioned diffusion restoring synthetic anomalies, task-fold " \
-                  "ensemble, SSIM map (Baugh 2024)"
+                  "ensemble, residual (or the paper's SSIM) map (Baugh 2024)"
     counted = ("members",)
     presets = {
         "quick": ImgCondConfig(
@@ -144,7 +149,8 @@ class ImgCond(Detector[ImgCondConfig]):
                 train=TrainConfig(steps=100_000, batch_size=16, lr=1e-4, warmup_steps=0,
                                   ema_decay=0.9999, checkpoint_every=2000,
                                   validate_every=2000, patience=10)),
-            ensemble=EnsemblePart(folds=None), solver="ddpm", steps=50, batch_size=16),
+            ensemble=EnsemblePart(folds=None), solver="ddpm", steps=50, batch_size=16,
+            map="ssim"),
     }
 
     def __init__(self, config: ImgCondConfig) -> None:

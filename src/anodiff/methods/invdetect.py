@@ -134,6 +134,7 @@ class InvDetectConfig(LocalizationConfig):
 @register("invdetect")
 class InvDetect(Detector[InvDetectConfig]):
     supervision = "unsupervised"
+    aggregatable = False
     description = "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"
     counted = ("unet",)
     # The one-class model, tau and lambda hold for any mask rule and any given lambda.

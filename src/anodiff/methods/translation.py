@@ -82,12 +82,13 @@ class TranslationConfig(LocalizationConfig):
         if self.encoding not in ("ddim", "ddpm"):
             raise AnodiffError(f"encoding must be 'ddim' or 'ddpm', got {self.encoding!r}")
         top = self.diffusion.num_steps
-        if not 1 <= self.level <= top:
-            raise AnodiffError(f"level must be in [1, {top}] (T), got {self.level}")
-        for part, max_level in self.trained_levels().items():
-            if max_level is not None and self.level > max_level:
-                raise AnodiffError(f"level {self.level} is above the levels the {part} is "
-                                   f"trained on ({part}.max_level = {max_level})")
+        for level in (self.level, *self.levels):
+            if not 1 <= level <= top:
+                raise AnodiffError(f"level must be in [1, {top}] (T), got {level}")
+            for part, max_level in self.trained_levels().items():
+                if max_level is not None and level > max_level:
+                    raise AnodiffError(f"level {level} is above the levels the {part} is "
+                                       f"trained on ({part}.max_level = {max_level})")
         if self.steps < 1:
             raise AnodiffError(f"steps must be >= 1, got {self.steps}")
         if self.healthy_label not in (0, 1):

@@ -13,11 +13,18 @@ The config (YAML, validated against :class:`BenchmarkConfig`)::
     max_cases: null             # evaluate on N anomalous + N healthy test cases only
     resamples: 1000             # case-bootstrap resamples (intervals, paired tests)
     reference: threshold        # compare every method with this one (paired bootstrap)
+    sequence_sets: [[t2], [t1]] # optional: run everything once per set of input sequences
 
 Each method x dataset trains into ``DIR/runs/<dataset>/<label>`` (a rerun resumes or reuses
-finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``. A method entry with
-``run: FOLDER`` evaluates that finished run (from ``anodiff train`` or ``anodiff export``)
-instead of training; it must have been trained on the dataset it is evaluated on. The results go to
+finished runs) and is evaluated into ``DIR/eval/<dataset>/<label>``; with ``sequence_sets``
+the folders are ``<dataset>/<sequences>/<label>`` (``t2``, ``flair+t1``) and every set
+replaces ``data.sequences``. A method entry with ``run: FOLDER`` evaluates that finished
+run (from ``anodiff train`` or ``anodiff export``) instead of training; it must have been
+trained on the dataset it is evaluated on, and on the same sequences (a named error says
+otherwise). ``reference`` may list several labels, e.g. ``[threshold-bright,
+threshold-dark]``: on every dataset and sequence set the one with the higher pixel AP on
+the test split is the reference, the intensity baseline at its better polarity (chosen
+with test labels, so the comparison favours the baseline). The results go to
 ``DIR/results.{md,csv,json}`` (the operating point at the healthy-FPR threshold first,
 with 95 % case-bootstrap intervals), ``DIR/comparisons.{md,csv}`` (every method against the
 ``reference``: the difference in pixel AP, per-case Dice at the FPR threshold and image
@@ -33,8 +40,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +70,8 @@ COLUMNS = ("dataset", "sequences", "method", "dice_fpr", "volume_dice_fpr",
            "precision_otsu", "hd95_otsu", "vs_otsu", "lesion_detection_rate", "healthy_fp_area",
            "healthy_residual", "seconds_per_image", "nfe_per_image", "train_seconds",
            "n_images")
-COMPARISON_COLUMNS = ("dataset", "method", "reference", "pixel_ap_difference", "pixel_ap_p",
-                      "volume_dice_fpr_difference", "volume_dice_fpr_p",
+COMPARISON_COLUMNS = ("dataset", "sequences", "method", "reference", "pixel_ap_difference",
+                      "pixel_ap_p", "volume_dice_fpr_difference", "volume_dice_fpr_p",
                       "image_auroc_difference", "image_auroc_p")
 
 
@@ -91,7 +98,9 @@ class BenchmarkConfig:
     ``max_cases`` keeps only N anomalous and N healthy test cases and N validation cases for
     evaluation (training always sees the whole train split; see :func:`evaluation_cases`): a
     quick look, such as the demo, not a result to compare with the literature. ``notes`` are
-    printed at the top of the report's notes.
+    printed at the top of the report's notes. ``sequence_sets`` runs the whole benchmark
+    once per set of input sequences (None: once, with ``data.sequences``); ``reference`` is
+    one label or several (the strongest of them by pixel AP, per dataset and set).
     """
 
     datasets: dict[str, str]
@@ -102,7 +111,8 @@ class BenchmarkConfig:
     postprocess: PostProcess = field(default_factory=PostProcess)
     max_cases: int | None = None
     resamples: int = DEFAULT_RESAMPLES
-    reference: str | None = None
+    reference: str | tuple[str, ...] | None = None
+    sequence_sets: tuple[tuple[str, ...], ...] | None = None
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -110,14 +120,30 @@ class BenchmarkConfig:
             raise AnodiffError(f"fpr must be in (0, 1), got {self.fpr}")
         if self.resamples < 0:
             raise AnodiffError(f"resamples must be >= 0, got {self.resamples}")
+        if self.sequence_sets is not None:
+            for sequences in self.sequence_sets:
+                if not sequences or len(set(sequences)) != len(sequences):
+                    raise AnodiffError(f"sequence_sets: every set must be distinct sequence "
+                                       f"names, got {list(sequences)}")
+            if not self.sequence_sets or len(set(self.sequence_sets)) != len(self.sequence_sets):
+                raise AnodiffError("sequence_sets: expected distinct, non-empty sets, got "
+                                   f"{[list(s) for s in self.sequence_sets]}")
 
     @property
-    def reference_label(self) -> str | None:
-        """The method the others are compared with: ``reference``, else the first
-        threshold baseline, else none."""
+    def reference_labels(self) -> tuple[str, ...]:
+        """The methods the others are compared with (the strongest of them serves):
+        ``reference``, else the first threshold baseline, else none."""
+        if isinstance(self.reference, str):
+            return (self.reference,)
         if self.reference is not None:
             return self.reference
-        return next((m.name for m in self.methods if m.method == "threshold"), None)
+        return tuple(m.name for m in self.methods if m.method == "threshold")[:1]
+
+    def data_configs(self) -> list[tuple[str | None, DataConfig]]:
+        """(folder tag, data options) per sequence set: one untagged run without sets."""
+        if self.sequence_sets is None:
+            return [(None, self.data)]
+        return [("+".join(s), replace(self.data, sequences=s)) for s in self.sequence_sets]
 
 def load_benchmark(path: Path) -> tuple[BenchmarkConfig, Path]:
     """Read a benchmark config (keys and types validated; :func:`check_benchmark` does the
@@ -134,9 +160,10 @@ def check_benchmark(config: BenchmarkConfig, source: str) -> None:
         raise AnodiffError(f"{source}: method labels must be unique, got {labels}")
     if config.max_cases is not None and config.max_cases < 1:
         raise AnodiffError(f"{source}: max_cases must be >= 1, got {config.max_cases}")
-    if config.reference is not None and config.reference not in labels:
-        raise AnodiffError(f"{source}: reference {config.reference!r} is not a method label; "
-                           f"choose one of {labels}")
+    unknown = [r for r in config.reference_labels if r not in labels]
+    if unknown or (config.reference is not None and not config.reference_labels):
+        raise AnodiffError(f"{source}: reference {unknown[0] if unknown else '[]'!r} is not a "
+                           f"method label; choose one or more of {labels}")
 
 
 def evaluation_cases(data: SliceDataset, max_cases: int | None) -> SliceDataset:
@@ -172,12 +199,15 @@ def run_benchmark(config_path: Path, out: Path, device: str = "auto") -> list[di
 
 
 def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source: str,
-                         device: str = "auto") -> list[dict[str, Any]]:
+                         device: str = "auto",
+                         conclude: Callable[[list[dict[str, Any]]], list[str]] | None = None
+                         ) -> list[dict[str, Any]]:
     """Run every method on every dataset on ``device``; write results, curves and the HTML
     report.
 
     Dataset folders and pretrained ``run`` folders are relative to ``base``; ``source`` names
-    the configuration in the report.
+    the configuration in the report; ``conclude`` turns the result rows into sentences that
+    head the report's notes (the demo's verdict).
     """
     check_benchmark(config, source)
     out = Path(out)
@@ -191,34 +221,17 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
             if not root.is_dir():
                 raise AnodiffError(f"{source}: dataset {dataset!r} folder {root} not found"
                                    " (build the embedded one with `anodiff data synth`)")
-            data = evaluation_cases(config.data.open(root), config.max_cases)
-            predictions: dict[str, Predictions] = {}
-            measured: dict[str, dict[str, Any]] = {}
-            for entry in config.methods:
-                log.info("benchmark: %s on %s", entry.name, dataset)
-                if entry.run is not None:
-                    run, train_seconds = (base / entry.run).resolve(), math.nan
-                else:
-                    run = out / "runs" / dataset / entry.name
-                    train_seconds = _train(entry, root, run, config.data, device)
-                detector, _ = load_run(run, device)
-                metrics, test = evaluate_detector(
-                    detector, data, out / "eval" / dataset / entry.name,
-                    title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
-                    fpr=config.fpr, resamples=config.resamples)
-                predictions[entry.name], measured[entry.name] = test, metrics
-                rows.append({**metrics, "dataset": dataset, "method": entry.name,
-                             "sequences": "+".join(metrics["sequences"]) or "image",
-                             "base_method": entry.method, "train_seconds": train_seconds})
-                figures.append((f"{entry.name} on {dataset}: examples (largest lesions first)",
-                                out / "eval" / dataset / entry.name / "grid.png"))
-            comparisons += _compare(dataset, predictions, measured, config)
-            figures += _dataset_curves(dataset, predictions, out)
+            for tag, data_config in config.data_configs():
+                found = _run_dataset(config, dataset, root, tag, data_config, base, out,
+                                     source, device)
+                rows += found.rows
+                comparisons += found.comparisons
+                figures += found.figures
         _write_tables(rows, out, "results", COLUMNS)
         _write_tables(comparisons, out, "comparisons", COMPARISON_COLUMNS)
         write_report(out / "report.html", config.title, rows, COLUMNS, figures,
                      settings={"config": source, **to_plain(config)},
-                     notes=[*config.notes,
+                     notes=[*(conclude(rows) if conclude else []), *config.notes,
                             "Pixel metrics pool the brain pixels of the anomalous test slices;"
                             " *_fpr figures threshold at the value reached by "
                             f"{config.fpr:.0%} of healthy validation pixels (the deployable "
@@ -226,40 +239,94 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                             "threshold); _ci_low / _ci_high are 95 % case-bootstrap "
                             f"intervals ({config.resamples} resamples).",
                             "train_seconds is empty when a finished run was reused."],
-                     tables=[(f"Against {config.reference_label} (paired bootstrap over "
-                              "cases)", comparisons, COMPARISON_COLUMNS)])
+                     tables=[(f"Against {' / '.join(config.reference_labels)} (paired "
+                              "bootstrap over cases; the strongest reference by pixel AP per "
+                              "dataset and sequences)", comparisons, COMPARISON_COLUMNS)])
     return rows
+
+
+@dataclass
+class _Measured:
+    """What one dataset x sequence set adds to the benchmark."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | None,
+                 data_config: DataConfig, base: Path, out: Path, source: str, device: str
+                 ) -> _Measured:
+    """Train (or reuse) and evaluate every method on one dataset and sequence set, and
+    compare them with the reference."""
+    data = evaluation_cases(data_config.open(root), config.max_cases)
+    folder = dataset if tag is None else f"{dataset}/{tag}"
+    measured = _Measured()
+    predictions: dict[str, Predictions] = {}
+    metrics_of: dict[str, dict[str, Any]] = {}
+    for entry in config.methods:
+        log.info("benchmark: %s on %s%s", entry.name, dataset, f" ({tag})" if tag else "")
+        if entry.run is not None:
+            run, train_seconds = (base / entry.run).resolve(), math.nan
+        else:
+            run = out / "runs" / folder / entry.name
+            train_seconds = _train(entry, root, run, data_config, device)
+        detector, spec = load_run(run, device)
+        trained = tuple(spec.data.sequences) if spec.data.sequences else ()
+        if trained != tuple(data.sequences):
+            raise AnodiffError(
+                f"{source}: method {entry.name!r}: the run {run} was trained on the sequences "
+                f"{list(trained)}, but this benchmark evaluates {list(data.sequences)}; train "
+                "it on these sequences (--set data.sequences=[...]) or leave it out")
+        metrics, test = evaluate_detector(
+            detector, data, out / "eval" / folder / entry.name,
+            title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
+            fpr=config.fpr, resamples=config.resamples)
+        predictions[entry.name], metrics_of[entry.name] = test, metrics
+        measured.rows.append({**metrics, "dataset": dataset, "method": entry.name,
+                              "sequences": "+".join(metrics["sequences"]) or "image",
+                              "base_method": entry.method, "train_seconds": train_seconds})
+        measured.figures.append((f"{entry.name} on {dataset}"
+                                 f"{f' ({tag})' if tag else ''}: examples (largest lesions "
+                                 "first)", out / "eval" / folder / entry.name / "grid.png"))
+    measured.comparisons = _compare(dataset, predictions, metrics_of, config)
+    measured.figures += _dataset_curves(dataset if tag is None else f"{dataset} ({tag})",
+                                        predictions, out / "eval" / folder)
+    return measured
 
 
 def _compare(dataset: str, predictions: dict[str, Predictions],
              measured: dict[str, dict[str, Any]], config: BenchmarkConfig
              ) -> list[dict[str, Any]]:
     """Every method against the reference on the same cases: differences and one-sided
-    paired-bootstrap p-values (none without a reference or resamples)."""
-    reference = config.reference_label
-    if reference is None or not config.resamples or reference not in predictions:
+    paired-bootstrap p-values (none without a reference or resamples). With several
+    reference labels, the one with the highest pixel AP serves."""
+    candidates = [r for r in config.reference_labels if r in predictions]
+    if not candidates or not config.resamples:
         return []
+    reference = max(candidates, key=lambda r: measured[r]["pixel_ap"])
     base = case_figures(predictions[reference], measured[reference], config.postprocess)
+    sequences = "+".join(measured[reference]["sequences"]) or "image"
     rows = []
     for name, test in predictions.items():
         if name == reference:
             continue
         figures = case_figures(test, measured[name], config.postprocess)
-        rows.append({"dataset": dataset, "method": name, "reference": reference,
+        rows.append({"dataset": dataset, "sequences": sequences, "method": name,
+                     "reference": reference,
                      **paired_comparison(figures, base, config.resamples)})
     return rows
 
 
-def _dataset_curves(dataset: str, predictions: dict[str, Predictions], out: Path
+def _dataset_curves(dataset: str, predictions: dict[str, Predictions], folder: Path
                     ) -> list[tuple[str, Path]]:
-    """Image- and pixel-level ROC/PR curves of all methods on one dataset."""
+    """Image- and pixel-level ROC/PR curves of all methods on one dataset, into ``folder``."""
     image, pixel = {}, {}
     for name, test in predictions.items():
         fg = test.foreground
         anomalous = test.truth.reshape(len(test.truth), -1).any(1)
         image[name] = (test.labels, test.scores)
         pixel[name] = (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])
-    folder = out / "eval" / dataset
     return [
         (f"{dataset}: image-level curves", curves(image, folder / "curves_image.png",
                                                   f"{dataset}: image level")),

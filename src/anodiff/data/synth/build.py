@@ -44,8 +44,11 @@ SPLIT_SHARE = {"val": 0.1, "test": 0.3}
 """Shares of a track's cases in val and test; train takes the rest."""
 LESION_SHARE = {"train": 1 / 3, "val": 0.6, "test": 0.75}
 """Share of each split's cases that have a lesion (the others are healthy)."""
+SHIFTED_SPLITS = {"shift": ("test",)}
+"""Track -> splits acquired on shifted scanners (acquisition.SHIFTED); all else standard."""
 LABELS = {
-    "tumour": {"1": "necrotic core", "2": "oedema", "3": "enhancing rim"},
+    "tumour, shift": {"1": "necrotic core", "2": "oedema", "3": "enhancing rim"},
+    "structural": {"1": "changed tissue (no lesion tissue of its own)"},
     "other tracks": {"1": "lesion"},
 }
 TOP_FILES = ("README.md", "manifest.json", "overview.png", "healthy.png")
@@ -98,6 +101,11 @@ class _Job:
     lesion: bool
     seed: int
     size: int
+
+    @property
+    def shifted(self) -> bool:
+        """Whether this case is acquired on a shifted scanner."""
+        return self.split in SHIFTED_SPLITS.get(self.track, ())
 
 
 def split_plan(cases: int) -> dict[str, dict[str, int]]:
@@ -165,6 +173,7 @@ def build(out: str | Path, config: SynthConfig | None = None, *, overwrite: bool
         "voxel_mm": grid.spacing,
         "sequences": list(SEQUENCES),
         "labels": LABELS,
+        "shifted_splits": {t: list(s) for t, s in SHIFTED_SPLITS.items() if t in config.tracks},
         "splits": split_plan(config.cases),
         "versions": {name: version(name) for name in ("nilearn", "numpy", "scipy", "nibabel")}
         | {"anodiff": __version__},
@@ -178,14 +187,16 @@ def build(out: str | Path, config: SynthConfig | None = None, *, overwrite: bool
 
 def _build_case(job: _Job) -> dict[str, Any]:
     """Generate one case, write its four files and return its statistics row."""
-    case = make_case(job.track, job.index, seed=job.seed, size=job.size, lesion=job.lesion)
+    case = make_case(job.track, job.index, seed=job.seed, size=job.size, lesion=job.lesion,
+                     shifted=job.shifted)
     folder = job.out / job.track / case.name
     folder.mkdir(parents=True, exist_ok=True)
     for seq in SEQUENCES:
         write_nifti(folder / f"{case.name}_{seq}.nii.gz", case.images[seq], case.affine,
                     mask=False)
     write_nifti(folder / f"{case.name}_seg.nii.gz", case.seg, case.affine, mask=True)
-    return {"case": case.name, "split": job.split, "lesion": job.lesion, **case_stats(case)}
+    return {"case": case.name, "split": job.split, "lesion": job.lesion,
+            "scanner": "shifted" if job.shifted else "standard", **case_stats(case)}
 
 
 def _run(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
@@ -287,8 +298,16 @@ layout: `<track>/<case>/<case>_<seq>.nii.gz` for seq in t1, t2, flair, plus
 `<case>_seg.nii.gz`; `<track>/splits.csv` (`case,split`); `<track>/stats.json`.
 Volumes are {shape} voxels of {manifest['voxel_mm']:g} mm (axial slices last), skull-stripped
 (0 outside the brain); intensities are stored as int16 x 0.001 (the NIfTI scale slope).
-Masks are uint8, 0 = normal, >0 = lesion; tumour labels: 1 necrotic core, 2 oedema,
-3 enhancing rim. Healthy cases have an all-zero mask.
+Masks are uint8, 0 = normal, >0 = lesion; tumour and shift labels: 1 necrotic core,
+2 oedema, 3 enhancing rim. Healthy cases have an all-zero mask.
+
+The structural track's anomalies (an enlarged ventricle, focal atrophy, a space-occupying
+deformation) have no tissue of their own: every voxel shows normal CSF, grey or white
+matter, and the mask holds the voxels where at least a quarter of the tissue changed. The
+shift track has tumours, and its test cases (healthy and lesioned) come from another
+scanner: another contrast curve, a stronger bias field, more noise, a coarser resolution;
+train and val are acquired like every other track, so thresholds calibrated on val meet
+the scanner change on test.
 
 ## Splits (cases per track)
 | split | healthy | lesion |

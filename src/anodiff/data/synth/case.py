@@ -5,7 +5,8 @@ split into three independent streams (anatomy, lesion, acquisition), so that
 
 - any case can be generated alone, in any order or process, with identical results;
 - a case rendered without its lesion (``lesion=False``; ``Case.twin`` also keeps a
-  tumour's mass effect) has the very same anatomy, bias, gamma and noise samples: the
+  tumour's mass effect, and shows a structural track's anatomy before its change) has
+  the very same anatomy, bias, gamma and noise samples: the
   lesion is the only difference (see :func:`render`);
 - a track's cases do not change when other tracks are built or not.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anodiff.data.synth.acquisition import Scanner, acquire, draw_scanner
+from anodiff.data.synth.acquisition import SHIFTED, STANDARD, Scanner, acquire, draw_scanner
 from anodiff.data.synth.anatomy import Anatomy, Grid, healthy_anatomy
 from anodiff.data.synth.contrasts import Compartment, healthy_images, tissue_means, with_lesion
 from anodiff.data.synth.lesions import TRACKS, insert_lesion
@@ -66,19 +67,24 @@ def render(
 
 
 def make_case(track: str, index: int, *, seed: int = 0, size: int = 64,
-              lesion: bool = True) -> Case:
-    """Generate case ``index`` of ``track``, with its lesion or as its healthy twin."""
+              lesion: bool = True, shifted: bool = False) -> Case:
+    """Generate case ``index`` of ``track``, with its lesion or as its healthy twin;
+    ``shifted`` acquires it on a scanner of the :data:`~anodiff.data.synth.acquisition.SHIFTED`
+    family instead of the standard one."""
     anatomy_rng, lesion_rng, acquisition_rng = case_streams(seed, track, index)
     grid = Grid(size)
     anatomy = healthy_anatomy(grid, anatomy_rng)
-    scanner = draw_scanner(grid.shape, acquisition_rng)
+    scanner = draw_scanner(grid.shape, acquisition_rng, SHIFTED if shifted else STANDARD)
     compartments: tuple[Compartment, ...] = ()
     seg = np.zeros(grid.shape, dtype=np.uint8)
+    reference = anatomy
     if lesion:
         drawn = insert_lesion(track, anatomy, lesion_rng)
         anatomy, compartments, seg = drawn.anatomy, drawn.compartments, drawn.seg()
-    twin = render(anatomy, (), scanner)
-    images = render(anatomy, compartments, scanner) if compartments else twin
+        reference = drawn.reference
+    twin = render(reference, (), scanner)
+    images = render(anatomy, compartments, scanner) if anatomy is not reference or \
+        compartments else twin
     return Case(name=case_name(track, index), images=images, twin=twin,
                 seg=seg, affine=anatomy.affine, foreground=anatomy.foreground,
                 parenchyma=anatomy.foreground & (anatomy.gm + anatomy.wm >= 0.5))

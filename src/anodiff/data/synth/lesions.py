@@ -25,12 +25,18 @@ Tracks:
   ventricles): T1 slightly hypo, T2- and FLAIR-hyper.
 - ``lowcontrast``: 1-3 ragged blobs in cerebral grey/white matter whose T1 differs from
   the local tissue by only 3-8 % (up or down) while T2 and FLAIR show them.
+- ``structural``: a change of shape without a tissue of its own (review Sec. 6.1), one of
+  three kinds: one lateral ventricle enlarged, focal cortical atrophy, or a space-occupying
+  deformation. Every voxel shows normal tissue; the mask holds the voxels where at least a
+  quarter of the tissue differs from the healthy anatomy (:data:`CHANGED_TISSUE`).
+- ``shift``: the tumour generator; what differs is the test cases' scanner (see
+  :mod:`anodiff.data.synth.acquisition`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -41,19 +47,36 @@ from anodiff.data.synth.fields import smooth_field
 
 MIN_LESION_VOXELS = 3
 """A drawn lesion smaller than this (mask voxels) is redrawn."""
+CHANGED_TISSUE = 0.5
+"""A structural change's mask: sum over CSF, GM and WM of |fraction change| >= this, i.e.
+at least a quarter of the voxel's tissue is of another kind than in the healthy anatomy."""
 RIM = np.ones((3, 3, 1), dtype=bool)
 """Where partial lesion voxels may lie around the mask: its in-plane 8-neighbourhood."""
 
 
 @dataclass(frozen=True, eq=False)
 class Lesion:
-    """A lesion and the (possibly displaced) healthy anatomy it sits in."""
+    """A lesion and the (possibly displaced) healthy anatomy it sits in.
+
+    A structural change has no compartments: ``changed`` is its mask and ``before`` the
+    anatomy it altered, which the case's twin shows. Otherwise the twin shows ``anatomy``
+    (a tumour's mass effect is displaced normal tissue, outside the mask as in BraTS).
+    """
 
     anatomy: Anatomy
     compartments: tuple[Compartment, ...]
+    changed: np.ndarray | None = None
+    before: Anatomy | None = None
+
+    @property
+    def reference(self) -> Anatomy:
+        """The anatomy the case's twin shows: what the case looks like without the lesion."""
+        return self.before if self.before is not None else self.anatomy
 
     def seg(self) -> np.ndarray:
         """uint8 mask: 0 normal, else the label of the largest compartment in the voxel."""
+        if self.changed is not None:
+            return self.changed.astype(np.uint8)
         fractions = np.stack([c.fraction for c in self.compartments])
         labels = np.array([c.label for c in self.compartments], dtype=np.uint8)
         inside = (fractions.sum(axis=0) >= 0.5) & self.anatomy.foreground
@@ -177,11 +200,78 @@ def lowcontrast(anatomy: Anatomy, rng: np.random.Generator) -> Lesion:
     return _lesion(anatomy, [(1, fraction, look)], rng)
 
 
+def structural(anatomy: Anatomy, rng: np.random.Generator) -> Lesion:
+    """A change of shape only: an enlarged ventricle, focal atrophy or a space-occupying
+    deformation (a third each), masked where the tissue changed (:data:`CHANGED_TISSUE`)."""
+    kind = int(rng.integers(3))
+    after = (_enlarged_ventricle, _focal_atrophy, _space_occupation)[kind](anatomy, rng)
+    change = sum(np.abs(getattr(after, t) - getattr(anatomy, t)) for t in ("csf", "gm", "wm"))
+    changed = (change >= CHANGED_TISSUE) & anatomy.foreground & after.foreground
+    return Lesion(after, (), changed=changed, before=anatomy)
+
+
+def _enlarged_ventricle(anatomy: Anatomy, rng: np.random.Generator) -> Anatomy:
+    """One lateral ventricle widened by 3-6 mm into the tissue of its hemisphere (an
+    entrapped ventricle, or dilation ex vacuo), the other left as it is; healthy cases vary
+    both ventricles together (a radial push of -25 to +40 %). The border is ragged
+    (+-25 %) and stays 8 mm inside the brain surface."""
+    spacing = anatomy.grid.spacing
+    width = rng.uniform(3.0, 6.0)
+    side = rng.choice([-1.0, 1.0])
+    edge = 1.0 + 0.25 * smooth_field(rng, anatomy.grid.shape, nodes=10)
+    hemisphere = np.sign(anatomy.template_mm()[0]) == side
+    inside = anatomy.ventricles >= 0.5
+    own = inside & hemisphere if (inside & hemisphere).any() else inside
+    distance = ndi.distance_transform_edt(~own) * spacing if own.any() else np.inf
+    grown = np.clip(0.5 + (width * edge - distance) / spacing, 0.0, 1.0)
+    grown *= (_depth_mm(anatomy) > 8.0) * hemisphere * (1.0 - own)
+    return _tissue_to_csf(anatomy, grown * anatomy.gm, grown * anatomy.wm)
+
+
+def _focal_atrophy(anatomy: Anatomy, rng: np.random.Generator) -> Anatomy:
+    """Cortical tissue loss in a Gaussian region (s.d. 8-14 mm): 50-80 % of the grey and a
+    third as much of the white matter become CSF (widened sulci, thinned gyri)."""
+    spacing = anatomy.grid.spacing
+    depth = _depth_mm(anatomy)
+    allowed = _cerebrum(anatomy) & (depth > 3.0) & (depth < 12.0) & (anatomy.gm > 0.5)
+    centre = _pick(anatomy, allowed, rng)
+    width = rng.uniform(8.0, 14.0)
+    amount = rng.uniform(0.5, 0.8)
+    distance = np.linalg.norm(_points(anatomy) - centre[:, None, None, None], axis=0)
+    loss = amount * np.exp(-0.5 * (distance / width) ** 2)
+    loss = np.where(distance < 3 * width + spacing, loss, 0.0).astype(np.float32)
+    return _tissue_to_csf(anatomy, loss * anatomy.gm, loss / 3.0 * anatomy.wm)
+
+
+def _tissue_to_csf(anatomy: Anatomy, lost_gm: np.ndarray, lost_wm: np.ndarray) -> Anatomy:
+    """The anatomy with the given grey- and white-matter fractions turned into CSF; T1
+    follows the tissue mixture (the template's tissue means)."""
+    means = anatomy.reference.t1_means
+    t1 = (anatomy.t1 + lost_gm * (means["csf"] - means["gm"])
+          + lost_wm * (means["csf"] - means["wm"]))
+    return replace(anatomy, gm=(anatomy.gm - lost_gm).astype(np.float32),
+                   wm=(anatomy.wm - lost_wm).astype(np.float32), t1=t1.astype(np.float32))
+
+
+def _space_occupation(anatomy: Anatomy, rng: np.random.Generator) -> Anatomy:
+    """A tumour's mass effect without its tumour (push 40-60 % of a 10-18 mm radius): tissue
+    pushed aside and stretched around a space-occupying process that looks like the tissue
+    it displaces (an iso-intense mass)."""
+    radius = max(rng.uniform(10.0, 18.0), 1.5 * anatomy.grid.spacing)
+    push = rng.uniform(0.4, 0.6)
+    depth = _depth_mm(anatomy)
+    allowed = (_cerebrum(anatomy) & (depth > radius + 5.0) & (anatomy.gm + anatomy.wm > 0.5))
+    centre = _pick(anatomy, allowed, rng)
+    return anatomy.warped(_mass_effect(anatomy, centre, radius, push, depth))
+
+
 TRACKS: dict[str, Callable[[Anatomy, np.random.Generator], Lesion]] = {
     "tumour": tumour,
     "stroke": stroke,
     "wml": wml,
     "lowcontrast": lowcontrast,
+    "structural": structural,
+    "shift": tumour,
 }
 """Track name -> lesion generator; the order fixes each track's random stream."""
 

@@ -71,6 +71,7 @@ def track_stats(rows: list[dict[str, Any]], voxel_ml: float) -> dict[str, Any]:
     lesion_total = sum(labels.values())
     out: dict[str, Any] = {
         "cases": cases,
+        "shifted_scanner_cases": sum(1 for r in rows if r.get("scanner") == "shifted"),
         "train_slices_without_lesion": sum(r["brain_slices"] - r["lesion_slices"] for r in train),
         "train_slices_with_lesion": sum(r["lesion_slices"] for r in train),
         "anomalous_slice_share": {
