@@ -215,3 +215,17 @@ def test_fixed_noise_loss_is_deterministic_and_exact_for_a_zero_model() -> None:
     net = build_unet("quick", 1, cond_channels=1)
     conditioned = FixedNoiseLoss(schedule, images, images, seed=3)
     assert conditioned(net) == conditioned(net)
+
+
+def test_saved_weights_get_the_umask_permissions(tmp_path: Path) -> None:
+    """safetensors writes owner-only files; a checkpoint follows the umask like any file."""
+    import os
+
+    from anodiff.diffusion.checkpoint import write_checkpoint
+
+    folder = write_checkpoint(tmp_path / "ckpt", {"net": {"w": torch.zeros(2)}}, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    weights = folder / "net.safetensors"
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (folder / "meta.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -66,6 +66,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    """The permissions a new file gets under the process's umask (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -92,6 +99,7 @@ def write_checkpoint(
     for name, tensors in groups.items():
         file = tmp / f"{name}.safetensors"
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, file)
+        file.chmod(_file_mode())  # safetensors writes 0600; a run folder may be shared
         checksums[file.name] = _sha256(file)
     full_meta = {**meta, "versions": software_versions(), "files": checksums}
     write_text_atomic(tmp / META_FILE, json.dumps(full_meta, indent=2, sort_keys=True))
