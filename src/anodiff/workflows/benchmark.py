@@ -55,7 +55,7 @@ from anodiff.report.figures import curves
 from anodiff.report.html import write_report
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.evaluate import evaluate_detector, json_ready
-from anodiff.workflows.run import DataConfig, load_run, run_log, train_run
+from anodiff.workflows.run import DataConfig, load_run, read_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
 
@@ -260,6 +260,7 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     """Train (or reuse) and evaluate every method on one dataset and sequence set, and
     compare them with the reference."""
     data = evaluation_cases(data_config.open(root), config.max_cases)
+    _check_finished_runs(config, tuple(data.sequences), base, source)
     folder = dataset if tag is None else f"{dataset}/{tag}"
     measured = _Measured()
     predictions: dict[str, Predictions] = {}
@@ -271,13 +272,7 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
         else:
             run = out / "runs" / folder / entry.name
             train_seconds = _train(entry, root, run, data_config, device)
-        detector, spec = load_run(run, device)
-        trained = tuple(spec.data.sequences) if spec.data.sequences else ()
-        if trained != tuple(data.sequences):
-            raise AnodiffError(
-                f"{source}: method {entry.name!r}: the run {run} was trained on the sequences "
-                f"{list(trained)}, but this benchmark evaluates {list(data.sequences)}; train "
-                "it on these sequences (--set data.sequences=[...]) or leave it out")
+        detector, _ = load_run(run, device)
         metrics, test = evaluate_detector(
             detector, data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
@@ -293,6 +288,23 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     measured.figures += _dataset_curves(dataset if tag is None else f"{dataset} ({tag})",
                                         predictions, out / "eval" / folder)
     return measured
+
+
+def _check_finished_runs(config: BenchmarkConfig, sequences: tuple[str, ...], base: Path,
+                         source: str) -> None:
+    """Refuse, before anything is evaluated, a ``run:`` entry trained on other sequences
+    than the ones this dataset and sequence set provide."""
+    for entry in config.methods:
+        if entry.run is None:
+            continue
+        run = (base / entry.run).resolve()
+        recorded = read_run(run).data.sequences
+        trained = tuple(recorded) if recorded else ()
+        if trained != sequences:
+            raise AnodiffError(
+                f"{source}: method {entry.name!r}: the run {run} was trained on the sequences "
+                f"{list(trained)}, but this benchmark evaluates {list(sequences)}; train it "
+                "on these sequences (--set data.sequences=[...]) or leave it out")
 
 
 def _compare(dataset: str, predictions: dict[str, Predictions],
