@@ -124,8 +124,10 @@ def detect(
     from anodiff.workflows.detect import detect_inputs
 
     report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device)
-    for row in report.failures:
-        typer.echo(f"failed: {row.input}: {row.message}", err=True)
+    for row in report.failures:  # the message names the file at fault, often the input
+        named = row.message.startswith(row.input)
+        typer.echo(f"failed: {row.message if named else f'{row.input}: {row.message}'}",
+                   err=True)
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} inputs done; "
                f"scores in {report.scores_csv}")
     if report.failures:
@@ -220,9 +222,19 @@ def export(
 
 
 def run() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors, and file-system errors no boundary anticipated (a
+    disk filling up mid-run), become one line on stderr and exit code 2."""
     try:
         app()
-    except AnodiffError as err:
-        typer.echo(f"anodiff: error: {err}", err=True)
+    except (AnodiffError, OSError) as err:
+        typer.echo(f"anodiff: error: {error_line(err)}", err=True)
         sys.exit(2)
+
+
+def error_line(err: AnodiffError | OSError) -> str:
+    """The one line a user sees for an error: the message, or for a system error the file
+    and the system's reason (``/out/x.nii.gz: no space left on device``)."""
+    if isinstance(err, AnodiffError):
+        return " ".join(str(err).split("\n"))
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{(err.strerror or str(err)).lower()}"

@@ -35,13 +35,28 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise AnodiffError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise AnodiffError(f"{path}: not UTF-8 text (byte {err.start}); save the config as "
+                           "UTF-8") from err
+    except OSError as err:
+        raise AnodiffError(f"{path}: cannot read ({err.strerror or err})") from err
     except yaml.YAMLError as err:
-        raise AnodiffError(f"{path}: not valid YAML ({err})") from err
+        raise AnodiffError(f"{path}: not valid YAML ({one_line(err)})") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise AnodiffError(f"{path}: the top level must be a mapping of keys to values")
     return data
+
+
+def one_line(err: Exception) -> str:
+    """A YAML error (which spans several lines, with a caret under the culprit) as one line:
+    the problem and where it is."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{err.problem or err.context}{where}"
+    return " ".join(str(err).split())
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -54,7 +69,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise AnodiffError(f"--set {pair!r}: cannot parse the value ({err})") from err
+            raise AnodiffError(f"--set {pair!r}: cannot parse the value ({one_line(err)})"
+                               ) from err
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:

@@ -33,6 +33,7 @@ files of an earlier write of the same series are replaced, so reruns work).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ from anodiff.errors import AnodiffError
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Tags whose values describe the old pixel data and would mislead a viewer of the new one.
+SERIES_FILE = re.compile(r"IM\d{5}\.dcm")  # the files of a series written by anodiff
 _STALE = (
     "WindowCenter",
     "WindowWidth",
@@ -101,7 +103,7 @@ def write_dicom_like(array: np.ndarray, datasets: list[Dataset], out: Path, text
     else:
         planes = [stored[..., k] for k in range(stored.shape[-1])]
         targets = [out / f"IM{k + 1:05d}.dcm" for k in range(len(planes))]
-        _check_output_folder(out, targets)
+        out.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid()
     for k, (reference, plane, target) in enumerate(zip(datasets, planes, targets, strict=True)):
         ds = copy.deepcopy(reference)
@@ -135,11 +137,14 @@ def _to_uint16(array: np.ndarray) -> tuple[str, str, np.ndarray]:
     return slope, intercept, np.clip(np.round(scaled), 0, 65535).astype(np.uint16)
 
 
-def _check_output_folder(out: Path, targets: list[Path]) -> None:
-    if out.exists() and not out.is_dir():
+def check_series_folder(out: Path) -> None:
+    """A series is written as a folder of its own: an existing ``out`` must be a folder
+    holding only an earlier series written by anodiff (``IM#####.dcm``), which it replaces."""
+    if not out.exists():
+        return
+    if not out.is_dir():
         raise AnodiffError(f"{out}: exists and is not a folder; a DICOM series needs a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    others = sorted(p.name for p in out.iterdir() if p not in set(targets))
+    others = sorted(p.name for p in out.iterdir() if not SERIES_FILE.fullmatch(p.name))
     if others:
         raise AnodiffError(
             f"{out}: folder holds other files ({', '.join(others[:5])}); "
@@ -215,14 +220,19 @@ def _plane_affine(ds: Dataset) -> np.ndarray:
 
 def _read_series(folder: Path) -> tuple[np.ndarray, np.ndarray, list[Dataset], bool]:
     slices: list[tuple[Path, Dataset]] = []
+    passed_over: list[str] = []  # files that are not DICOM images (a README, a junk file)
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
             continue
         ds = _dcmread(path)  # None: not DICOM, e.g. a README beside the series
         if ds is not None and "PixelData" in ds:
             slices.append((path, ds))
+        else:
+            passed_over.append(path.name)
+    note = f" (passed over as not DICOM images: {', '.join(passed_over[:5])})" \
+        if passed_over else ""
     if not slices:
-        raise AnodiffError(f"{folder}: folder holds no DICOM images")
+        raise AnodiffError(f"{folder}: folder holds no DICOM images{note}")
     series = sorted({str(ds.get("SeriesInstanceUID", "")) for _, ds in slices})
     if len(series) > 1:
         raise AnodiffError(
@@ -241,7 +251,10 @@ def _read_series(folder: Path) -> tuple[np.ndarray, np.ndarray, list[Dataset], b
     slices.sort(key=lambda item: float(np.dot(normal, item[1].ImagePositionPatient)))
     positions = np.array([ds.ImagePositionPatient for _, ds in slices], dtype=np.float64)
     affine = _plane_affine(slices[0][1])
-    affine[:3, 2] = _series_step(folder, positions, normal, _slice_step(first))
+    try:
+        affine[:3, 2] = _series_step(folder, positions, normal, _slice_step(first))
+    except AnodiffError as err:  # a junk file in place of a slice leaves a gap: name it
+        raise AnodiffError(f"{err}{note}") from None
     array = np.stack([_pixels(ds, path) for path, ds in slices], axis=-1)
     if array.ndim != 3:
         raise AnodiffError(f"{folder}: colour DICOM series are not supported")

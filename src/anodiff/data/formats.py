@@ -67,7 +67,10 @@ def read_nifti(path: Path) -> Decoded:
         img = nib.load(path)
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise TypeError(f"not a NIfTI image ({type(img).__name__})")
-        data = img.get_fdata(dtype=np.float32)
+        if img.get_data_dtype().kind in "biuf":
+            data = img.get_fdata(dtype=np.float32)
+        else:  # complex or structured voxels: returned as stored, refused by read_image
+            data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel raises many types for corrupt files
         raise _unreadable(path, "NIfTI", err) from err
     while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1): a volume saved as 4-D
@@ -143,7 +146,8 @@ def write_nrrd(data: np.ndarray, affine: np.ndarray, header: Any, out: Path, tex
 
 
 def read_raster(path: Path) -> Decoded:
-    """PNG/JPEG/TIFF through Pillow: grey (any depth) or RGB; palette/alpha are converted."""
+    """PNG/JPEG/TIFF through Pillow: grey (any depth) or RGB; palette/alpha are converted
+    (a palette image whose colours are all greys is grey: one channel, as it looks)."""
     try:
         with PILImage.open(path) as im:
             pages = getattr(im, "n_frames", 1)
@@ -153,6 +157,8 @@ def read_raster(path: Path) -> Decoded:
             elif mode not in ("L", "I", "F", "RGB") and not mode.startswith("I;16"):
                 im = im.convert("RGB")  # palette, alpha, CMYK, YCbCr...
             data = np.array(im)
+            if mode in ("P", "PA") and (data == data[..., :1]).all():
+                data = data[..., 0]
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError...
         raise _unreadable(path, "image", err) from err
     if pages > 1:

@@ -38,7 +38,9 @@ error. Maps (float) and masks (bool) are written as:
 - DICOM: uint16 pixels with RescaleSlope/Intercept spanning the map's range (error
   <= (max - min) / 131070), see :mod:`anodiff.data.dicom`.
 
-No writer ever writes onto the file or folder its reference was read from.
+No writer ever writes onto the file or folder its reference was read from, and every
+output is written under a temporary name and renamed into place
+(:func:`anodiff.outputs.replaced_atomically`): a full disk leaves no truncated map.
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from anodiff.data.dicom import is_dicom_file
+from anodiff.data.dicom import check_series_folder, is_dicom_file
 from anodiff.data.formats import READERS, WRITERS
 from anodiff.errors import AnodiffError
+from anodiff.outputs import replaced_atomically
 
 FORMATS = ("nifti", "nrrd", "dicom", "png", "jpeg", "tiff", "npy")
 SUFFIXES = {
@@ -144,9 +147,16 @@ def read_image(path: str | Path) -> Image:
         known = ", ".join(SUFFIXES)
         raise AnodiffError(f"{path}: unsupported file type (anodiff reads {known}, DICOM folders)")
     array, affine, header, rgb = READERS[fmt](path)
-    array = np.asarray(array, dtype=np.float32)
+    raw = np.asarray(array)
+    if raw.dtype.kind not in "biuf":
+        kind = "complex" if raw.dtype.kind == "c" else str(raw.dtype)
+        raise AnodiffError(f"{path}: {kind} voxels; anodiff reads real-valued images (save "
+                           "the magnitude or the real part explicitly)")
+    array = raw.astype(np.float32)
     _validate(array, rgb, path)
-    return Image(array, np.asarray(affine, dtype=np.float64), path, fmt, header, rgb)
+    affine = np.asarray(affine, dtype=np.float64)
+    _validate_affine(affine, len(array.shape) - int(rgb), path)
+    return Image(array, affine, path, fmt, header, rgb)
 
 
 def write_like(
@@ -171,8 +181,9 @@ def write_like(
     if not mask and not np.all(np.isfinite(data)):
         raise AnodiffError(f"{out}: refusing to write {int(np.sum(~np.isfinite(data)))} NaN/Inf")
     text = description or ("anodiff anomaly mask" if mask else "anodiff anomaly map")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return WRITERS[reference.format](data, reference.affine, reference.header, out, text)
+    with replaced_atomically(out) as tmp:
+        WRITERS[reference.format](data, reference.affine, reference.header, tmp, text)
+    return out
 
 
 def _validate(array: np.ndarray, rgb: bool, path: Path) -> None:
@@ -186,6 +197,18 @@ def _validate(array: np.ndarray, rgb: bool, path: Path) -> None:
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
         raise AnodiffError(f"{path}: {bad} NaN/Inf voxels out of {array.size}")
+
+
+def _validate_affine(affine: np.ndarray, spatial: int, path: Path) -> None:
+    """A voxel-to-world affine must be finite and invertible, or slicing (which axis is
+    axial) and writing maps back are undefined."""
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise AnodiffError(f"{path}: the voxel-to-world affine is not a finite 4 x 4 matrix")
+    columns = np.linalg.norm(affine[:3, :spatial], axis=0)
+    if (spatial == 3 and abs(np.linalg.det(affine[:3, :3])) < 1e-12) or np.any(columns < 1e-9):
+        raise AnodiffError(f"{path}: the voxel-to-world affine is singular (zero voxel size or "
+                           "collinear axes: a broken header, e.g. an all-zero sform); fix "
+                           "the header's sform/qform")
 
 
 def _output_path(path: Path, reference: Image) -> Path:
@@ -204,4 +227,6 @@ def _output_path(path: Path, reference: Image) -> Path:
             )
     if path.resolve() == reference.path.resolve():
         raise AnodiffError(f"{path}: refusing to overwrite the input it was read from")
+    if series:
+        check_series_folder(path)
     return path

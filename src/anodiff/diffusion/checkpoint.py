@@ -9,9 +9,10 @@ A checkpoint is a directory::
       rng.safetensors        RNG states (torch global + the training generator)
       meta.json              step, config, versions, sha256 of every tensor file
 
-It is written into a hidden temporary directory and renamed into place, and the run's
-``latest`` pointer is replaced atomically afterwards, so a crash at any moment leaves the
-previous checkpoint usable. Reading verifies the checksums, so a truncated or corrupted
+It is written into a temporary directory and renamed into place
+(:func:`anodiff.outputs.replaced_atomically`), and the run's ``latest`` pointer is
+replaced atomically afterwards, so a crash at any moment leaves the previous checkpoint
+usable. Reading verifies the checksums, so a truncated or corrupted
 file gives a :class:`~anodiff.errors.CheckpointError` naming the file, never a torch
 traceback. safetensors is used because it cannot execute code on load (unlike pickle).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -33,8 +35,10 @@ from torch import Tensor
 
 from anodiff._version import __version__
 from anodiff.errors import CheckpointError
+from anodiff.outputs import cannot_write, replaced_atomically, write_text_atomic
 
 META_FILE = "meta.json"
+log = logging.getLogger(__name__)
 LATEST_FILE = "latest"
 
 
@@ -58,14 +62,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _file_mode() -> int:
     """The permissions a new file gets under the process's umask (0644 under umask 022)."""
     mask = os.umask(0)
@@ -73,45 +69,30 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_checkpoint(
     directory: Path, groups: dict[str, dict[str, Tensor]], meta: dict[str, Any]
 ) -> Path:
     """Write tensor ``groups`` (name -> state dict) and ``meta`` atomically into ``directory``.
 
-    An existing checkpoint of the same name is replaced only once the new one is complete.
+    An existing checkpoint of the same name is replaced only once the new one is complete; a
+    failed write (a full disk) leaves no partial folder and is a named error.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    checksums = {}
-    for name, tensors in groups.items():
-        file = tmp / f"{name}.safetensors"
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, file)
-        file.chmod(_file_mode())  # safetensors writes 0600; a run folder may be shared
-        checksums[file.name] = _sha256(file)
-    full_meta = {**meta, "versions": software_versions(), "files": checksums}
-    write_text_atomic(tmp / META_FILE, json.dumps(full_meta, indent=2, sort_keys=True))
-    _fsync_dir(tmp)
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.rename(directory, old)
-        os.rename(tmp, directory)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, directory)
-    _fsync_dir(directory.parent)
+    with replaced_atomically(directory) as tmp:
+        tmp.mkdir()
+        checksums = {}
+        for name, tensors in groups.items():
+            file = tmp / f"{name}.safetensors"
+            try:
+                save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
+                          file)
+            except SafetensorError as err:  # safetensors reports write errors as its own type
+                raise cannot_write(file, err) from err
+            file.chmod(_file_mode())  # safetensors writes 0600; a run folder may be shared
+            checksums[file.name] = _sha256(file)
+        full_meta = {**meta, "versions": software_versions(), "files": checksums}
+        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True),
+                                     encoding="utf-8")
     return directory
 
 
@@ -135,6 +116,9 @@ def read_checkpoint(directory: Path) -> tuple[dict[str, dict[str, Tensor]], dict
     meta = read_meta(directory)
     groups: dict[str, dict[str, Tensor]] = {}
     for file_name, expected in meta["files"].items():
+        if Path(file_name).name != file_name or not file_name.endswith(".safetensors"):
+            raise CheckpointError(f"{directory / META_FILE}: lists {file_name!r}, which is not "
+                                  "a .safetensors file of this checkpoint folder")
         file = directory / file_name
         if not file.is_file():
             raise CheckpointError(f"{file}: missing from the checkpoint")
@@ -205,6 +189,39 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     if not target.is_dir():
         raise CheckpointError(f"{pointer}: names {target.name}, which does not exist")
     return target
+
+
+Groups = dict[str, dict[str, Tensor]]  # checkpoint file stem -> state dict
+
+
+def newest_readable_checkpoint(checkpoints: Path) -> tuple[Path, Groups, dict[str, Any]] | None:
+    """The checkpoint to resume from, read and verified: the one ``latest`` names, else (it
+    is missing, truncated or corrupted) the newest one that reads, with a warning naming
+    the one passed over. None for a fresh run; an error when none of several reads."""
+    checkpoints = Path(checkpoints)
+    found = sorted((p for p in checkpoints.glob("step_*") if p.is_dir()), reverse=True)
+    try:
+        latest = latest_checkpoint(checkpoints)
+    except CheckpointError as err:
+        log.warning("%s", err)
+        latest = None
+    candidates = ([latest] if latest is not None else []) + [p for p in found if p != latest]
+    problems = []
+    for path in candidates:
+        try:
+            groups, meta = read_checkpoint(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            log.warning("cannot resume from %s (%s); trying an earlier checkpoint", path.name,
+                        err)
+            continue
+        if problems:
+            log.warning("resuming from %s instead", path.name)
+        return path, groups, meta
+    if problems:
+        raise CheckpointError(f"{checkpoints}: no checkpoint can be read ({problems[0]}); "
+                              "delete the folder to start over")
+    return None
 
 
 def prune_checkpoints(checkpoints: Path, keep: int) -> None:

@@ -39,6 +39,7 @@ from anodiff.diffusion.checkpoint import (
     latest_checkpoint,
     load_state_into,
     mark_latest,
+    newest_readable_checkpoint,
     prune_checkpoints,
     read_checkpoint,
     unflatten_optimizer,
@@ -355,10 +356,10 @@ class Trainer:
         """Restore the latest checkpoint of ``run_dir``, if there is one."""
         if self.checkpoints is None:
             return
-        path = latest_checkpoint(self.checkpoints)
-        if path is None:
+        found = newest_readable_checkpoint(self.checkpoints)
+        if found is None:
             return
-        groups, meta = read_checkpoint(path)
+        path, groups, meta = found
         saved = meta.get("train_config", {})
         changed = sorted(k for k, v in asdict(self.config).items()
                          if k not in RESUMABLE_CHANGES and saved.get(k) != v)
@@ -387,6 +388,8 @@ class Trainer:
             self.best_step = int(meta["best"]["step"])
             self.best_value = float(meta["best"]["value"])
         self.stopped_early = bool(meta.get("stopped_early", False))
+        log.info("%s: resumed from step %d (%s)", self.run_dir or self.checkpoints, self.step,
+                 path.name)
 
 
 def _describe(objective: Objective) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from anodiff.outputs import replaced_atomically  # noqa: E402
 
 
 def curves(
@@ -45,8 +48,7 @@ def curves(
     roc_ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, Path(path))
     return path
 
 
@@ -103,6 +105,14 @@ def qualitative_grid(
                 ax.set_title(name, fontsize=9)
     fig.suptitle(f"{title} ({shown})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, Path(path))
     return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write the figure atomically (:func:`anodiff.outputs.replaced_atomically`) and close it."""
+    try:
+        with replaced_atomically(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from anodiff.diffusion.checkpoint import write_text_atomic
+from anodiff.outputs import write_text_atomic
 
 GLOSSARY = {
     "image_auroc": "How well the image score ranks anomalous slices above healthy ones "

@@ -47,10 +47,10 @@ from typing import Any
 
 from anodiff.config import build, load_yaml, to_plain
 from anodiff.data.datasets import SliceDataset
-from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
 from anodiff.evaluation.runner import Predictions, case_figures
+from anodiff.outputs import prepare_output_folder, write_text_atomic
 from anodiff.report.figures import curves
 from anodiff.report.html import write_report
 from anodiff.scoring.postprocess import PostProcess
@@ -210,8 +210,8 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
     head the report's notes (the demo's verdict).
     """
     check_benchmark(config, source)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(Path(out), [(base / folder) for folder in
+                                            config.datasets.values()])
     rows: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     figures: list[tuple[str, Path]] = []

@@ -28,6 +28,7 @@ the second overwrite the first's maps.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from anodiff.data.io import image_stem, write_like
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, predict
 from anodiff.methods import Detector
+from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run
 
@@ -113,21 +115,15 @@ def detect_inputs(
     detector, spec = load_run(run, device)
     # Training records the sequences it used; an images model has none.
     sequences = tuple(spec.data.sequences) if spec.data.sequences else None
-    _check_out(out, paths)
-    out.mkdir(parents=True, exist_ok=True)
-    protected = frozenset(p.resolve() for p in paths)
+    _check_scores_name(out, paths)
+    prepare_output_folder(out, paths)
+    protected = frozenset(resolved(p) for p in paths)
     taken: dict[str, Path] = {}
     rows: list[DetectRow] = []
-    with open(out / SCORES_FILE, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(DetectRow)])
-        writer.writeheader()
-        for path in tqdm(paths, desc=f"detect ({spec.method})", unit="input",
-                         disable=not progress):
-            row = _detect_one(detector, spec, sequences, path, out, protected, taken,
-                              batch_size)
-            writer.writerow(asdict(row))
-            f.flush()
-            rows.append(row)
+    for path in tqdm(paths, desc=f"detect ({spec.method})", unit="input", disable=not progress):
+        rows.append(_detect_one(detector, spec, sequences, path, out, protected, taken,
+                                batch_size))
+        _write_scores(out / SCORES_FILE, rows)
     failed = sum(row.status == "error" for row in rows)
     log.info("detect: %d input(s) done, %d failed; scores in %s", len(rows) - failed, failed,
              out / SCORES_FILE)
@@ -211,16 +207,20 @@ def _write_outputs(
         write_like(data.reassemble(name, slices), reference, out / stem, description=description)
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output folder that is a file, an input, or inside an input folder."""
-    if out.exists() and not out.is_dir():
-        raise AnodiffError(f"{out}: exists and is not a folder; --out needs a folder")
-    target = out.resolve()
+def _check_scores_name(out: Path, inputs: list[Path]) -> None:
+    """Refuse an input that scores.csv would replace."""
     for path in inputs:
-        source = path.resolve()
-        if source == target or (path.is_dir() and source in target.parents):
-            raise AnodiffError(f"{out}: is or lies inside the input {path}; write the results "
-                               "to a folder of their own")
-        if source == target / SCORES_FILE:
+        if resolved(path) == resolved(out) / SCORES_FILE:
             raise AnodiffError(f"{path}: an input named like the {SCORES_FILE} that detect "
                                f"writes into {out}; choose another --out")
+
+
+def _write_scores(path: Path, rows: list[DetectRow]) -> None:
+    """Rewrite scores.csv with the rows so far (atomically: a crash or a full disk leaves the
+    previous version, never a truncated file)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(DetectRow)],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    write_text_atomic(path, buffer.getvalue())

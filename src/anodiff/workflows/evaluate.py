@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from anodiff.data import SliceDataset
-from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
 from anodiff.evaluation.runner import Predictions, evaluate_predictions, predict
 from anodiff.methods import Detector
+from anodiff.outputs import prepare_output_folder, write_text_atomic
 from anodiff.report.figures import curves, qualitative_grid
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import per_image_otsu
@@ -73,7 +73,7 @@ def evaluate_detector(
                            "split with healthy cases (splits.csv: case,val)")
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out)
     test = predict(detector, test_split, batch_size)
     validation = predict(detector, healthy_val, batch_size)
     metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
@@ -101,8 +101,7 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
     if not 0 < fpr < 1:
         raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
     detector, spec = load_run(run, device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(Path(out), [Path(data_root), Path(run)])
     with run_log(out, "evaluate"):
         data = spec.data.open(data_root)
         for case, problem in data.skipped:

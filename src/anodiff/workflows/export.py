@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from anodiff.config import to_plain
-from anodiff.diffusion.checkpoint import write_text_atomic
 from anodiff.errors import AnodiffError
 from anodiff.methods import load
+from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
 from anodiff.workflows.run import RUN_FILE, load_run
 
 
@@ -41,8 +41,7 @@ def export_run(run: Path, out: Path, half: bool = False,
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()):
         raise AnodiffError(f"{out}: exists and is not empty; export into a new folder")
-    if out.resolve() == run.resolve():
-        raise AnodiffError(f"{out}: is the run itself; export into a new folder")
+    check_outside_inputs(out, [run] + ([Path(refit_data)] if refit_data is not None else []))
     detector, run_spec = load_run(run, device if refit_data is not None else "cpu")
     if refit_data is None:
         detector = detector.retuned(**(settings or {}))
@@ -59,7 +58,7 @@ def export_run(run: Path, out: Path, half: bool = False,
                              "weights": "float16" if half else "float32",
                              "refitted_on": None if refit_data is None
                              else str(Path(refit_data).resolve())}
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out)
     detector.save(out / "model")
     write_text_atomic(out / RUN_FILE, yaml.safe_dump(spec, sort_keys=False))
     return out

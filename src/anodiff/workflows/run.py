@@ -15,6 +15,7 @@ overrides a key. Unknown keys and wrong types are named in the error.
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,11 +26,14 @@ import yaml
 from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
 from anodiff.data import DropEnds, ForegroundExtent, SliceDataset, open_dataset
 from anodiff.devices import resolve_device
-from anodiff.diffusion.checkpoint import write_text_atomic
+from anodiff.diffusion.training import RESUMABLE_CHANGES
 from anodiff.errors import AnodiffError
+from anodiff.locking import run_lock
 from anodiff.methods import Detector, load, method_class
+from anodiff.outputs import TEMPORARY_MARK, prepare_output_folder, remove, write_text_atomic
 
 RUN_FILE = "run.yaml"
+LEGACY_TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+$")  # earlier versions' temporary names
 MIN_SIZE, MAX_SIZE = 8, 1024  # slice side in pixels: a 100,000-pixel side would need TiBs
 log = logging.getLogger("anodiff")
 
@@ -45,7 +49,8 @@ class DataConfig:
     keep_fraction: float | None = 0.1  # keep slices with >= this share of the max brain area
     drop_inferior: int = 0  # or drop fixed counts of slices at the ends (Wolleb: 80, 26)
     drop_superior: int = 0
-    on_error: Literal["raise", "skip"] = "skip"
+    on_error: Literal["raise", "skip"] = "skip"  # unreadable or inconsistent cases
+    on_missing: Literal["raise", "skip"] = "raise"  # cases lacking one of the sequences
 
     def __post_init__(self) -> None:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -67,7 +72,7 @@ class DataConfig:
             keep = None if self.keep_fraction is None else ForegroundExtent(self.keep_fraction)
         return open_dataset(root, sequences=self.sequences, size=self.size, fit=self.fit,
                             normalisation=self.normalisation, keep=keep,
-                            on_error=self.on_error)
+                            on_error=self.on_error, on_missing=self.on_missing)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ def read_run(run: Path) -> RunSpec:
                        method_config=values.get("method_config", {}))
     except KeyError as err:
         raise AnodiffError(f"{spec_file}: missing key {err}") from err
+    except AnodiffError as err:
+        raise AnodiffError(f"{spec_file}: {err}") from err
 
 
 @contextmanager
@@ -144,37 +151,83 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
     run = Path(run)
     target = resolve_device(device)
     method_config, data_config = resolve_settings(method, preset, values or {})
-    data = data_config.open(data_root)
-    volumes_layout = not (Path(data_root) / "images").is_dir()
-    if volumes_layout and data_config.sequences is None:  # record the channels actually used
-        data_config = replace(data_config, sequences=tuple(data.sequences))
-    spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
-                   to_plain(method_config))
-    if (run / RUN_FILE).is_file():
-        previous = read_run(run)
-        if (previous.method, previous.preset) != (method, preset) or \
-                _settings(method, previous.method_config) != spec.method_config or \
-                previous.data != data_config:
-            raise AnodiffError(
-                f"{run}: holds a run with other settings ({previous.method}, preset "
-                f"{previous.preset}); use a new --out folder, or the same settings to resume")
-    run.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run / RUN_FILE, yaml.safe_dump({
-        "method": method, "preset": preset, "data_root": spec.data_root,
-        "data": to_plain(data_config), "method_config": spec.method_config}, sort_keys=False))
-    with run_log(run, "train"):
-        log.info("train %s (preset %s) on %s into %s", method, preset, data_root, run)
-        for case, problem in data.skipped:
-            log.warning("skipped case %s: %s", case, problem)
-        log.info("%d slices (%d train), channels %s", len(data), len(data.split("train")),
-                 ", ".join(data.sequences) or "-")
-        log.info("device: %s", target)
-        detector = method_class(method)(method_config).to(target)
-        detector.run_dir = run
-        detector.fit(data)
-        detector.save(run / "model")
-        log.info("saved the fitted detector to %s", run / "model")
+    prepare_output_folder(run, [Path(data_root)])
+    with run_lock(run) as lock:
+        data = data_config.open(data_root)
+        volumes_layout = not (Path(data_root) / "images").is_dir()
+        if volumes_layout and data_config.sequences is None:  # record the channels used
+            data_config = replace(data_config, sequences=tuple(data.sequences))
+        spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
+                       to_plain(method_config))
+        if (run / RUN_FILE).is_file():
+            _check_same_settings(run, read_run(run), spec)
+        write_text_atomic(run / RUN_FILE, yaml.safe_dump({
+            "method": method, "preset": preset, "data_root": spec.data_root,
+            "data": to_plain(data_config), "method_config": spec.method_config},
+            sort_keys=False))
+        with run_log(run, "train"):
+            log.info("train %s (preset %s) on %s into %s", method, preset, data_root, run)
+            if lock.taken_from is not None:
+                log.warning("took over the lock of process %s, which is no longer running",
+                            lock.taken_from)
+            _remove_orphans(run)
+            for case, problem in data.skipped:
+                log.warning("skipped case %s: %s", case, problem)
+            log.info("%d slices (%d train), channels %s", len(data), len(data.split("train")),
+                     ", ".join(data.sequences) or "-")
+            log.info("device: %s", target)
+            detector = method_class(method)(method_config).to(target)
+            detector.run_dir = run
+            detector.fit(data)
+            detector.save(run / "model")
+            log.info("saved the fitted detector to %s", run / "model")
     return detector
+
+
+def _check_same_settings(run: Path, previous: RunSpec, spec: RunSpec) -> None:
+    """A run folder is resumed only with its own settings; training longer (a higher
+    ``train.steps``) and checkpoint bookkeeping may change. The refusal names what differs."""
+    if (previous.method, previous.preset) != (spec.method, spec.preset):
+        raise AnodiffError(f"{run}: holds a {previous.method} run (preset {previous.preset}), "
+                           f"not {spec.method} (preset {spec.preset}); use a new --out folder")
+    old = {**_flat(_settings(spec.method, previous.method_config), "method."),
+           **_flat(to_plain(previous.data), "data.")}
+    new = {**_flat(spec.method_config, "method."), **_flat(to_plain(spec.data), "data.")}
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+               and not _resumable(key)]
+    if changed:
+        listed = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        raise AnodiffError(f"{run}: holds a run with other settings ({listed}); use a new "
+                           "--out folder, or the same settings to resume (only train."
+                           f"{', train.'.join(sorted(RESUMABLE_CHANGES))} may change)")
+
+
+def _resumable(key: str) -> bool:
+    """A training setting that may change on resume (``method.….train.steps``)."""
+    parts = key.split(".")
+    return len(parts) > 2 and parts[-2] == "train" and parts[-1] in RESUMABLE_CHANGES
+
+
+def _flat(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested settings as ``{"method.train.steps": 1000, ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _remove_orphans(run: Path) -> None:
+    """Delete temporary files and folders left in the run by a killed process (the lock
+    says no other process is writing here)."""
+    orphans = [p for p in run.rglob("*") if p.name.startswith(TEMPORARY_MARK)
+               or LEGACY_TEMPORARY.match(p.name)]
+    for path in sorted(orphans, key=lambda p: len(p.parts)):
+        if path.exists():
+            log.warning("removing %s, left behind by an interrupted write", path)
+            remove(path)
 
 
 def _settings(method: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -191,4 +244,30 @@ def load_run(run: Path, device: str = "auto") -> tuple[Detector, RunSpec]:
     if not model.is_dir():
         raise AnodiffError(f"{run}: training has not finished (no model/ yet); rerun "
                            "`anodiff train` with the same --out to resume it")
-    return load(model, device), replace(spec)
+    detector = load(model, device)
+    _check_run_matches_model(Path(run), spec, detector)
+    return detector, replace(spec)
+
+
+def _check_run_matches_model(run: Path, spec: RunSpec, detector: Detector) -> None:
+    """run.yaml (what data options to use) must describe the saved model (what it was
+    trained on): an edited run.yaml would otherwise feed the model other inputs silently."""
+    meta = run / "model" / "meta.json"
+    if spec.method != detector.name:
+        raise AnodiffError(f"{run / RUN_FILE}: says method {spec.method!r}, but {meta} holds "
+                           f"a {detector.name!r} model; restore run.yaml or retrain")
+    channels, height, width = detector.input_shape or (0, 0, 0)
+    if spec.data.sequences is not None and len(spec.data.sequences) != channels:
+        raise AnodiffError(f"{run / RUN_FILE}: lists the sequences {list(spec.data.sequences)}"
+                           f", but the model in {meta} takes {channels} channel(s); restore "
+                           "run.yaml or retrain")
+    if (height, width) != (spec.data.size, spec.data.size):
+        raise AnodiffError(f"{run / RUN_FILE}: says data.size {spec.data.size}, but the model "
+                           f"in {meta} takes {height} x {width} slices; restore run.yaml")
+    saved = _flat(to_plain(detector.config), "")
+    stated = _flat(_settings(spec.method, spec.method_config), "")
+    differ = sorted(k for k in saved.keys() | stated.keys() if saved.get(k) != stated.get(k))
+    if differ:
+        raise AnodiffError(f"{run / RUN_FILE}: method_config differs from the model's own "
+                           f"settings in {meta} ({', '.join(differ[:4])}); restore run.yaml, "
+                           "or change test-time settings with `anodiff export --set`")

@@ -18,11 +18,13 @@ fitting, so a lesion too small to survive a nearest-neighbour downsizing still l
 slice), unless labels.csv gives it. Slices are loaded eagerly into numpy.
 
 Validation happens here, once: each problem is an :class:`~anodiff.errors.AnodiffError` naming
-the file (or case) and the problem. Per-case problems (unreadable or non-finite files, a
-missing sequence, shape or affine mismatches, a segmentation that is not a label map, or is
-missing/empty when ``require_masks=True``) can be skipped with ``on_error="skip"``: the case
-is left out, recorded in ``dataset.skipped`` and logged; loading fails only if no case is
-left. Folder-level problems (bad CSVs, unknown splits, ids without files) always raise.
+the file (or case) and the problem. Per-case problems (unreadable or non-finite files,
+shape or affine mismatches, a segmentation that is not a label map, or is missing/empty
+when ``require_masks=True``) can be skipped with ``on_error="skip"``: the case is left out,
+recorded in ``dataset.skipped`` and logged; loading fails only if no case is left. Cases
+that lack a sequence are an error naming them unless ``on_missing="skip"`` (the channels
+are never changed silently). Folder-level problems (bad CSVs, unknown splits, ids without
+files) always raise.
 
 :func:`load_input` makes one detection input (a case folder, a volume or a 2-D image) into
 slices with the same per-case loaders, so detection sees exactly what training saw.
@@ -67,6 +69,7 @@ def open_dataset(
     keep: KeepRule | None = DEFAULT_KEEP,
     require_masks: bool = False,
     on_error: str = "raise",
+    on_missing: str = "raise",
 ) -> SliceDataset:
     """Load a dataset folder of either layout (auto-detected) as a :class:`SliceDataset`.
 
@@ -76,18 +79,22 @@ def open_dataset(
     see :func:`~anodiff.data.normalise.normalise_intensity`. ``keep``: slice-range pruning
     for volumes (None keeps all). ``require_masks``: every case needs a non-empty
     segmentation. ``on_error``: "raise" stops at the first bad case, "skip" leaves it out.
+    ``on_missing``: cases of a volumes dataset that lack one of the sequences are an error
+    naming them ("raise") or are left out and named ("skip"); never a silent change of the
+    channels.
     """
     root = Path(root)
     if not root.is_dir():
         raise AnodiffError(f"{root}: dataset folder not found")
-    if on_error not in ("raise", "skip"):
-        raise AnodiffError(f"on_error must be 'raise' or 'skip', got '{on_error}'")
+    for name, value in (("on_error", on_error), ("on_missing", on_missing)):
+        if value not in ("raise", "skip"):
+            raise AnodiffError(f"{name} must be 'raise' or 'skip', got '{value}'")
     options = slice_options(size, fit, normalisation, normalisation_params, keep, require_masks)
     if (root / "images").is_dir():
         if sequences is not None:
             raise AnodiffError(f"{root}: an images dataset has no sequences to choose")
         return open_images(root, options, on_error)
-    return open_volumes(root, sequences, options, on_error)
+    return open_volumes(root, sequences, options, on_error, on_missing)
 
 
 def slice_options(

@@ -215,10 +215,16 @@ def collect_cases(
     sequences: tuple[str, ...],
     options: SliceOptions,
     on_error: str,
+    skipped_before: Sequence[tuple[str, str]] = (),
 ) -> SliceDataset:
-    """Load every case, skipping bad ones when asked, and concatenate their slices."""
+    """Load every case, skipping bad ones when asked, and concatenate their slices.
+
+    ``skipped_before``: (case, reason) of cases the caller already left out; they are logged
+    and recorded in ``dataset.skipped`` with the ones skipped here."""
     loaded: dict[str, LoadedCase] = {}
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = list(skipped_before)
+    for key, reason in skipped:
+        log.warning("skipping %s: %s", key, reason)
     bar = tqdm(keys, desc=f"loading {root.name}", unit="case", disable=len(keys) < PROGRESS_FROM)
     for key in bar:
         try:

@@ -56,7 +56,16 @@ def read_csv(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]
                 raise AnodiffError(
                     f"{path}: missing column(s) {missing}; expected header {','.join(columns)}"
                 )
-            return [(i + 2, row) for i, row in enumerate(reader)]
+            rows, end = [], reader.line_num  # physical lines read so far (the header)
+            for row in reader:
+                line, end = end + 1, reader.line_num  # a quoted cell may span lines
+                if None in row or any(row.get(c) is None for c in columns):
+                    raise AnodiffError(
+                        f"{path}:{line}: expected {len(reader.fieldnames or [])} fields "
+                        f"({','.join(reader.fieldnames or [])}), got another count (a stray "
+                        "comma, a missing cell or an unbalanced quote?)")
+                rows.append((line, row))
+            return rows
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise AnodiffError(f"{path}: unreadable CSV ({err})") from err
 

@@ -32,26 +32,44 @@ _AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one
 
 
 def open_volumes(
-    root: Path, sequences: Sequence[str] | None, options: SliceOptions, on_error: str
+    root: Path, sequences: Sequence[str] | None, options: SliceOptions, on_error: str,
+    on_missing: str = "raise",
 ) -> SliceDataset:
+    """The volumes dataset at ``root`` (see :func:`anodiff.data.open_dataset`).
+
+    Cases that lack one of the ``sequences`` (default: every sequence any case has) are an
+    error naming them, or with ``on_missing="skip"`` are left out, named in
+    ``dataset.skipped`` and logged: the model's inputs never change silently.
+    """
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise AnodiffError(f"{root}: neither an images/ folder nor case folders")
     files = {folder.name: case_files(folder) for folder in folders}
     splits, _ = read_table(root / "splits.csv", list(files), "case", with_label=False)
+    present = {case: set(found) - {"seg"} for case, found in files.items()}
     if sequences is None:
-        common = set.intersection(*(set(f) - {"seg"} for f in files.values()))
-        if not common:
-            raise AnodiffError(f"{root}: no sequence is common to every case")
-        sequences = sorted(common)
+        sequences = sorted(set().union(*present.values()))
+        if not sequences:
+            raise AnodiffError(f"{root}: no case has a sequence image <case>/<case>_<seq>.*")
     sequences = tuple(sequences)
     if "seg" in sequences:
         raise AnodiffError("'seg' is the segmentation, not a sequence to use as a channel")
+    lacking = {case: [s for s in sequences if s not in have] for case, have in present.items()}
+    skipped = [(case, f"missing sequence(s) {missing}") for case, missing in lacking.items()
+               if missing]
+    if skipped and on_missing == "raise":
+        named = "; ".join(f"{case} lacks {lacking[case]}" for case, _ in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise AnodiffError(
+            f"{root}: {len(skipped)} of {len(files)} cases lack a sequence of "
+            f"{list(sequences)} ({named}{more}); add the files, choose sequences every case "
+            "has (--set data.sequences=[...]) or skip those cases (--set data.on_missing=skip)")
+    keep = [case for case in files if not lacking[case]]
 
     def load(case: str) -> LoadedCase:
         return load_case(case, files[case], sequences, options)
 
-    return collect_cases(root, list(files), load, splits, sequences, options, on_error)
+    return collect_cases(root, keep, load, splits, sequences, options, on_error, skipped)
 
 
 def case_files(folder: Path) -> dict[str, list[Path]]:
@@ -98,6 +116,9 @@ def load_case(
         for s, im in images.items()
     }
     foreground = np.any([im.array > im.array.min() for im in images.values()], axis=0)
+    if not foreground.any():
+        raise AnodiffError(f"{first.path}: no foreground (every voxel is "
+                           f"{float(first.array.flat[0]):g}); nothing to analyse")
     slices, layout = volume_to_slices(
         stack_sequences(normalised, sequences), first.affine, options.keep, foreground
     )
