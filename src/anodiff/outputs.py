@@ -89,6 +89,7 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
             _fsync(written)
             _move_into_place(written, path.parent / written.name)
         staging.rmdir()
+        _sync(path.parent)  # the renames themselves survive a power cut
     except OSError as err:
         remove(staging)
         raise cannot_write(path, err) from err
@@ -124,11 +125,16 @@ def remove(path: Path) -> None:
             path.unlink()
 
 
+def _sync(path: Path) -> None:
+    """fsync one file or folder (a folder: its entries, i.e. the renames into it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync(path: Path) -> None:
     """Flush a written file (or a folder's files) to disk before it is renamed into place."""
     for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync(file)

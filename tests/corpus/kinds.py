@@ -259,6 +259,13 @@ def _dicom_junk_file(ws: Workspace) -> list[str]:
     return _detect(ws, folder)
 
 
+def _dicom_truncated_file(ws: Workspace) -> list[str]:
+    folder = _dicom_series(ws, 5)
+    raw = (folder / "IM3.dcm").read_bytes()
+    (folder / "IM3.dcm").write_bytes(raw[: len(raw) - 2000])  # pixel data cut short
+    return _detect(ws, folder)
+
+
 def _dicom_mixed_series(ws: Workspace) -> list[str]:
     folder = _dicom_series(ws)
     ds = pydicom.dcmread(folder / "IM1.dcm")
@@ -496,6 +503,8 @@ KINDS: tuple[Kind, ...] = (
          r"unreadable DICOM|not DICOM|no DICOM", "fake.dcm", True),
     Kind("DICOM: junk file in a series", _dicom_junk_file, r"not evenly spaced.*IM2\.dcm",
          "IM2.dcm", True),
+    Kind("DICOM: truncated file in a series", _dicom_truncated_file,
+         r"IM3\.dcm", "IM3.dcm", True),
     Kind("DICOM: mixed series", _dicom_mixed_series, r"holds 2 series", "series", True),
     Kind("DICOM: uneven spacing", _dicom_uneven, r"not evenly spaced", "series", True),
     Kind("DICOM: folder without images", _not_dicom_folder, r"no DICOM images", "notes", True),

@@ -123,6 +123,15 @@ def test_a_one_channel_run_evaluates_on_its_own_sequence(ws: Workspace) -> None:
     assert outcome.code == 2 and "lack a sequence of ['t1']" in outcome.lines[0]
 
 
+def test_evaluating_into_the_run_folder_is_accepted(ws: Workspace) -> None:
+    """``--out RUN/eval`` (the README's example): the run folder is anodiff's own output."""
+    run = ws.copy_run()
+    outcome = Outcome(["evaluate", str(run), "--data", str(ws.volumes), "--out",
+                       str(run / "eval"), "--resamples", "0"])
+    assert outcome.code == 0, outcome.lines
+    assert (run / "eval" / "metrics.json").is_file()
+
+
 # --- file systems that refuse writes -------------------------------------------------------
 
 
@@ -131,9 +140,12 @@ def small_mount(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs (needs mount rights: root in a container; skipped otherwise)."""
     mount = tmp_path / "mnt"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if made.returncode != 0:
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                              capture_output=True, check=False).returncode
+    except OSError:  # no mount command
+        made = -1
+    if made != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root); the full-disk and "
                     "read-only cases are not exercised")
     try:

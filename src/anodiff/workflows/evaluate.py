@@ -101,7 +101,7 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
     if not 0 < fpr < 1:
         raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
     detector, spec = load_run(run, device)
-    out = prepare_output_folder(Path(out), [Path(data_root), Path(run)])
+    out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
     with run_log(out, "evaluate"):
         data = spec.data.open(data_root)
         for case, problem in data.skipped:
