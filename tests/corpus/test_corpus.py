@@ -181,6 +181,18 @@ def test_full_disk_leaves_no_truncated_output(ws: Workspace, small_mount: Path) 
     assert not scores.exists() or scores.read_text().startswith("input,")  # never truncated
 
 
+def test_full_disk_in_train_and_evaluate_is_one_line(ws: Workspace, small_mount: Path) -> None:
+    for args in (["train", "autoencoder", "--data", str(ws.volumes), "--out",
+                  str(small_mount / "run"), "--preset", "quick", "--set", "data.size=32"],
+                 ["evaluate", str(ws.run3), "--data", str(ws.volumes), "--out",
+                  str(small_mount / "ev"), "--resamples", "0"]):
+        outcome = Outcome(args)
+        assert not outcome.traceback and outcome.code == 2, repr(outcome.exception)
+        assert "no space left on device" in outcome.lines[0], outcome.lines
+        assert ".tmp-" not in outcome.lines[0]  # the final path is named, not the temporary
+        assert not [p for p in small_mount.rglob(".tmp-*")], "a temporary output was left"
+
+
 # --- run folders ---------------------------------------------------------------------------
 
 

@@ -87,7 +87,7 @@ def write_checkpoint(
                 save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
                           file)
             except SafetensorError as err:  # safetensors reports write errors as its own type
-                raise cannot_write(file, err) from err
+                raise cannot_write(directory / file.name, err) from err
             file.chmod(_file_mode())  # safetensors writes 0600; a run folder may be shared
             checksums[file.name] = _sha256(file)
         full_meta = {**meta, "versions": software_versions(), "files": checksums}
