@@ -132,9 +132,9 @@ class Kind:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+def _nifti(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
     return path
 
 
@@ -178,10 +178,9 @@ def _bad_file(name: str, content: bytes) -> Build:
     return build
 
 
-def _bad_volume(name: str, make: Callable[[np.ndarray], np.ndarray],
-                affine: np.ndarray | None = None) -> Build:
+def _bad_volume(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Build:
     def build(ws: Workspace) -> list[str]:
-        return _detect(ws, _nifti(ws.work / name, make(_t1(ws)), affine))
+        return _detect(ws, _nifti(ws.work / name, make(_t1(ws))))
     return build
 
 
@@ -455,10 +454,6 @@ def _empty(folder: Path) -> Path:
     return folder
 
 
-def _gzip_of(content: bytes) -> bytes:
-    return gzip.compress(content)
-
-
 KINDS: tuple[Kind, ...] = (
     # files given to detect (a batch: good, bad, good)
     Kind("missing file", lambda ws: _detect(ws, ws.work / "absent.nii.gz"), r"not found",
@@ -467,7 +462,7 @@ KINDS: tuple[Kind, ...] = (
          "empty.nii.gz", True),
     Kind("garbage gzip", _bad_file("garbage.nii.gz", b"\x1f\x8b" + bytes(range(200))),
          r"unreadable NIfTI", "garbage.nii.gz", True),
-    Kind("gzip of garbage", _bad_file("text.nii.gz", _gzip_of(b"hello" * 100)),
+    Kind("gzip of garbage", _bad_file("text.nii.gz", gzip.compress(b"hello" * 100)),
          r"unreadable NIfTI", "text.nii.gz", True),
     Kind("truncated gzip", _truncated_gzip, r"unreadable NIfTI", "cut.nii.gz", True),
     Kind("absurd header dimensions", _absurd_header, r"unreadable NIfTI", "absurd.nii", True),

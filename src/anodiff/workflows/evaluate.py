@@ -73,7 +73,7 @@ def evaluate_detector(
                            "split with healthy cases (splits.csv: case,val)")
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
-    prepare_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)  # its callers checked and probed the location
     test = predict(detector, test_split, batch_size)
     validation = predict(detector, healthy_val, batch_size)
     metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
