@@ -7,6 +7,7 @@ exit code 2 instead of a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -15,9 +16,8 @@ from typing import Annotated
 import typer
 
 from anodiff import __version__
-from anodiff.devices import DEVICE_HELP
+from anodiff.devices import DEVICE_HELP  # imports PyTorch only when a device is resolved
 from anodiff.errors import AnodiffError
-from anodiff.methods import available
 
 app = typer.Typer(
     help="Anomaly detection and localisation in medical images with diffusion models.",
@@ -37,27 +37,45 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings, errors "
+                                                            "and results; no progress."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print debugging detail too."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress "
+                                         "bars (default: on a terminal only; plain lines "
+                                         "otherwise)."),
 ) -> None:
     """anodiff: find and outline anomalies in medical images with diffusion models."""
+    from anodiff.console import show_logs
+    from anodiff.progress import set_progress
+
+    if quiet and verbose:
+        raise AnodiffError("--quiet and --verbose contradict each other; give one")
+    show_logs(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    set_progress("off" if quiet or progress is False else "on" if progress else "auto")
 
 
 @app.command()
 def methods() -> None:
     """List the available methods with their supervision type."""
-    found = available()
-    if not found:
-        typer.echo("No detection methods are installed in this version yet; the diffusion "
-                   "engine is in anodiff.diffusion.")
-        return
-    width = max(len(m.name) for m in found)
-    for info in found:
-        typer.echo(f"{info.name:<{width}}  {info.supervision:<12}  {info.description}")
+    from anodiff.catalogue import BUILT_IN, has_plugins
+
+    rows = list(BUILT_IN)
+    # other packages' methods are known only by importing them; once the registry is
+    # loaded anyway (a Python session), it also knows methods registered at run time
+    if has_plugins() or "anodiff.methods" in sys.modules:
+        from anodiff.methods import available
+
+        rows = [(m.name, m.supervision, m.description) for m in available()]
+    width = max(len(name) for name, _, _ in rows)
+    for name, supervision, description in rows:
+        typer.echo(f"{name:<{width}}  {supervision:<12}  {description}")
 
 
 SYNTH_TRACKS = "tumour,stroke,wml,lowcontrast,structural,shift"
 """``anodiff data synth``'s default tracks: all of them (``anodiff.data.synth.TRACK_NAMES``,
 spelled out so that the CLI starts without importing the generator)."""
-data_app = typer.Typer(help="Datasets: build the embedded benchmark.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: build the embedded benchmark, inspect a folder.",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -90,23 +108,80 @@ def data_synth(
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a setting, e.g. --set method.train.steps=500 (repeatable).")]
 DeviceOption = Annotated[str, typer.Option(help=f"Where the networks run: {DEVICE_HELP}.")]
+LAYOUT_NAMES = "auto, cases, case, nnunet, bids, files, series, file, images"
+"""``anodiff.data.LAYOUTS``, spelled out so that ``--help`` does not import the data layer."""
+LayoutOption = Annotated[str, typer.Option(
+    help=f"How the folder is laid out: {LAYOUT_NAMES} (auto: detected; `anodiff data "
+         "inspect` shows what is read).")]
+RenameOption = Annotated[list[str] | None, typer.Option(
+    "--rename-sequence", help="Name a sequence the files call otherwise, e.g. "
+                              "--rename-sequence T1map=t1 (repeatable).")]
+
+
+def _renames(pairs: list[str] | None) -> dict[str, str]:
+    """``["T1map=t1"]`` -> ``{"T1map": "t1"}``, each pair checked."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        raw, sep, name = pair.partition("=")
+        if not sep or not raw.strip() or not name.strip():
+            raise AnodiffError(f"--rename-sequence {pair!r}: expected FILE_NAME=SEQUENCE, e.g. "
+                               "T1map=t1")
+        out[raw.strip()] = name.strip()
+    return out
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="A dataset folder, a case folder or files.")],
+    layout: LayoutOption = "auto",
+    rename_sequence: RenameOption = None,
+    sequences: Annotated[str | None, typer.Option(
+        help="Comma-separated sequences to read as channels, e.g. flair,t2 (default: every "
+             "sequence found, or the run's).")] = None,
+    run: Annotated[Path | None, typer.Option(help="Read the sequences a trained run takes.")
+                   ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="List every case.")] = False,
+) -> None:
+    """Show what would be read from PATH as which case and sequence, and what is missing."""
+    from anodiff.workflows.inspect import inspect_lines
+
+    wanted = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+    names = _renames(rename_sequence)
+    if run is not None:
+        from anodiff.workflows.run import read_run
+
+        data = read_run(run).data
+        wanted = wanted or (list(data.sequences) if data.sequences else None)
+        names = {**(data.sequence_map or {}), **names}
+    for line in inspect_lines(path, layout=layout, sequence_map=names, sequences=wanted,
+                              all_cases=all_):
+        typer.echo(line)
 
 
 @app.command()
 def train(
     method: Annotated[str, typer.Argument(help="Method name (see `anodiff methods`).")],
-    data: Annotated[Path, typer.Option(help="Dataset folder (volumes or images layout).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder (case folders, nnU-Net, BIDS, "
+                                            "files, or the 2-D images layout).")],
     out: Annotated[Path, typer.Option(help="Run folder; rerun on it to resume.")],
     preset: Annotated[str, typer.Option(help="quick (tests), cpu (default) or paper.")] = "cpu",
     config: Annotated[Path | None, typer.Option(help="YAML with 'method' and 'data'.")] = None,
     set_: SetOption = None,
     device: DeviceOption = "auto",
+    layout: LayoutOption = "auto",
+    rename_sequence: RenameOption = None,
 ) -> None:
     """Train a method on a dataset into a run folder (resumable)."""
+    from anodiff.config import merge
     from anodiff.workflows.run import config_values, train_run
 
     start = time.perf_counter()
-    train_run(method, data, out, preset, config_values(config, set_ or []), device)
+    values = config_values(config, set_ or [])
+    given = {"layout": layout} if layout != "auto" else {}
+    if rename_sequence:
+        given["sequence_map"] = _renames(rename_sequence)
+    train_run(method, data, out, preset, merge(values, {"data": given}) if given else values,
+              device)
     typer.echo(f"trained {method} in {time.perf_counter() - start:.0f} s; model in "
                f"{out / 'model'}, log in {out / 'train.log'}")
 
@@ -114,22 +189,28 @@ def train(
 @app.command()
 def detect(
     run: Annotated[Path, typer.Argument(help="A run folder made by `anodiff train`.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Images, volumes, DICOM series "
-                                                      "folders or case folders.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Images, volumes, DICOM series, case "
+                                                      "folders, or folders of them (nnU-Net, "
+                                                      "BIDS, flat).")],
     out: Annotated[Path, typer.Option(help="Folder for maps, masks and scores.csv.")],
     batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 32,
     device: DeviceOption = "auto",
+    layout: LayoutOption = "auto",
+    rename_sequence: RenameOption = None,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave out cases that scores.csv in --out already has as ok "
+                                "(with their maps): resume a cohort.")] = False,
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
     from anodiff.workflows.detect import detect_inputs
 
-    report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device)
-    for row in report.failures:  # the message names the file at fault, often the input
-        named = row.message.startswith(row.input)
-        typer.echo(f"failed: {row.message if named else f'{row.input}: {row.message}'}",
-                   err=True)
-    typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} inputs done; "
-               f"scores in {report.scores_csv}")
+    report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device,
+                           layout=layout, sequence_map=_renames(rename_sequence),
+                           skip_existing=skip_existing)
+    # each failure was logged as it happened ("failed: INPUT: why"), once
+    done_before = f", {len(report.skipped)} done before" if report.skipped else ""
+    typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} cases "
+               f"done{done_before}; scores in {report.scores_csv}")
     if report.failures:
         raise typer.Exit(1)
 
@@ -145,11 +226,14 @@ def evaluate(
     resamples: Annotated[int, typer.Option(help="Case-bootstrap resamples for the 95 % "
                                                 "intervals (0: none).")] = 1000,
     device: DeviceOption = "auto",
+    layout: LayoutOption = "auto",
+    rename_sequence: RenameOption = None,
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
     from anodiff.workflows.evaluate import evaluate_run
 
-    metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples)
+    metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples,
+                           layout=layout, sequence_map=_renames(rename_sequence))
     summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("dice_fpr", "volume_dice_fpr",
                                                            "pixel_ap", "image_auroc")
                         if k in metrics)

@@ -6,15 +6,20 @@ GPU that is not there is one clear error naming the option, not a CUDA traceback
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from anodiff.errors import AnodiffError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = "auto (a GPU when there is one), cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """The torch device for ``name`` (None means ``auto``), checked against this machine."""
+    import torch  # here, so that the command line starts without loading PyTorch
+
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()

@@ -484,7 +484,7 @@ KINDS: tuple[Kind, ...] = (
          r"affine is singular", "singular.nii.gz", True),
     Kind("not an image type", _bad_file("notes.txt", b"hello"), r"unsupported file type",
          "notes.txt", True),
-    Kind("folder named like a file", _folder_named_like_a_file, r"no DICOM images",
+    Kind("folder named like a file", _folder_named_like_a_file, r"found no images",
          "scan.nii.gz", True),
     Kind("symlink loop", _symlink_loop, r"symbolic links|not found|unreadable",
          "loop.nii.gz", True),
@@ -502,7 +502,7 @@ KINDS: tuple[Kind, ...] = (
          r"IM3\.dcm", "IM3.dcm", True),
     Kind("DICOM: mixed series", _dicom_mixed_series, r"holds 2 series", "series", True),
     Kind("DICOM: uneven spacing", _dicom_uneven, r"not evenly spaced", "series", True),
-    Kind("DICOM: folder without images", _not_dicom_folder, r"no DICOM images", "notes", True),
+    Kind("DICOM: folder without images", _not_dicom_folder, r"found no images", "notes", True),
     # dataset folders given to train
     Kind("splits.csv: unknown split", _splits("case,split\nCASE0,tset\nCASE1,test\n"),
          r"unknown split 'tset'", "splits.csv:2"),
@@ -539,7 +539,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("dataset folder not found", lambda ws: _train(ws.work / "nope", ws.work / "out"),
          r"dataset folder not found", "nope"),
     Kind("empty dataset folder", lambda ws: _train(_empty(ws.work / "empty"), ws.work / "out"),
-         r"neither an images/ folder nor case folders"),
+         r"found no images, case folders .*nnU-Net .*BIDS"),
     # configs and settings
     Kind("unknown method", lambda ws: ["train", "nosuch", "--data", str(ws.volumes), "--out",
                                        str(ws.work / "out")], r"nosuch", "nosuch"),

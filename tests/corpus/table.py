@@ -7,7 +7,6 @@ made with it:
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +16,6 @@ from kinds import KINDS, Outcome, Workspace, make_workspace  # noqa: E402
 
 
 def main() -> None:
-    logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shared = make_workspace(root / "shared")

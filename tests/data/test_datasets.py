@@ -119,12 +119,13 @@ def test_mixed_formats_share_one_grid(volumes: Path) -> None:
     data = open_dataset(volumes, size=16)
     assert data.sequences == ("flair", "t1", "t2")
     (folder / "case0_t2.nrrd").unlink()  # one case lacks a sequence: never dropped silently
-    with pytest.raises(AnodiffError, match=r"1 of 4 cases lack a sequence .*case0 lacks \['t2'\]"
-                       r".*data.on_missing=skip"):
+    with pytest.raises(AnodiffError, match=r"1 of 4 cases lack a sequence .*case0 lacks "
+                                           r"\['t2 \(<case>/<case>_t2\.\*\)'\]"
+                                           r".*data.on_missing=skip"):
         open_dataset(volumes, size=16)
     skipping = open_dataset(volumes, size=16, on_missing="skip")
     assert skipping.sequences == ("flair", "t1", "t2") and "case0" not in skipping.case_ids
-    assert skipping.skipped == [("case0", "missing sequence(s) ['t2']")]
+    assert skipping.skipped == [("case0", "missing sequence(s) ['t2 (<case>/<case>_t2.*)']")]
     assert open_dataset(volumes, sequences=["flair", "t1"], size=16).sequences == ("flair", "t1")
 
 
@@ -151,7 +152,7 @@ def test_nothing_loadable_still_fails(volumes: Path) -> None:
 
 def test_missing_sequence_names_case_and_sequence(volumes: Path) -> None:
     (volumes / "case3" / "case3_flair.nii.gz").unlink()
-    with pytest.raises(AnodiffError, match=r"case3 lacks \['flair'\]"):
+    with pytest.raises(AnodiffError, match=r"case3 lacks \['flair \(<case>/<case>_flair\.\*\)'\]"):
         open_dataset(volumes, sequences=["t1", "flair"])
 
 

@@ -127,7 +127,8 @@ def test_healthy_fpr_mask_is_calibrated_on_healthy_slices() -> None:
 @pytest.mark.parametrize(("images", "message"), [
     (torch.rand(2, 3, 8, 8), "takes 2 channel"),
     (torch.rand(2, 2, 9, 8), "takes 8 x 8 slices"),
-    (torch.rand(2, 8, 8), "add a batch axis"),
+    (torch.rand(3, 8, 8), "expected images .N, 2, 8, 8., one slice .2, 8, 8."),
+    (torch.rand(8, 8), "got shape .8, 8.; a volume must be sliced"),
     (torch.zeros(0, 2, 8, 8), "no images"),
     (torch.full((1, 2, 8, 8), float("nan")), "NaN"),
     (torch.full((1, 2, 8, 8), 2.0), r"\[0, 1\]"),

@@ -115,13 +115,20 @@ def test_save_then_load_gives_identical_results(fitted: anodiff.Detector, tmp_pa
 @pytest.mark.parametrize(("change", "message"), [
     (lambda x: x[:, :1], "channel"),
     (lambda x: x[:, :, :-2], "slices"),
-    (lambda x: x[0], "batch axis"),
+    (lambda x: x[None], "expected images"),
     (lambda x: torch.where(x > 0.5, torch.nan, x), "NaN"),
     (lambda x: x * 255, r"\[0, 1\]"),
 ])
 def test_bad_input_is_one_named_error(fitted: anodiff.Detector, change, message: str) -> None:
     with pytest.raises(anodiff.AnodiffError, match=message):
         fitted.localize(change(unseen_images()))
+
+
+def test_one_slice_needs_no_batch_axis(fitted: anodiff.Detector) -> None:
+    """(C, H, W) is one slice, and a numpy array is as good as a tensor."""
+    images = unseen_images()
+    one = fitted.localize(images[0].numpy())
+    assert torch.equal(one.anomaly_map, fitted.localize(images[:1]).anomaly_map)
 
 
 def test_to_moves_every_tensor(fitted: anodiff.Detector) -> None:

@@ -275,3 +275,31 @@ def test_evaluate_names_what_it_cannot_calibrate(tiny_synth: Path, tmp_path: Pat
     assert isinstance(refused.exception, AnodiffError)
     assert "no healthy validation slices" in str(refused.exception)
     assert "splits.csv" in str(refused.exception)
+
+
+def test_a_new_users_first_commands(tiny_synth: Path, tmp_path: Path) -> None:
+    """Issue 20's walls replayed: sequences and channels by name, one FLAIR file on a
+    FLAIR-only run, a folder inspected first, plain log lines off a terminal, -q, and each
+    failure printed once."""
+    lines = invoke("data", "inspect", tiny_synth, "--sequences", "FLAIR").splitlines()
+    assert lines[0].startswith(f"{tiny_synth}: cases layout, 10 case(s); sequences found: "
+                               "flair, t1, t2")
+    assert "10 of 10 case(s) have every sequence" in lines
+    run = tmp_path / "run"
+    output = invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset",
+                    "quick", "--set", "data.sequences=[FLAIR]", "--set", "method.channel=flair",
+                    "--set", "method.mode=bright", "--set", "data.size=32")
+    assert "\r" not in output and "train threshold (preset quick)" in output  # a plain line
+    assert "model in" in output
+    case = next(p for p in sorted(tiny_synth.iterdir()) if p.is_dir())
+    flair = case / f"{case.name}_flair.nii.gz"
+    quiet = invoke("-q", "detect", run, flair, "--out", tmp_path / "maps")
+    assert quiet.strip().splitlines() == [
+        f"1 of 1 cases done; scores in {tmp_path / 'maps' / 'scores.csv'}"]
+    assert "MISSING" not in invoke("data", "inspect", case, "--run", run)
+    result = RUNNER.invoke(app, ["detect", str(run), str(tmp_path / "nowhere"), str(flair),
+                                 "--out", str(tmp_path / "maps2")])
+    assert result.exit_code == 1
+    assert result.output.count("failed:") == 1 and result.output.count("nowhere") == 1
+    both = RUNNER.invoke(app, ["-q", "-v", "methods"])
+    assert both.exit_code != 0 and "contradict" in str(both.exception)

@@ -182,6 +182,38 @@ def test_single_volume_for_a_one_sequence_model(volume_run: tuple[Path, Path],
     assert "case folder" in report.rows[0].message
 
 
+def test_folders_of_cases_in_users_layouts(volume_run: tuple[Path, Path],
+                                           tmp_path: Path) -> None:
+    """A dataset root, an nnU-Net imagesTs folder and a BIDS root are read case by case, and
+    each case gets the maps its case folder gets."""
+    run, case = volume_run
+    root = tmp_path / "nnunet"
+    (root / "imagesTs").mkdir(parents=True)
+    (root / "dataset.json").write_text('{"channel_names": {"0": "T1", "1": "FLAIR"}}')
+    bids = tmp_path / "bids" / "sub-07" / "anat"
+    bids.mkdir(parents=True)
+    for channel, (sequence, suffix) in enumerate((("t1", "T1w"), ("flair", "FLAIR"))):
+        image = case / f"sick_{sequence}.nii.gz"
+        shutil.copy(image, root / "imagesTs" / f"sick_{channel:04d}.nii.gz")
+        shutil.copy(image, bids / f"sub-07_{suffix}.nii.gz")
+    detect_inputs(run, [case], tmp_path / "reference", progress=False)
+    expected = nib.load(tmp_path / "reference" / "sick_anomaly_map.nii.gz").get_fdata()
+
+    report = detect_inputs(run, [root / "imagesTs", tmp_path / "bids", case.parent],
+                           tmp_path / "out", progress=False)
+    assert [(row.name, row.status) for row in report.rows] == [
+        ("sick", "ok"), ("sub-07", "ok"), ("sick", "error")]  # the third: the same name
+    # a case of files is known by its first sequence's file (FLAIR, channel 0001 here)
+    assert report.rows[0].input == str(root / "imagesTs" / "sick_0001.nii.gz")
+    assert report.rows[1].input == str(bids)
+    for name in ("sick", "sub-07"):
+        np.testing.assert_array_equal(
+            nib.load(tmp_path / "out" / f"{name}_anomaly_map.nii.gz").get_fdata(), expected)
+    forced = detect_inputs(run, [root / "imagesTs"], tmp_path / "forced", layout="bids",
+                           progress=False)
+    assert "no image found as the bids layout" in forced.rows[0].message
+
+
 def test_run_yaml_records_the_sequences_so_detect_needs_no_training_data(
         volume_run: tuple[Path, Path], tmp_path: Path) -> None:
     """Training writes the channels it used into run.yaml; the training folder may go."""
@@ -249,3 +281,53 @@ def test_png_in_png_out(tmp_path: Path) -> None:
         assert mask.size == (28, 20)
     assert values[8:11, 12:15].mean() > values.mean()
     assert report.rows[0].n_slices == 1
+
+
+def test_sequences_and_channels_by_name(volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``channel: FLAIR`` and ``sequences: [T1w]`` name sequences as users write them."""
+    run, _ = volume_run
+    data = Path(run).parent / "DATA"
+    train_run("threshold", data, tmp_path / "bright", preset="quick", values={
+        "data": {"size": 16}, "method": {"mode": "bright", "channel": "FLAIR"}})
+    spec = yaml.safe_load((tmp_path / "bright" / "run.yaml").read_text())
+    assert spec["method_config"]["channel"] == SEQUENCES.index("flair")  # the index it used
+    train_run("threshold", data, tmp_path / "t1", preset="quick",
+              values={"data": {"size": 16, "sequences": ["T1w"]}})
+    assert yaml.safe_load((tmp_path / "t1" / "run.yaml").read_text())["data"]["sequences"] == [
+        "t1"]
+    with pytest.raises(AnodiffError, match=r"channel 'dwi': the data has the sequences "
+                                           r"\['flair', 't1'\]"):
+        train_run("threshold", data, tmp_path / "dwi", preset="quick",
+                  values={"data": {"size": 16}, "method": {"channel": "dwi"}})
+
+
+def test_scores_csv_keeps_rows_across_reruns_and_separates_cases(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A rerun updates its inputs' rows and keeps the others; ``--skip-existing`` leaves
+    done cases alone; the flagged share of brain separates a lesioned case from a healthy
+    one."""
+    run, sick = volume_run
+    healthy = Path(run).parent / "DATA" / "case3"
+    out = tmp_path / "out"
+    first = detect_inputs(run, [healthy, sick], out, progress=False)
+    by_name = {row.name: row for row in first.rows}
+    lesion_share = 12 / brain().sum()  # LESION's voxels in the brain
+    assert by_name["sick"].flagged_fraction > by_name["case3"].flagged_fraction + \
+        0.5 * lesion_share
+    assert by_name["case3"].flagged_fraction < 0.03  # near the calibrated 1 %
+    assert by_name["sick"].flagged_ml > 0 and by_name["sick"].threshold is not None
+    assert by_name["sick"].threshold_origin.startswith("healthy_fpr: 0.01")
+
+    again = detect_inputs(run, [sick, tmp_path / "nowhere"], out, progress=False)
+    rows = read_scores(out)
+    assert [r["name"] for r in rows] == ["case3", "sick", "nowhere"]  # case3 kept
+    assert float(rows[1]["seconds"]) == again.rows[0].seconds  # sick's row replaced
+    skipped = detect_inputs(run, [healthy, sick], out, progress=False, skip_existing=True)
+    assert skipped.rows == () and skipped.skipped == (str(healthy), str(sick))
+    (out / "sick_anomaly_map.nii.gz").unlink()  # a map gone: that case runs again
+    redone = detect_inputs(run, [healthy, sick], out, progress=False, skip_existing=True)
+    assert [row.name for row in redone.rows] == ["sick"]
+    (out / "scores.csv").write_text("case,value\nx,1\n")
+    with pytest.raises(AnodiffError, match=r"scores.csv: missing column\(s\) \['input', "
+                                           r"'status'\]"):
+        detect_inputs(run, [sick], out, progress=False)

@@ -5,19 +5,25 @@
 - :mod:`anodiff.data.normalise`: per-volume intensity normalisation, foreground masks, fitting
   slices to the model size and back;
 - :mod:`anodiff.data.slicing`: volumes to axial slices (axis from the affine) and back;
-- :mod:`anodiff.data.datasets`: the two dataset folder layouts as a ``SliceDataset``.
+- :mod:`anodiff.data.layouts`: which files of a folder are which case and sequence
+  (anodiff's case folders, nnU-Net, BIDS, flat folders, DICOM series);
+- :mod:`anodiff.data.datasets`: dataset folders as a ``SliceDataset``, detection inputs as
+  cases.
 """
 
 from anodiff.data.datasets import (
     DEFAULT_KEEP,
     REGIMES,
     SPLITS,
+    InputCase,
     SliceDataset,
     SliceOptions,
-    load_input,
+    find_inputs,
+    load_input_case,
     open_dataset,
 )
 from anodiff.data.io import FORMATS, Image, image_format, read_image, write_like
+from anodiff.data.layouts import LAYOUTS, Found, discover, sequence_name
 from anodiff.data.normalise import (
     FIT_MODES,
     NORMALISATIONS,
@@ -42,24 +48,30 @@ __all__ = [
     "DEFAULT_KEEP",
     "FIT_MODES",
     "FORMATS",
+    "LAYOUTS",
     "NORMALISATIONS",
     "REGIMES",
     "SPLITS",
     "DropEnds",
     "ForegroundExtent",
+    "Found",
     "Image",
+    "InputCase",
     "KeepRule",
     "SliceDataset",
     "SliceLayout",
     "SliceOptions",
     "axial_axis",
+    "discover",
+    "find_inputs",
     "fit_to_size",
     "foreground_mask",
     "image_format",
-    "load_input",
+    "load_input_case",
     "normalise_intensity",
     "open_dataset",
     "read_image",
+    "sequence_name",
     "slices_to_volume",
     "stack_sequences",
     "take_slices",

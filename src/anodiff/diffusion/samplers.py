@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anodiff.diffusion.guidance import EpsFn
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.solvers import SOLVERS, Multistep, StepOptions
 from anodiff.errors import AnodiffError
+from anodiff.progress import progress_bar
 
 Solver = str  # a name in SOLVERS: "ddim", "ddpm", "dpmpp2m"
 
@@ -83,7 +83,7 @@ def transport(
     state: Multistep | None = None
     calls = 0
     hops = list(zip(levels, levels[1:], strict=False))
-    for a, b in tqdm(hops, desc=f"{solver} {levels[0]}->{levels[-1]}", disable=not progress):
+    for a, b in progress_bar(hops, desc=f"{solver} {levels[0]}->{levels[-1]}", enabled=progress):
         eps = eps_fn(x, torch.full((n,), a, device=x.device, dtype=torch.long))
         calls += 1
         x, state = step.step(x, eps, a, b, schedule, state, options)

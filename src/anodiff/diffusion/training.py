@@ -31,7 +31,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from anodiff.diffusion.checkpoint import (
     checkpoint_name,
@@ -50,6 +49,7 @@ from anodiff.diffusion.objectives import ClassifierObjective
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.seeding import seeded
 from anodiff.errors import AnodiffError, CheckpointError
+from anodiff.progress import progress_bar
 
 log = logging.getLogger("anodiff")
 Objective = Callable[[nn.Module, dict[str, Tensor], torch.Generator], Tensor]
@@ -251,8 +251,8 @@ class Trainer:
         self.resume()
         history = TrainHistory(start_step=self.step)
         self.model.train()
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress,
-                   desc="train", unit="step")
+        bar = progress_bar(total=self.config.steps, initial=self.step, enabled=self.progress,
+                           desc="train", unit="step")
         started = time.perf_counter()
         while self.step < self.config.steps and not self.stopped_early:
             loss = self.train_step(data)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import CaseFigures
 from anodiff.evaluation.protocol import evaluate, per_case_dice
 from anodiff.methods import Detector
+from anodiff.progress import progress_bar
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold
@@ -59,7 +59,7 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     maps, scores, masks, healthy = [], [], [], []
     nfe, seconds = 0.0, 0.0
     batches = range(0, len(items), batch_size)
-    for start in tqdm(batches, desc=f"{detector.name}: localise", disable=not progress):
+    for start in progress_bar(batches, desc=f"{detector.name}: localise", enabled=progress):
         batch = torch.from_numpy(images[start:start + batch_size])
         begin = time.perf_counter()
         result = detector.localize(batch)

@@ -9,6 +9,8 @@ trained parts several methods use in :mod:`.parts` and :mod:`.translation`.
 
 import importlib
 import pkgutil
+import sys
+import types
 
 from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.persistence import load
@@ -17,6 +19,18 @@ from anodiff.methods.results import AnomalyResult, MethodInfo, RawResult
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable: ``anodiff.methods()`` lists the methods (the design brief's
+    API), while ``anodiff.methods.create`` and friends stay module attributes."""
+
+    def __call__(self) -> list[MethodInfo]:
+        return available()
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["AnomalyResult", "Detector", "LocalizationConfig", "MethodInfo", "RawResult",
            "available", "create", "load", "method_class", "register"]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -49,6 +50,7 @@ from torch import Tensor, nn
 
 from anodiff.config import build as build_config
 from anodiff.config import to_plain
+from anodiff.data.datasets import open_dataset
 from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult, Processed, RawResult
@@ -155,10 +157,19 @@ def check_images(name: str, images: Any, input_shape: tuple[int, ...]) -> Tensor
                            f"got {type(images).__name__} ({err})") from err
     channels, *spatial = input_shape
     expected = f"(N, {', '.join(map(str, input_shape))})"
+    if x.dim() == 2 and channels == 1 and tuple(x.shape) == tuple(spatial):
+        x = x[None, None]  # one grey slice (H, W)
+    elif x.dim() == 3 and tuple(x.shape) == tuple(input_shape):
+        x = x[None]  # one slice (C, H, W)
+    elif x.dim() == 3 and channels == 1 and tuple(x.shape[1:]) == tuple(spatial):
+        x = x[:, None]  # a stack of grey slices (N, H, W)
     if x.dim() != 4:
-        hint = "; add a batch axis, e.g. images[None]" if x.dim() == 3 else ""
-        raise AnodiffError(f"{name}: expected images {expected}, got shape {tuple(x.shape)}"
-                           + hint)
+        raise AnodiffError(f"{name}: expected images {expected}, one slice "
+                           f"{tuple(input_shape)}"
+                           + (f" or {tuple(spatial)}" if channels == 1 else "")
+                           + f", got shape {tuple(x.shape)}; a volume must be sliced and "
+                           "resized first (anodiff detect does it, in Python "
+                           "anodiff.data.find_inputs + load_input_case)")
     if x.shape[1] != channels:
         raise AnodiffError(f"{name}: the model takes {channels} channel(s), got {x.shape[1]} "
                            f"(images of shape {tuple(x.shape)}, expected {expected})")
@@ -226,6 +237,13 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self._check_aggregation(config)
 
     # --- building and fitting ------------------------------------------------------------
+    @classmethod
+    def with_sequences(cls, config: ConfigT, sequences: Sequence[str]) -> ConfigT:
+        """``config`` with settings that name a sequence (``channel: flair``) replaced by the
+        channel index in ``sequences``, the data's channel order; an unknown name is an
+        error listing the sequences. Most methods name none and return ``config``."""
+        return config
+
     @property
     def device(self) -> torch.device:
         """The device the detector's networks and buffers are on (``.to()`` moves it)."""
@@ -242,7 +260,18 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.to(self.device)
 
     def fit(self, data: Any) -> Detector:
-        """Train every part the method needs under its supervision regime, then calibrate."""
+        """Train every part the method needs under its supervision regime, then calibrate.
+
+        ``data``: a :class:`~anodiff.data.SliceDataset`, a dataset folder (opened with
+        :func:`~anodiff.data.open_dataset`'s defaults: 64 x 64 slices, every sequence; open
+        it yourself for other options), an indexable of dicts with ``image`` (and ``label``)
+        or a tensor of healthy images (N, C, H, W). Settings naming a sequence are resolved
+        against ``data.sequences`` first (:meth:`with_sequences`)."""
+        if isinstance(data, str | Path):
+            data = open_dataset(data)
+        sequences = getattr(data, "sequences", None)
+        if sequences is not None:
+            self.config = self.with_sequences(self.config, sequences)
         self.fit_parts(data)
         self.calibrate(data)
         return self

@@ -21,11 +21,11 @@ from dataclasses import fields, replace
 from importlib.metadata import entry_points
 from typing import Any
 
+from anodiff.catalogue import ENTRY_POINT_GROUP
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import SUPERVISION, Detector
 from anodiff.methods.results import MethodInfo
 
-ENTRY_POINT_GROUP = "anodiff.methods"
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Detector]] = {}

@@ -17,7 +17,8 @@ The map is the method's whole step; the shared pipeline masks it at the value re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from skimage.exposure import equalize_hist
 from torch import Tensor
 
+from anodiff.data.layouts import sequence_name
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.registry import register
@@ -36,10 +38,11 @@ from anodiff.scoring.foreground import foreground
 @dataclass(frozen=True)
 class ThresholdConfig(LocalizationConfig):
     """Settings of the intensity baseline: the map ``mode``, the ``channel`` it reads (None:
-    all) and the ``bins`` of the healthy histogram (``rarity``)."""
+    all; a sequence name such as ``flair`` becomes its index when the detector is fitted on
+    named data) and the ``bins`` of the healthy histogram (``rarity``)."""
 
     mode: Literal["bright", "dark", "rarity"] = "rarity"
-    channel: int | None = None  # one channel (e.g. FLAIR's index) or None for all
+    channel: int | str | None = None  # one channel (flair, or its index) or None for all
     bins: int = 64  # histogram bins on [0, 1] for ``rarity``
     mask: Literal["otsu", "healthy_fpr", "own"] = "healthy_fpr"
 
@@ -47,8 +50,8 @@ class ThresholdConfig(LocalizationConfig):
         super().check()
         if self.mode not in ("bright", "dark", "rarity"):
             raise AnodiffError(f"mode must be bright, dark or rarity, got {self.mode!r}")
-        if self.channel is not None and self.channel < 0:
-            raise AnodiffError(f"channel must be >= 0, got {self.channel}")
+        if isinstance(self.channel, int) and self.channel < 0:
+            raise AnodiffError(f"channel must be >= 0 or a sequence name, got {self.channel}")
         if self.bins < 2:
             raise AnodiffError(f"bins must be >= 2, got {self.bins}")
 
@@ -73,9 +76,25 @@ class ThresholdDetector(Detector[ThresholdConfig]):
                   "healthy-intensity rarity"
     presets = {name: ThresholdConfig() for name in ("quick", "cpu", "paper")}
 
+    @classmethod
+    def with_sequences(cls, config: ThresholdConfig, sequences: Sequence[str]) -> ThresholdConfig:
+        """A ``channel`` given by name (``flair``, ``FLAIR``, ``T2w``) as its index."""
+        if not isinstance(config.channel, str):
+            return config
+        names = [sequence_name(s) for s in sequences]
+        wanted = sequence_name(config.channel)
+        if wanted not in names:
+            raise AnodiffError(f"channel '{config.channel}': the data has the sequences "
+                               f"{list(sequences)}; name one of them")
+        return replace(config, channel=names.index(wanted))
+
     def build(self, input_shape: tuple[int, ...]) -> None:
         super().build(input_shape)
         channel = self.config.channel
+        if isinstance(channel, str):
+            raise AnodiffError(f"{self.name}: channel '{channel}' is a sequence name, but the "
+                               "data has no sequence names (a tensor, or an images dataset); "
+                               "give the channel's index")
         if channel is not None and channel >= self.input_shape[0]:
             raise AnodiffError(f"{self.name}: channel {channel} does not exist; the data has "
                                f"{self.input_shape[0]} channel(s), numbered from 0")

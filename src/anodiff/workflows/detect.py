@@ -1,8 +1,11 @@
 """``anodiff detect RUN INPUT… --out DIR``: maps, masks and pseudo-healthy images for files.
 
-Each input is made into slices by :func:`anodiff.data.datasets.load_input` with the run's
-data options (sequences in channel order, normalisation, fit mode and size), i.e. by the
-very loaders training used, so detection sees what the model was trained on. One difference
+Each input is read as cases by :func:`anodiff.data.datasets.find_inputs` (a case folder, a
+volume, a DICOM series, a 2-D image, or a folder of cases in anodiff's, nnU-Net's or BIDS
+layout or a flat folder of files; ``layout`` forces one), each case is made into slices by
+:func:`anodiff.data.datasets.load_input_case` with the run's data options (sequences by
+name in channel order, normalisation, fit mode and size), i.e. by the very loaders training
+used, so detection sees what the model was trained on. One difference
 is deliberate: no slice range is pruned, every slice with foreground is localised, and
 slices without foreground get a zero map. Slices are localised in batches by
 :func:`anodiff.evaluation.runner.predict` (the same loop ``anodiff evaluate`` times and
@@ -13,11 +16,12 @@ own format and geometry (a case folder's reference is its first sequence's image
     DIR/<name>_anomaly_map.<ext>                 float map, higher = more anomalous
     DIR/<name>_mask.<ext>                        the method's own mask, else per-image Otsu
     DIR/<name>_pseudo_healthy_<sequence>.<ext>   where the method makes one
-    DIR/scores.csv                               one row per input, written as they finish
+    DIR/scores.csv                               one row per input case, kept across reruns
 
-``<name>`` is the case folder's name or the file's stem. A bad input (unreadable, a missing
-sequence, the wrong number of channels, not 2-D/3-D as the model needs) is logged and
-recorded in scores.csv with ``status=error``, and the other inputs still run.
+``<name>`` is the case's name: the case folder's, the file's stem, nnU-Net's case id, BIDS's
+``sub-<id>[_ses-<id>]``. A bad case (unreadable, a missing sequence, the wrong number of
+channels, not 2-D/3-D as the model needs) or an input with no case is logged and recorded in
+scores.csv with ``status=error``, and the others still run.
 
 Inputs are never written to: ``DIR`` may not be an input nor lie inside an input folder (a
 map written into a DICOM series folder would join the series), an output that would take an
@@ -27,25 +31,25 @@ the second overwrite the first's maps.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from anodiff.data.datasets import SliceDataset, load_input
+from anodiff.data.datasets import InputCase, SliceDataset, find_inputs, load_input_case
 from anodiff.data.io import image_stem, write_like
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, predict
 from anodiff.methods import Detector
-from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
+from anodiff.outputs import prepare_output_folder, resolved
+from anodiff.progress import progress_bar
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run
+from anodiff.workflows.scores_table import ScoresTable, check_columns
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,19 @@ _PSEUDO_HEALTHY = "anodiff pseudo-healthy image (normalised [0, 1] intensities)"
 
 @dataclass(frozen=True)
 class DetectRow:
-    """One row of ``scores.csv``: an input and what came of it.
+    """One row of ``scores.csv``: an input case and what came of it.
 
-    ``score`` is the image score for a 2-D image and the maximum slice score for a volume;
-    ``anomalous_slices`` counts the slices whose mask (on the model grid) has a pixel;
-    ``seconds`` is the wall time for the input, reading and writing included. The numbers
-    are None (empty cells) when ``status`` is ``error``; ``message`` then says why.
+    ``score`` is the image score for a 2-D image and the maximum slice score for a volume
+    (the method's score rule, which need not separate cases: a threshold's maximum is 1
+    everywhere). ``flagged_fraction`` is the case-level score: the share of the case's
+    brain (foreground) that the mask flags; with the ``healthy_fpr`` mask rule the threshold
+    was calibrated so that this share is ``fpr`` on healthy validation slices, so a case
+    well above it is unlike the healthy ones. ``flagged_ml`` is that volume in ml (empty for
+    2-D images). ``threshold`` and ``threshold_origin`` say which mask rule made the mask and
+    where its threshold came from. ``anomalous_slices`` counts the slices whose mask (on the
+    model grid) has a pixel; ``seconds`` is the wall time for the case, reading and writing
+    included. The numbers are None (empty cells) when ``status`` is ``error``; ``message``
+    then says why.
     """
 
     input: str
@@ -69,6 +80,10 @@ class DetectRow:
     status: str  # "ok" or "error"
     message: str = ""
     score: float | None = None
+    flagged_fraction: float | None = None
+    flagged_ml: float | None = None
+    threshold: float | None = None
+    threshold_origin: str = ""
     n_slices: int | None = None
     anomalous_slices: int | None = None
     seconds: float | None = None
@@ -77,10 +92,12 @@ class DetectRow:
 
 @dataclass(frozen=True)
 class DetectReport:
-    """What :func:`detect_inputs` did: one row per input, in input order, and the CSV."""
+    """What :func:`detect_inputs` did: one row per input case processed, in input order,
+    the CSV (which also keeps earlier runs' rows) and the cases skipped as done before."""
 
     rows: tuple[DetectRow, ...]
     scores_csv: Path
+    skipped: tuple[str, ...] = ()
 
     @property
     def failures(self) -> tuple[DetectRow, ...]:
@@ -96,15 +113,23 @@ def detect_inputs(
     batch_size: int = 32,
     progress: bool = True,
     device: str = "auto",
+    layout: str = "auto",
+    sequence_map: dict[str, str] | None = None,
+    skip_existing: bool = False,
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
-    ``inputs``: case folders (``<case>/<case>_<seq>.*``, the volumes layout), single 3-D
-    images or DICOM series folders (for a one-sequence model), or 2-D images (for a model
-    trained on the images layout). ``out`` is created if missing. Pseudo-healthy images are
-    written in the normalised [0, 1] intensity scale the model works in, not in the input's
-    raw intensities. Problems with the run or ``out`` raise :class:`AnodiffError`; problems
-    with one input are recorded in its row and the others go on (see the module docstring).
+    ``inputs``: case folders (``<case>/<case>_<seq>.*``), single 3-D images or DICOM series
+    folders (for a one-sequence model), folders of cases in any layout
+    :func:`~anodiff.data.layouts.discover` reads (``layout`` forces one, ``sequence_map``
+    renames sequences, over the run's own map), or 2-D images and folders of them (for a
+    model trained on the images layout). ``out`` is created if missing; a ``scores.csv``
+    already there keeps its rows, those of the inputs processed now are replaced, and with
+    ``skip_existing`` a case with an ``ok`` row and its map in ``out`` is not run again.
+    Pseudo-healthy images are written in the normalised [0, 1] intensity scale the model
+    works in, not in the input's raw intensities. Problems with the run or ``out`` raise
+    :class:`AnodiffError`; problems with one input are recorded in its row and the others go
+    on (see the module docstring).
     """
     run, out = Path(run), Path(out)
     paths = [Path(p) for p in inputs]
@@ -117,39 +142,53 @@ def detect_inputs(
     sequences = tuple(spec.data.sequences) if spec.data.sequences else None
     _check_scores_name(out, paths)
     prepare_output_folder(out, paths)
+    check_columns(out / SCORES_FILE)
     protected = frozenset(resolved(p) for p in paths)
     taken: dict[str, Path] = {}
+    names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
+    table = ScoresTable(out / SCORES_FILE, [f.name for f in fields(DetectRow)])
     rows: list[DetectRow] = []
-    for path in tqdm(paths, desc=f"detect ({spec.method})", unit="input", disable=not progress):
-        rows.append(_detect_one(detector, spec, sequences, path, out, protected, taken,
-                                batch_size))
-        _write_scores(out / SCORES_FILE, rows)
-    failed = sum(row.status == "error" for row in rows)
-    log.info("detect: %d input(s) done, %d failed; scores in %s", len(rows) - failed, failed,
-             out / SCORES_FILE)
-    return DetectReport(tuple(rows), out / SCORES_FILE)
+    skipped: list[str] = []
+    for path in progress_bar(paths, desc=f"detect ({spec.method})", unit="input",
+                             enabled=progress):
+        try:
+            cases = find_inputs(path, sequences, layout=layout, sequence_map=names)
+        except AnodiffError as err:
+            rows.append(_failed(str(path), path.name, str(err)))
+            table.put(asdict(rows[-1]))
+            continue
+        for case in cases:
+            if skip_existing and table.done(str(case.source), out, case.name):
+                log.info("skipping %s: done before (%s)", case.source, table.path)
+                skipped.append(str(case.source))
+                taken.setdefault(case.name.casefold(), case.source)
+                continue
+            rows.append(_detect_one(detector, spec, sequences, case, out, protected, taken,
+                                    batch_size))
+            table.put(asdict(rows[-1]))
+    return DetectReport(tuple(rows), table.path, tuple(skipped))
 
 
 def _detect_one(
     detector: Detector,
     spec: RunSpec,
     sequences: tuple[str, ...] | None,
-    path: Path,
+    case: InputCase,
     out: Path,
     protected: frozenset[Path],
     taken: dict[str, Path],
     batch_size: int,
 ) -> DetectRow:
-    """Process one input into its files and row; an AnodiffError becomes an error row."""
+    """Process one input case into its files and row; an AnodiffError becomes an error row."""
     start = time.perf_counter()
-    name = path.name if path.is_dir() else image_stem(path)  # as load_input names the case
+    path, name = case.source, case.name
     try:
         if name.casefold() in taken:  # casefold: case-insensitive file systems
             raise AnodiffError(f"{path}: its outputs would be named '{name}', like those of "
                                f"{taken[name.casefold()]}; rename one of them")
         taken[name.casefold()] = path
-        data = load_input(path, sequences, size=spec.data.size, fit=spec.data.fit,
-                          normalisation=spec.data.normalisation)
+        data = load_input_case(case, sequences, size=spec.data.size, fit=spec.data.fit,
+                               normalisation=spec.data.normalisation)
         shape = tuple(data.images.shape[1:])
         if shape != tuple(detector.input_shape or ()):
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
@@ -160,18 +199,43 @@ def _detect_one(
             masks = per_image_otsu(predictions.maps, predictions.foreground)
         _write_outputs(data, name, predictions, masks, out, protected)
     except AnodiffError as err:
-        log.warning("detect: %s failed: %s", path, err)
-        return DetectRow(str(path), name, "error", str(err))
+        return _failed(str(path), name, str(err))
+    flagged = int((masks & predictions.foreground).sum())
+    voxel_ml = data.voxel_ml(name)
+    threshold, origin = mask_origin(detector)
     return DetectRow(
         input=str(path),
         name=name,
         status="ok",
         score=float(predictions.scores.max()),
+        flagged_fraction=round(flagged / max(int(predictions.foreground.sum()), 1), 6),
+        flagged_ml=None if math.isnan(voxel_ml) else round(flagged * voxel_ml, 3),
+        threshold=threshold,
+        threshold_origin=origin,
         n_slices=len(data),
         anomalous_slices=int(masks.any(axis=(1, 2)).sum()),
         seconds=round(time.perf_counter() - start, 3),
         nfe_per_slice=float(predictions.nfe_per_image),
     )
+
+
+def mask_origin(detector: Detector) -> tuple[float | None, str]:
+    """The threshold of the detector's mask rule (None when it is per image) and where it
+    comes from, for scores.csv."""
+    config = detector.config
+    if config.mask == "healthy_fpr":
+        return (float(detector.threshold),
+                f"healthy_fpr: {config.fpr:g} of healthy validation brain pixels above it")
+    if config.mask == "otsu":
+        return None, "otsu: each slice's own Otsu threshold (not calibrated)"
+    return None, f"own: {detector.name}'s own mask rule"
+
+
+def _failed(source: str, name: str, message: str) -> DetectRow:
+    """The error row of an input or case, logged once as ``failed: INPUT: why`` (the message
+    names the file at fault, which is often the input itself)."""
+    log.warning("failed: %s", message if message.startswith(source) else f"{source}: {message}")
+    return DetectRow(source, name, "error", message)
 
 
 def _write_outputs(
@@ -213,14 +277,3 @@ def _check_scores_name(out: Path, inputs: list[Path]) -> None:
         if resolved(path) == resolved(out) / SCORES_FILE:
             raise AnodiffError(f"{path}: an input named like the {SCORES_FILE} that detect "
                                f"writes into {out}; choose another --out")
-
-
-def _write_scores(path: Path, rows: list[DetectRow]) -> None:
-    """Rewrite scores.csv with the rows so far (atomically: a crash or a full disk leaves the
-    previous version, never a truncated file)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(DetectRow)],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(asdict(row) for row in rows)
-    write_text_atomic(path, buffer.getvalue())

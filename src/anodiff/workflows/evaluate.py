@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,21 @@ def evaluate_detector(
 
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
                  batch_size: int = 32, device: str = "auto",
-                 resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
-    """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``."""
+                 resamples: int = DEFAULT_RESAMPLES, layout: str = "auto",
+                 sequence_map: dict[str, str] | None = None) -> dict[str, Any]:
+    """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``.
+
+    The dataset is read with the run's data options, its sequences picked by name from
+    whatever the folder holds; ``layout`` (default: detected) and ``sequence_map`` (over the
+    run's own) say how to read this folder, which need not be laid out like the training
+    data."""
     if not 0 < fpr < 1:
         raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
     detector, spec = load_run(run, device)
     out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
     with run_log(out, "evaluate"):
-        data = spec.data.open(data_root)
+        names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
+        data = replace(spec.data, layout=layout, sequence_map=names or None).open(data_root)
         for case, problem in data.skipped:
             log.warning("skipped case %s: %s", case, problem)
         metrics, _ = evaluate_detector(detector, data, out, title=f"{spec.method} on "

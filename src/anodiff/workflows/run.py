@@ -24,7 +24,14 @@ from typing import Any, Literal
 import yaml
 
 from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
-from anodiff.data import DropEnds, ForegroundExtent, SliceDataset, open_dataset
+from anodiff.data import (
+    LAYOUTS,
+    DropEnds,
+    ForegroundExtent,
+    SliceDataset,
+    open_dataset,
+    sequence_name,
+)
 from anodiff.devices import resolve_device
 from anodiff.diffusion.training import RESUMABLE_CHANGES
 from anodiff.errors import AnodiffError
@@ -51,8 +58,16 @@ class DataConfig:
     drop_superior: int = 0
     on_error: Literal["raise", "skip"] = "skip"  # unreadable or inconsistent cases
     on_missing: Literal["raise", "skip"] = "raise"  # cases lacking one of the sequences
+    layout: str = "auto"  # how the folder is read: anodiff.data.LAYOUTS
+    sequence_map: dict[str, str] | None = None  # file sequence names -> names, {T1map: t1}
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise AnodiffError(f"layout must be one of {', '.join(LAYOUTS)}, got "
+                               f"'{self.layout}'")
+        if self.sequences is not None:  # by name: T1w, T1 and t1 are one sequence
+            object.__setattr__(self, "sequences",
+                               tuple(sequence_name(s) for s in self.sequences))
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise AnodiffError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}] pixels, got {self.size}")
         if self.keep_fraction is not None and not 0 <= self.keep_fraction <= 1:
@@ -72,7 +87,8 @@ class DataConfig:
             keep = None if self.keep_fraction is None else ForegroundExtent(self.keep_fraction)
         return open_dataset(root, sequences=self.sequences, size=self.size, fit=self.fit,
                             normalisation=self.normalisation, keep=keep,
-                            on_error=self.on_error, on_missing=self.on_missing)
+                            on_error=self.on_error, on_missing=self.on_missing,
+                            layout=self.layout, sequence_map=self.sequence_map)
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,8 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
         volumes_layout = not (Path(data_root) / "images").is_dir()
         if volumes_layout and data_config.sequences is None:  # record the channels used
             data_config = replace(data_config, sequences=tuple(data.sequences))
+        # a setting naming a sequence (channel: flair) is recorded as the index it trains with
+        method_config = method_class(method).with_sequences(method_config, data.sequences)
         spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
                        to_plain(method_config))
         if (run / RUN_FILE).is_file():

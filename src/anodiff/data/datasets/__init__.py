@@ -1,14 +1,15 @@
 """Dataset folders (design brief, "Dataset folders") loaded as one :class:`SliceDataset`.
 
-Two layouts, told apart by :func:`open_dataset` (a ``DATA/images/`` folder means images):
+Two kinds, told apart by :func:`open_dataset` (a ``DATA/images/`` folder means images):
 
-- **volumes**: ``DATA/<case>/<case>_<seq>.<ext>`` per sequence (any 3-D format read by
-  :func:`~anodiff.data.io.read_image`, a DICOM series as a folder ``<case>_<seq>/``),
-  optional ``<case>_seg.<ext>`` (0 normal, > 0 lesion), optional ``DATA/splits.csv``
-  (``case,split``; without it every case is ``train``). Each sequence volume is normalised on
-  its own, the sequences are stacked as channels, sliced axially (:mod:`anodiff.data.slicing`:
-  axis from the affine, radiological in-plane view, range pruning) and fitted to the model
-  size.
+- **volumes**: cases of named 3-D sequence images in any layout
+  :mod:`anodiff.data.layouts` reads (anodiff's ``DATA/<case>/<case>_<seq>.<ext>``, nnU-Net
+  raw data, BIDS, a flat folder of files, DICOM series folders), an optional segmentation
+  (0 normal, > 0 lesion), optional ``DATA/splits.csv`` (``case,split``; without it the
+  layout's own split, nnU-Net's imagesTs being ``test``, else ``train``). Each sequence
+  volume is normalised on its own, the sequences are stacked as channels, sliced axially
+  (:mod:`anodiff.data.slicing`: axis from the affine, radiological in-plane view, range
+  pruning) and fitted to the model size.
 - **images**: ``DATA/images/<id>.<ext>``, optional ``DATA/masks/<id>.<ext>``, optional
   ``DATA/labels.csv`` (``id,label,split``; an empty label cell means "from the mask"). Each
   image is normalised on its own; grey images give 1 channel, RGB 3.
@@ -26,8 +27,9 @@ that lack a sequence are an error naming them unless ``on_missing="skip"`` (the 
 are never changed silently). Folder-level problems (bad CSVs, unknown splits, ids without
 files) always raise.
 
-:func:`load_input` makes one detection input (a case folder, a volume or a 2-D image) into
-slices with the same per-case loaders, so detection sees exactly what training saw.
+:func:`find_inputs` reads a detection input (a case folder, a volume, a 2-D image, or a
+folder of cases in any layout) as cases, and :func:`load_input_case` makes one into slices
+with the same per-case loaders, so detection sees exactly what training saw.
 
 Modules: :mod:`.slices` (the dataset and its geometry), :mod:`.volumes` and :mod:`.images`
 (one module a layout), :mod:`.tables` (splits.csv and labels.csv).
@@ -35,7 +37,8 @@ Modules: :mod:`.slices` (the dataset and its geometry), :mod:`.volumes` and :mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from anodiff.data.datasets.images import load_image, open_images
@@ -48,14 +51,15 @@ from anodiff.data.datasets.slices import (
     SliceOptions,
     collect_cases,
 )
-from anodiff.data.datasets.volumes import input_files, load_case, open_volumes
-from anodiff.data.io import image_stem
+from anodiff.data.datasets.volumes import load_case, open_volumes
+from anodiff.data.io import image_format, image_stem
+from anodiff.data.layouts import UNNAMED, CaseFiles, discover, find_layout, match_sequences
 from anodiff.data.normalise import FIT_MODES, normalisation_settings
 from anodiff.data.slicing import ForegroundExtent, KeepRule
 from anodiff.errors import AnodiffError
 
-__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "SliceDataset", "SliceOptions", "load_input",
-           "open_dataset"]
+__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "InputCase", "SliceDataset", "SliceOptions",
+           "find_inputs", "load_input_case", "open_dataset"]
 
 
 def open_dataset(
@@ -70,8 +74,10 @@ def open_dataset(
     require_masks: bool = False,
     on_error: str = "raise",
     on_missing: str = "raise",
+    layout: str = "auto",
+    sequence_map: Mapping[str, str] | None = None,
 ) -> SliceDataset:
-    """Load a dataset folder of either layout (auto-detected) as a :class:`SliceDataset`.
+    """Load a dataset folder (layout auto-detected) as a :class:`SliceDataset`.
 
     ``sequences``: the channels of a volumes dataset, in order (default: every sequence all
     cases have, sorted). ``size``/``fit``: model size and :func:`~anodiff.data.normalise.
@@ -81,7 +87,8 @@ def open_dataset(
     segmentation. ``on_error``: "raise" stops at the first bad case, "skip" leaves it out.
     ``on_missing``: cases of a volumes dataset that lack one of the sequences are an error
     naming them ("raise") or are left out and named ("skip"); never a silent change of the
-    channels.
+    channels. ``layout``/``sequence_map``: see :func:`anodiff.data.layouts.discover` (``auto``
+    detects the layout; the map renames sequences, e.g. ``{"T1map": "t1"}``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -90,11 +97,13 @@ def open_dataset(
         if value not in ("raise", "skip"):
             raise AnodiffError(f"{name} must be 'raise' or 'skip', got '{value}'")
     options = slice_options(size, fit, normalisation, normalisation_params, keep, require_masks)
-    if (root / "images").is_dir():
+    kind = find_layout(root) if layout == "auto" else layout
+    if kind == "images":
         if sequences is not None:
             raise AnodiffError(f"{root}: an images dataset has no sequences to choose")
         return open_images(root, options, on_error)
-    return open_volumes(root, sequences, options, on_error, on_missing)
+    return open_volumes(discover(root, kind, sequence_map), sequences, options, on_error,
+                        on_missing)
 
 
 def slice_options(
@@ -120,8 +129,78 @@ def slice_options(
     return options
 
 
-def load_input(
+@dataclass(frozen=True)
+class InputCase:
+    """One case of a detection input: its name (which names its outputs), what the user
+    gave or would recognise (``source``: the case folder, file or series), the files chosen
+    for the model's sequences, and the sequences not found (with the pattern looked for)."""
+
+    name: str
+    source: Path
+    files: CaseFiles
+    missing: tuple[str, ...] = ()
+
+
+def find_inputs(
     path: str | Path,
+    sequences: Sequence[str] | None,
+    *,
+    layout: str = "auto",
+    sequence_map: Mapping[str, str] | None = None,
+) -> list[InputCase]:
+    """The cases a detection input holds, with the files for a model's ``sequences``.
+
+    ``sequences`` are a volumes model's channels, in order; ``None`` means an images model,
+    whose input is a 2-D image or a folder of them (``DATA/images/`` included). Anything
+    :func:`~anodiff.data.layouts.discover` reads is an input: a case folder, a single volume
+    or DICOM series (for a one-sequence model), a folder of such files, a dataset root in
+    anodiff's, nnU-Net's or BIDS layout. A case lacking a sequence is returned with
+    ``missing`` set, so that the caller can report it and go on with the others.
+    """
+    path = Path(path)
+    if sequences is None:
+        return _image_inputs(path)
+    found = discover(path, layout, sequence_map)
+    cases = []
+    for name in found.cases:
+        files, missing = match_sequences(found, name, sequences)
+        files.pop("seg", None)  # a detection input carries no annotation
+        cases.append(InputCase(name, _source(found.layout, path, name, files), files,
+                               tuple(missing)))
+    return cases
+
+
+def _image_inputs(path: Path) -> list[InputCase]:
+    """An images model's inputs: one 2-D image, or every image in a folder (or its images/),
+    each a case named by its file stem."""
+    if not path.exists():
+        raise AnodiffError(f"{path}: not found")
+    if path.is_dir():
+        folder = path / "images" if (path / "images").is_dir() else path
+        files = [p for p in sorted(folder.iterdir())
+                 if p.is_file() and not p.name.startswith(".") and image_format(p)]
+        if not files:
+            raise AnodiffError(f"{folder}: no images (PNG, JPEG, TIFF, NumPy, NIfTI, DICOM)")
+    elif image_format(path) is None:
+        raise AnodiffError(f"{path}: not an image anodiff reads")
+    else:
+        files = [path]
+    return [InputCase(image_stem(p), p, {UNNAMED: [p]}) for p in files]
+
+
+def _source(layout: str, path: Path, name: str, files: CaseFiles) -> Path:
+    """The path a user knows a case by: the folder or file given, a case folder, else the
+    case's first image."""
+    if layout in ("case", "series", "file"):
+        return path
+    if layout == "cases":
+        return path / name
+    first = next((p for paths in files.values() for p in paths), path)
+    return first.parent if layout == "bids" else first
+
+
+def load_input_case(
+    case: InputCase,
     sequences: Sequence[str] | None,
     *,
     size: int = 64,
@@ -129,40 +208,35 @@ def load_input(
     normalisation: str = "percentile",
     normalisation_params: dict[str, float] | None = None,
 ) -> SliceDataset:
-    """One input to run a trained model on, made into slices exactly as training data is.
+    """One input case made into slices exactly as training data is.
 
-    ``sequences`` are a volumes model's channels, in order: the input is then a case folder
-    holding ``<case>_<seq>.*`` for each of them (a segmentation there is ignored) or, for a
-    one-sequence model, a single 3-D image or DICOM series folder. ``None`` means an images
-    model: the input is one 2-D image (grey or RGB). ``size``, ``fit`` and ``normalisation``
-    are as for :func:`open_dataset`; the case loaders are the training ones, so training and
-    detection cannot drift apart. One difference, on purpose: no slice range is pruned. Every
-    slice with foreground is kept so that a map covers the whole volume; slices without
-    foreground are left out and come back as 0 from ``reassemble``.
+    ``size``, ``fit`` and ``normalisation`` are as for :func:`open_dataset`; the case loaders
+    are the training ones, so training and detection cannot drift apart. One difference, on
+    purpose: no slice range is pruned. Every slice with foreground is kept so that a map
+    covers the whole volume; slices without foreground are left out and come back as 0 from
+    ``reassemble``.
 
-    Returns a one-case :class:`SliceDataset` named after the folder or file stem (split
-    ``test``, labels 0 and empty masks: a detection input carries no annotation), whose
-    ``reassemble`` and ``reference_image`` put maps back on the input's grid; for a case
-    folder the reference is the first sequence's image.
+    Returns a one-case :class:`SliceDataset` named ``case.name`` (split ``test``, labels 0
+    and empty masks: a detection input carries no annotation), whose ``reassemble`` and
+    ``reference_image`` put maps back on the input's grid (the first sequence's image).
     """
-    path = Path(path)
-    if not path.exists():
-        raise AnodiffError(f"{path}: not found")
+    if case.missing:
+        raise AnodiffError(f"{case.source}: missing sequence(s) {'; '.join(case.missing)}")
     options = slice_options(
         size, fit, normalisation, normalisation_params, ForegroundExtent(0.0), False
     )
-    name = path.name if path.is_dir() else image_stem(path)
     if sequences is None:
         channels: list[int] = []
 
         def load(key: str) -> LoadedCase:
-            return load_image(key, path, None, 0, channels, options)
+            return load_image(key, case.files[UNNAMED][0], None, 0, channels, options)
 
-        return collect_cases(path, [name], load, {name: "test"}, ("image",), options, "raise")
+        return collect_cases(case.source, [case.name], load, {case.name: "test"}, ("image",),
+                             options, "raise")
     names = tuple(sequences)
-    files = input_files(path, names)
 
     def load_volume(key: str) -> LoadedCase:
-        return load_case(key, files, names, options)
+        return load_case(key, case.files, names, options)
 
-    return collect_cases(path, [name], load_volume, {name: "test"}, names, options, "raise")
+    return collect_cases(case.source, [case.name], load_volume, {case.name: "test"}, names,
+                         options, "raise")

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from anodiff.data.io import Image, read_image
 from anodiff.data.normalise import scaled_shape, unfit
 from anodiff.data.slicing import ForegroundExtent, KeepRule, SliceLayout, slices_to_volume
 from anodiff.errors import AnodiffError
+from anodiff.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ def collect_cases(
     skipped: list[tuple[str, str]] = list(skipped_before)
     for key, reason in skipped:
         log.warning("skipping %s: %s", key, reason)
-    bar = tqdm(keys, desc=f"loading {root.name}", unit="case", disable=len(keys) < PROGRESS_FROM)
+    bar = progress_bar(keys, desc=f"loading {root.name}", unit="case",
+                       enabled=len(keys) >= PROGRESS_FROM)
     for key in bar:
         try:
             loaded[key] = load(key)

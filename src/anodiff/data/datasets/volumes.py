@@ -1,5 +1,7 @@
-"""The volumes layout: ``DATA/<case>/<case>_<seq>.<ext>`` per sequence, an optional
-``<case>_seg.<ext>`` and ``DATA/splits.csv``; one case becomes its axial slices.
+"""Volume datasets: cases of named 3-D sequence images (found by
+:func:`anodiff.data.layouts.discover` in any of its layouts: anodiff's case folders,
+nnU-Net, BIDS, flat folders, DICOM series), an optional segmentation and
+``DATA/splits.csv``; one case becomes its axial slices.
 
 Each sequence volume is normalised on its own, the sequences are stacked as channels,
 sliced axially (:mod:`anodiff.data.slicing`: axis from the affine, radiological in-plane
@@ -23,7 +25,8 @@ from anodiff.data.datasets.slices import (
     collect_cases,
 )
 from anodiff.data.datasets.tables import read_table
-from anodiff.data.io import Image, image_format, image_stem, read_image
+from anodiff.data.io import Image, read_image
+from anodiff.data.layouts import SEGMENTATION, CaseFiles, Found, match_sequences, sequence_name
 from anodiff.data.normalise import fit_to_size, normalise_intensity
 from anodiff.data.slicing import stack_sequences, take_slices, volume_to_slices
 from anodiff.errors import AnodiffError
@@ -32,34 +35,39 @@ _AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one
 
 
 def open_volumes(
-    root: Path, sequences: Sequence[str] | None, options: SliceOptions, on_error: str,
+    found: Found, sequences: Sequence[str] | None, options: SliceOptions, on_error: str,
     on_missing: str = "raise",
 ) -> SliceDataset:
-    """The volumes dataset at ``root`` (see :func:`anodiff.data.open_dataset`).
+    """The volumes dataset ``found`` (see :func:`anodiff.data.open_dataset`).
 
-    Cases that lack one of the ``sequences`` (default: every sequence any case has) are an
-    error naming them, or with ``on_missing="skip"`` are left out, named in
+    Splits come from ``ROOT/splits.csv`` when there is one, else from the layout (nnU-Net's
+    imagesTs is ``test``), else every case is ``train``. Cases that lack one of the
+    ``sequences`` (default: every sequence any case has) are an error naming them and the
+    file pattern looked for, or with ``on_missing="skip"`` are left out, named in
     ``dataset.skipped`` and logged: the model's inputs never change silently.
     """
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise AnodiffError(f"{root}: neither an images/ folder nor case folders")
-    files = {folder.name: case_files(folder) for folder in folders}
-    splits, _ = read_table(root / "splits.csv", list(files), "case", with_label=False)
-    present = {case: set(found) - {"seg"} for case, found in files.items()}
+    root = found.root
+    if (root / "splits.csv").exists() or not found.splits:
+        splits, _ = read_table(root / "splits.csv", list(found.cases), "case", with_label=False)
+    else:
+        splits = {case: found.splits.get(case, "train") for case in found.cases}
     if sequences is None:
-        sequences = sorted(set().union(*present.values()))
+        sequences = found.sequences()
         if not sequences:
-            raise AnodiffError(f"{root}: no case has a sequence image <case>/<case>_<seq>.*")
-    sequences = tuple(sequences)
-    if "seg" in sequences:
+            raise AnodiffError(f"{root}: no case has a sequence image "
+                               f"({found.looked_for('<seq>')})")
+    sequences = tuple(sequence_name(s) for s in sequences)
+    if SEGMENTATION in sequences:
         raise AnodiffError("'seg' is the segmentation, not a sequence to use as a channel")
-    lacking = {case: [s for s in sequences if s not in have] for case, have in present.items()}
+    files: dict[str, CaseFiles] = {}
+    lacking: dict[str, list[str]] = {}
+    for case in found.cases:
+        files[case], lacking[case] = match_sequences(found, case, sequences)
     skipped = [(case, f"missing sequence(s) {missing}") for case, missing in lacking.items()
                if missing]
     if skipped and on_missing == "raise":
-        named = "; ".join(f"{case} lacks {lacking[case]}" for case, _ in skipped[:5])
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        named = "; ".join(f"{case} lacks {lacking[case]}" for case, _ in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         raise AnodiffError(
             f"{root}: {len(skipped)} of {len(files)} cases lack a sequence of "
             f"{list(sequences)} ({named}{more}); add the files, choose sequences every case "
@@ -72,22 +80,7 @@ def open_volumes(
     return collect_cases(root, keep, load, splits, sequences, options, on_error, skipped)
 
 
-def case_files(folder: Path) -> dict[str, list[Path]]:
-    """``{sequence: paths}`` for the ``<case>_<seq>.*`` images (or series folders) of a case.
-
-    Several paths for one sequence (``t1.nii`` and ``t1.nrrd``) are kept and refused when the
-    case is loaded, so that ``on_error="skip"`` can skip just that case.
-    """
-    found: dict[str, list[Path]] = {}
-    prefix = folder.name + "_"
-    for path in sorted(folder.iterdir()):
-        stem = image_stem(path)
-        if stem.startswith(prefix) and not path.name.startswith(".") and image_format(path):
-            found.setdefault(stem[len(prefix) :], []).append(path)
-    return found
-
-
-def _only(case: str, sequence: str, files: dict[str, list[Path]]) -> Path:
+def _only(case: str, sequence: str, files: CaseFiles) -> Path:
     paths = files[sequence]
     if len(paths) > 1:
         names = ", ".join(p.name for p in paths)
@@ -96,8 +89,10 @@ def _only(case: str, sequence: str, files: dict[str, list[Path]]) -> Path:
 
 
 def load_case(
-    case: str, files: dict[str, list[Path]], sequences: tuple[str, ...], options: SliceOptions
+    case: str, files: CaseFiles, sequences: tuple[str, ...], options: SliceOptions
 ) -> LoadedCase:
+    """The slices of one case from its ``{sequence or "seg": paths}`` (see
+    :func:`~anodiff.data.layouts.match_sequences`)."""
     missing = [s for s in sequences if s not in files]
     if missing:
         raise AnodiffError(f"case {case}: missing sequence(s) {missing} (has {sorted(files)})")
@@ -105,7 +100,7 @@ def load_case(
     first = images[sequences[0]]
     for image in images.values():
         _check_same_grid(first, image)
-    seg = _read_volume(_only(case, "seg", files)) if "seg" in files else None
+    seg = _read_volume(_only(case, SEGMENTATION, files)) if SEGMENTATION in files else None
     if seg is not None:
         _check_same_grid(first, seg)
         _check_label_map(seg)
@@ -173,25 +168,3 @@ def _check_required_mask(case: str, seg: Image | None, options: SliceOptions) ->
         raise AnodiffError(f"case {case}: no segmentation <case>_seg.* (require_masks=True)")
     if not (seg.array > 0).any():
         raise AnodiffError(f"{seg.path}: segmentation is empty (require_masks=True)")
-
-
-
-
-def input_files(path: Path, sequences: tuple[str, ...]) -> dict[str, list[Path]]:
-    """``{sequence: paths}`` of one detection input for a volumes model (no segmentation).
-
-    A folder with ``<folder>_*`` images is a case folder; any other folder is a DICOM
-    series, and it or a single file is the one sequence of a one-sequence model.
-    """
-    if path.is_dir():
-        found = case_files(path)
-        if found or len(sequences) > 1:
-            return {seq: paths for seq, paths in found.items() if seq != "seg"}
-    elif len(sequences) > 1:
-        raise AnodiffError(
-            f"{path}: a single image, but the model takes the sequences {list(sequences)}; "
-            f"give a case folder <case>/<case>_<sequence>.* instead"
-        )
-    return {sequences[0]: [path]}
-
-

@@ -27,7 +27,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from tqdm import tqdm
 
 from anodiff._version import __version__
 from anodiff.data.synth.anatomy import Grid, load_reference, reference_factor
@@ -38,6 +37,7 @@ from anodiff.data.synth.preview import Example, healthy_figure, tracks_figure
 from anodiff.data.synth.stats import SPLITS, case_stats, stats_table, track_stats
 from anodiff.data.synth.writer import write_nifti
 from anodiff.errors import AnodiffError
+from anodiff.progress import progress_bar
 
 TRACK_NAMES = tuple(TRACKS)
 SPLIT_SHARE = {"val": 0.1, "test": 0.3}
@@ -203,14 +203,14 @@ def _run(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]
     """Run the jobs (in order of results) on ``workers`` processes, with a progress bar."""
     workers = min(workers, len(jobs))
     bar = {"total": len(jobs), "desc": "anodiff data synth", "unit": "case",
-           "disable": not progress}
+           "enabled": progress}
     if workers == 1:
-        return [_build_case(job) for job in tqdm(jobs, **bar)]
+        return [_build_case(job) for job in progress_bar(jobs, **bar)]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         results = pool.map(_build_case, jobs)  # submits (and forks) before tqdm's thread
-        return list(tqdm(results, **bar))
+        return list(progress_bar(results, **bar))
 
 
 def _prepare(out: Path, config: SynthConfig, overwrite: bool) -> None:

@@ -1,0 +1,38 @@
+"""anodiff's own methods as plain text, so that ``anodiff methods`` and ``--help`` answer
+before PyTorch and MONAI load (importing them takes seconds on a small CPU).
+
+Each entry repeats the ``supervision`` and ``description`` of the method's class;
+``tests/test_cli.py`` checks them against the registry, so they cannot drift apart. Methods
+of other packages (the ``anodiff.methods`` entry points) are not listed here: when there
+are any, ``anodiff methods`` imports the registry and lists everything from it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+ENTRY_POINT_GROUP = "anodiff.methods"
+
+BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, description)
+    ("anoddpm", "self",
+     "partial simplex noising + ancestral DDPM denoising, squared error (Wyatt 2022)"),
+    ("autoencoder", "unsupervised",
+     "variational autoencoder trained on healthy slices, residual map (baseline)"),
+    ("counterfactual", "weak",
+     "DDIM encoding + classifier-free guided decoding to healthy (Sanchez 2022)"),
+    ("diffano", "weak",
+     "DDIM noise encoding + classifier-guided decoding to healthy (Wolleb 2022)"),
+    ("fndm", "weak", "hybrid-conditioned (image + memory-bank map) diffusion, classifier "
+                     "gradient, DPM-Solver++ (Li 2023)"),
+    ("imgcond", "self", "image-conditioned diffusion restoring synthetic anomalies, task-fold "
+                        "ensemble, residual (or the paper's SSIM) map (Baugh 2024)"),
+    ("invdetect", "unsupervised",
+     "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"),
+    ("threshold", "unsupervised", "intensity thresholding after histogram equalisation "
+                                  "(Meissen 2021) or healthy-intensity rarity"),
+)
+
+
+def has_plugins() -> bool:
+    """Whether another package installs methods through the entry-point group."""
+    return bool(entry_points(group=ENTRY_POINT_GROUP))
