@@ -285,7 +285,10 @@ def _nnunet(path: Path, sequence_map: Mapping[str, str] | None) -> Found:
     for folder in folders:
         if not folder.is_dir():
             continue
-        labels = folder.parent / folder.name.replace("images", "labels", 1)
+        labels_folder = folder.parent / folder.name.replace("images", "labels", 1)
+        labels: dict[str, list[Path]] = {}  # listed once: {case: label files}
+        for label in _entries(labels_folder) if labels_folder.is_dir() else []:
+            labels.setdefault(image_stem(label), []).append(label)
         for entry in _entries(folder):
             match = _NNUNET_CHANNEL.match(image_stem(entry))
             if not match or not image_format(entry):
@@ -297,10 +300,8 @@ def _nnunet(path: Path, sequence_map: Mapping[str, str] | None) -> Found:
             sequence = channels.get(int(channel), channel)
             cases.setdefault(case, {}).setdefault(sequence, []).append(entry)
             splits[case] = _nnunet_split(folder)
-            if labels.is_dir() and SEGMENTATION not in cases[case]:
-                label = [p for p in _entries(labels) if image_stem(p) == case]
-                if label:
-                    cases[case][SEGMENTATION] = label
+            if case in labels:
+                cases[case][SEGMENTATION] = labels[case]
     described = " / ".join(f"{k:04d} = {v}" for k, v in sorted(channels.items()))
     return Found("nnunet", root, cases, splits, tuple(passed),
                  channel_pattern="<case>_XXXX.* with dataset.json channel_names naming "

@@ -49,7 +49,7 @@ from anodiff.outputs import prepare_output_folder, resolved
 from anodiff.progress import progress_bar
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run
-from anodiff.workflows.scores_table import ScoresTable, check_columns
+from anodiff.workflows.scores_table import ScoresTable
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,10 @@ def detect_inputs(
     sequences = tuple(spec.data.sequences) if spec.data.sequences else None
     _check_scores_name(out, paths)
     prepare_output_folder(out, paths)
-    check_columns(out / SCORES_FILE)
+    table = ScoresTable(out / SCORES_FILE, [f.name for f in fields(DetectRow)])
     protected = frozenset(resolved(p) for p in paths)
     taken: dict[str, Path] = {}
     names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
-    table = ScoresTable(out / SCORES_FILE, [f.name for f in fields(DetectRow)])
     rows: list[DetectRow] = []
     skipped: list[str] = []
     for path in progress_bar(paths, desc=f"detect ({spec.method})", unit="input",

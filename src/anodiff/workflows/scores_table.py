@@ -24,8 +24,13 @@ class ScoresTable:
     """The rows of a ``scores.csv`` (earlier ones first), updated and written in place."""
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        """Read the earlier rows; a file in the way that is not a scores.csv is a named
+        error (raised before any work, as detect makes the table first)."""
         self.path, self.columns = path, list(columns)
         self.rows: dict[str, dict[str, Any]] = {}
+        if path.exists() and not path.is_file():
+            raise AnodiffError(f"{path}: a folder where detect writes its scores.csv; choose "
+                               "another --out")
         if path.is_file():
             for _, row in read_csv(path, ["input", "status"]):
                 self.rows[row["input"]] = {c: row.get(c, "") for c in self.columns}
@@ -49,12 +54,3 @@ class ScoresTable:
 def _glob_safe(name: str) -> str:
     """``name`` with glob's special characters escaped."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def check_columns(path: Path) -> None:
-    """Refuse a file in the way of ``scores.csv`` that is not one (before any work)."""
-    if path.exists() and not path.is_file():
-        raise AnodiffError(f"{path}: a folder where detect writes its scores.csv; choose "
-                           "another --out")
-    if path.is_file():
-        read_csv(path, ["input", "status"])  # a named error if it is not a scores.csv

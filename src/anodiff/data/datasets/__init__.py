@@ -53,7 +53,14 @@ from anodiff.data.datasets.slices import (
 )
 from anodiff.data.datasets.volumes import load_case, open_volumes
 from anodiff.data.io import image_format, image_stem
-from anodiff.data.layouts import UNNAMED, CaseFiles, discover, find_layout, match_sequences
+from anodiff.data.layouts import (
+    SEGMENTATION,
+    UNNAMED,
+    CaseFiles,
+    discover,
+    find_layout,
+    match_sequences,
+)
 from anodiff.data.normalise import FIT_MODES, normalisation_settings
 from anodiff.data.slicing import ForegroundExtent, KeepRule
 from anodiff.errors import AnodiffError
@@ -164,7 +171,7 @@ def find_inputs(
     cases = []
     for name in found.cases:
         files, missing = match_sequences(found, name, sequences)
-        files.pop("seg", None)  # a detection input carries no annotation
+        files.pop(SEGMENTATION, None)  # a detection input carries no annotation
         cases.append(InputCase(name, _source(found.layout, path, name, files), files,
                                tuple(missing)))
     return cases
