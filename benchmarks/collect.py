@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from anodiff.workflows.benchmark import COLUMNS, markdown_table
+from anodiff.report.tables import RESULT_COLUMNS, markdown_table
 
 
 def train_seconds(eval_dir: Path) -> float:
@@ -37,7 +37,7 @@ def main() -> None:
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
         rows.append({**metrics, "dataset": args.dataset, "method": label,
                      "train_seconds": train_seconds(Path(folder))})
-    print(markdown_table(rows, COLUMNS), end="")
+    print(markdown_table(rows, RESULT_COLUMNS), end="")
 
 if __name__ == "__main__":
     main()

@@ -31,10 +31,10 @@ from sweep import labelled_subset, study_parser
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice
 from anodiff.methods import AnomalyResult
 from anodiff.methods.fndm import FNDM, HybridProvider
+from anodiff.report.tables import markdown_table
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.rules import image_scores
 from anodiff.scoring.thresholds import per_image_otsu
-from anodiff.workflows.benchmark import markdown_table
 from anodiff.workflows.run import load_run
 
 

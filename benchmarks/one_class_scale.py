@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from anodiff.report.tables import markdown_table
 from anodiff.scoring.one_class import ONE_CLASS_KINDS, fit_one_class
-from anodiff.workflows.benchmark import markdown_table
 
 
 def one_fit(kind: str, n: int, dims: int, components: int) -> dict[str, float]:

@@ -45,8 +45,8 @@ import yaml  # noqa: E402
 
 from anodiff.evaluation.metrics import Overlap, auroc, average_precision, best_dice  # noqa: E402
 from anodiff.methods import Detector  # noqa: E402
+from anodiff.report.tables import markdown_table  # noqa: E402
 from anodiff.scoring.foreground import foreground  # noqa: E402
-from anodiff.workflows.benchmark import markdown_table  # noqa: E402
 from anodiff.workflows.run import load_run  # noqa: E402
 
 HEATMAP_METRICS = ("pixel_auroc", "pixel_ap", "dice_max", "dice_otsu", "healthy_residual")

@@ -312,3 +312,6 @@ def test_voxel_volume_on_the_model_grid(volumes: Path) -> None:
     assert padded.voxel_ml("case1") == pytest.approx(1.2 * 1.0 * 2.0 / 1000)
     doubled = open_dataset(volumes, size=28, fit="resize")
     assert doubled.voxel_ml("case1") == pytest.approx(1.2 * 1.0 * 2.0 / 1000 / 4)
+    # the in-plane pixel size (HD95 in mm needs it), halved by the resize
+    assert sorted(padded.pixel_mm("case1")) == pytest.approx([1.0, 1.2])
+    assert sorted(doubled.pixel_mm("case1")) == pytest.approx([0.5, 0.6])

@@ -115,6 +115,24 @@ def test_the_operating_point_is_measured_per_case_and_per_lesion() -> None:
     assert res["healthy_fp_area_fpr"] == pytest.approx(1 / 64 / 12)  # one pixel, 12 slices
 
 
+def test_hd95_is_in_mm_where_the_pixel_size_is_known() -> None:
+    """The same masks on pixels of 2 x 2 mm: HD95 doubles, and the unit says so; without a
+    size for every case it stays on the pixel grid."""
+    truth, ids = _volumes()
+    maps = np.zeros(truth.shape, np.float32)
+    maps[0:3, 1:5, 1:4] = 1.0  # one column too wide: HD95 of 1 pixel on those slices
+    kwargs = {"pixel_threshold": 0.5, "case_ids": ids}
+    pixels = evaluate(maps, truth, maps.reshape(18, -1).max(1), **kwargs)
+    mm = evaluate(maps, truth, maps.reshape(18, -1).max(1), **kwargs,
+                  pixel_mm={"a": (2.0, 2.0), "b": (2.0, 2.0), "c": (2.0, 2.0)})
+    partly = evaluate(maps, truth, maps.reshape(18, -1).max(1), **kwargs,
+                      pixel_mm={"a": (2.0, 2.0)})
+    assert pixels["hd95_unit"] == partly["hd95_unit"] == "pixel" and mm["hd95_unit"] == "mm"
+    assert mm["hd95_fpr"] == pytest.approx(2 * pixels["hd95_fpr"]) and pixels["hd95_fpr"] > 0
+    assert partly["hd95_fpr"] == pixels["hd95_fpr"]
+    assert mm["case_dice_fpr"] == pytest.approx({"a": 2 * 27 / (27 + 36 + 1), "b": 0.0})
+
+
 def test_3d_postprocessing_works_across_slices() -> None:
     truth, ids = _volumes()
     maps = np.zeros(truth.shape, np.float32)

@@ -38,8 +38,13 @@ def test_train_evaluate_detect(tiny_synth: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"image_auroc", "pixel_ap", "dice_max", "hd95_otsu", "n_images"} <= set(metrics)
     assert metrics["pixel_auroc"] > 0.5 and "pixel_ap" in output
-    for figure in ("curves_image.png", "curves_pixel.png", "grid.png"):
+    for figure in ("curves_image.png", "curves_pixel.png", "grid.png", "dice_threshold.png",
+                   "dice_cases.png", "detection_by_size.png"):
         assert (tmp_path / "eval" / figure).is_file()
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 6 and "Dice per case at the FPR" in report
+    assert metrics["hd95_unit"] == "mm" and set(metrics["case_dice_fpr"]) <= set(
+        p.name for p in tiny_synth.iterdir())
     case = next(p for p in sorted(tiny_synth.iterdir()) if p.is_dir())
     invoke("detect", run, case, "--out", tmp_path / "maps")
     assert (tmp_path / "maps" / f"{case.name}_anomaly_map.nii.gz").is_file()
@@ -87,10 +92,14 @@ def test_benchmark_writes_tables_curves_and_report(tiny_synth: Path, tmp_path: P
     assert [(r["dataset"], r["method"]) for r in rows] == [("tumour", "rarity"),
                                                           ("tumour", "flair")]
     table = (tmp_path / "bench" / "results.md").read_text()
-    assert table.startswith("| dataset | sequences | method | dice_fpr | volume_dice_fpr |")
-    assert (tmp_path / "bench" / "results.csv").is_file()
+    assert table.startswith("| Dataset | Sequences | Method | Dice per case at the FPR")
+    assert "| dataset | sequences | method | dice_fpr | volume_dice_fpr |" in table  # folded
+    csv_header = (tmp_path / "bench" / "results.csv").read_text().splitlines()[0]
+    assert csv_header.startswith("dataset,sequences,method,dice_fpr,volume_dice_fpr,")
     html = (tmp_path / "bench" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4  # 2 grids + image and pixel curves
+    # per method: the grid and Dice against the threshold; per dataset: Dice per case,
+    # detection by size, image and pixel curves
+    assert html.count("data:image/png;base64,") == 2 * 2 + 4
     # the FLAIR threshold must beat a random map on the tumour track (AP above base rate)
     flair = rows[1]
     assert flair["pixel_auroc"] > 0.8 and flair["sequences"] == "flair+t1+t2"

@@ -4,7 +4,8 @@ Keys (design brief): ``image_auroc, image_ap, image_f1, pixel_auroc, pixel_ap, d
 dice_otsu, precision_otsu, hd95_otsu, vs_otsu, healthy_residual, seconds_per_image,
 nfe_per_image, n_images`` plus recall/IoU at the Otsu masks, lesion-wise detection,
 healthy false-positive area, figures at a healthy-calibrated threshold when one is given,
-per-volume figures when case ids are given, and ``image_auroc_foreground_area``: the image
+per-volume figures when case ids are given (``case_dice_fpr``: each lesioned case's Dice at
+the healthy-FPR threshold), and ``image_auroc_foreground_area``: the image
 AUROC of a trivial score, the share of the slice that is foreground. On brain slices,
 lesions that need depth (or mass) occur only in large central slices, so slice size alone
 can separate diseased from healthy slices; a method's ``image_auroc`` means little unless it
@@ -57,17 +58,20 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def mask_metrics(predicted: np.ndarray, truth: np.ndarray, suffix: str,
-                 spacing: tuple[float, ...] | None = None) -> dict[str, float]:
-    """Dice, precision, recall, IoU, VS and HD95 per image, averaged over the images given."""
+                 spacings: Sequence[tuple[float, float] | None] | None = None
+                 ) -> dict[str, float]:
+    """Dice, precision, recall, IoU, VS and HD95 per image, averaged over the images given;
+    HD95 in mm with each image's pixel size in ``spacings``, else in pixels."""
     overlaps = [Overlap.of(p, t) for p, t in zip(predicted, truth, strict=True)]
+    spacings = spacings if spacings is not None else [None] * len(predicted)
     return {
         f"dice_{suffix}": _mean([o.dice for o in overlaps]),
         f"precision_{suffix}": _mean([o.precision for o in overlaps]),
         f"recall_{suffix}": _mean([o.recall for o in overlaps]),
         f"iou_{suffix}": _mean([o.iou for o in overlaps]),
         f"vs_{suffix}": _mean([o.volumetric_similarity for o in overlaps]),
-        f"hd95_{suffix}": _mean([hd95(p, t, spacing) for p, t in zip(predicted, truth,
-                                                                   strict=True)]),
+        f"hd95_{suffix}": _mean([hd95(p, t, spacing) for p, t, spacing
+                                 in zip(predicted, truth, spacings, strict=True)]),
     }
 
 
@@ -85,6 +89,7 @@ def evaluate(
     pixel_threshold: float | None = None,
     case_ids: Sequence[str] | None = None,
     voxel_ml: Mapping[str, float] | None = None,
+    pixel_mm: Mapping[str, tuple[float, float]] | None = None,
     size_bins_ml: tuple[float, float] = SIZE_BINS_ML,
     postprocess: PostProcess | None = None,
     resamples: int = 0,
@@ -102,7 +107,8 @@ def evaluate(
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
     (N, C, H, W) give the healthy reconstruction residual. ``case_ids`` (per slice, a case's
     slices consecutive) enable the per-case figures, ``voxel_ml`` (per case) the lesion
-    volumes, ``resamples`` the bootstrap intervals.
+    volumes, ``pixel_mm`` (per case) HD95 in mm (``hd95_unit``; pixels unless every case has
+    a pixel size), ``resamples`` the bootstrap intervals.
     """
     post = postprocess or PostProcess()
     check_shapes(maps, truth, foreground, predicted)
@@ -114,6 +120,8 @@ def evaluate(
     healthy = ~labels
 
     pixels_truth, pixels_score = truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]]
+    spacings = [pixel_mm[c] for c in np.asarray(case_ids)[anomalous]] \
+        if case_ids is not None and pixel_mm and set(case_ids) <= set(pixel_mm) else None
     best = best_dice(pixels_truth, pixels_score)
     masks = post.masks(per_image_otsu(maps, fg), case_ids, voxel_ml)
     detection = lesion_detection(masks, truth)
@@ -128,7 +136,8 @@ def evaluate(
         "pixel_ap": average_precision(pixels_truth, pixels_score),
         "dice_max": best.dice,
         "dice_max_threshold": best.threshold,
-        **mask_metrics(masks[anomalous], truth[anomalous], "otsu"),
+        **mask_metrics(masks[anomalous], truth[anomalous], "otsu", spacings),
+        "hd95_unit": "pixel" if spacings is None else "mm",
         "lesion_detection_rate": detection.detection_rate,
         "lesion_false_positives_per_image": detection.false_positives / len(maps),
         "healthy_fp_area": _mean([float(m[f].mean()) for m, f in zip(masks[healthy], fg[healthy],
@@ -146,14 +155,15 @@ def evaluate(
     if anomalous.any():  # one Otsu threshold for the whole test set (pooled foreground)
         global_t = otsu_threshold(maps, fg)
         results.update(mask_metrics(post.masks((maps > global_t) & fg, case_ids, voxel_ml)
-                                    [anomalous], truth[anomalous], "global_otsu"))
+                                    [anomalous], truth[anomalous], "global_otsu", spacings))
     if predicted is not None:
         results.update(mask_metrics(post.masks(predicted.astype(bool), case_ids, voxel_ml)
-                                    [anomalous], truth[anomalous], "own"))
+                                    [anomalous], truth[anomalous], "own", spacings))
     case_dice: dict[str, float] = {}
     if pixel_threshold is not None:
         at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg), case_ids, voxel_ml)
-        results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr"))
+        results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr",
+                                    spacings))
         results["pixel_threshold"] = pixel_threshold
         results["healthy_fp_area_fpr"] = _mean(
             [float(m[f].mean()) for m, f in zip(at_threshold[healthy], fg[healthy], strict=True)
@@ -162,6 +172,8 @@ def evaluate(
             case_dice = per_case_dice(at_threshold, truth, case_ids)
             results.update(operating_point(at_threshold, truth, case_ids, case_dice,
                                            voxel_ml, size_bins_ml))
+            results["case_dice_fpr"] = case_dice
+            results["size_bins_ml"] = list(size_bins_ml)
     if case_ids is not None:
         results.update(volume_metrics(masks, truth, case_ids))
         if resamples:

@@ -42,6 +42,8 @@ class Predictions:
     seconds_per_image: float
     nfe_per_image: float
     voxel_ml: dict[str, float] = field(default_factory=dict)  # per case (volumes only)
+    pixel_mm: dict[str, tuple[float, float]] = field(default_factory=dict)  # per case, known
+    slices: list[int] = field(default_factory=list)  # each slice's index in its case
 
     @cached_property
     def foreground(self) -> np.ndarray:
@@ -56,6 +58,7 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     truth = np.stack([np.asarray(item["mask"], dtype=bool) for item in items])
     labels = np.array([bool(item["label"]) for item in items])
     cases = [str(item.get("case", "")) for item in items]
+    slices = [int(item.get("index", i)) for i, item in enumerate(items)]
     maps, scores, masks, healthy = [], [], [], []
     nfe, seconds = 0.0, 0.0
     batches = range(0, len(items), batch_size)
@@ -74,11 +77,14 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     n = max(len(items), 1)
     voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
         if hasattr(data, "voxel_ml") else {}
+    pixel_mm = {c: size for c in dict.fromkeys(cases)
+                if hasattr(data, "pixel_mm") and (size := data.pixel_mm(c)) is not None}
     return Predictions(
         images=images, truth=truth, labels=labels, maps=np.concatenate(maps),
         scores=np.concatenate(scores), masks=np.concatenate(masks) if masks else None,
         pseudo_healthy=np.concatenate(healthy) if healthy else None, cases=cases,
         seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
+        pixel_mm=pixel_mm, slices=slices,
     )
 
 
@@ -105,6 +111,7 @@ def evaluate_predictions(test: Predictions, validation: Predictions | None = Non
         predicted=test.masks, images=test.images, pseudo_healthy=test.pseudo_healthy,
         image_threshold=image_threshold, pixel_threshold=pixel_threshold,
         case_ids=test.cases if any(test.cases) else None, voxel_ml=test.voxel_ml,
+        pixel_mm=test.pixel_mm,
         postprocess=postprocess, resamples=resamples,
         seconds_per_image=test.seconds_per_image, nfe_per_image=test.nfe_per_image,
     )

@@ -48,6 +48,7 @@ from anodiff.diffusion.samplers import encode
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
+from anodiff.extras import require
 from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
 from anodiff.methods.registry import register
@@ -159,6 +160,9 @@ class InvDetect(Detector[InvDetectConfig]):
     def __init__(self, config: InvDetectConfig) -> None:
         super().__init__(config)
         self.schedule = config.diffusion.noise_schedule()
+        if config.mask == "own" and config.refine:  # refused now, not after training
+            require("maxflow", "graphcut", "invdetect's graph-cut refinement (mask: own, "
+                    "refine: true; refine: false or mask: otsu need none)")
 
     # --- networks and state --------------------------------------------------------------
     def build(self, input_shape: tuple[int, ...]) -> None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import base64
 import html
-import math
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from anodiff.outputs import write_text_atomic
+from anodiff.report.tables import HEADLINE, full_cells, full_headers, headline
 
 GLOSSARY = {
     "image_auroc": "How well the image score ranks anomalous slices above healthy ones "
@@ -32,8 +35,9 @@ GLOSSARY = {
     "dice_otsu": "Overlap (Dice) of the method's own mask (Otsu's threshold per image) with "
                  "the ground truth, averaged over anomalous slices.",
     "precision_otsu": "Share of flagged pixels that are truly lesion.",
-    "hd95_otsu": "95th-percentile distance (mm) between flagged and true lesion borders; "
-                 "lower is better.",
+    "hd95_otsu": "95th-percentile distance (mm; pixels for images without a voxel size) "
+                 "between flagged and true lesion borders per slice; lower is better.",
+    "hd95_fpr": "The same distance for the masks at the healthy-FPR threshold.",
     "vs_otsu": "Volumetric similarity: 1 when the flagged area has the lesion's size.",
     "healthy_residual": "Mean difference between a healthy input and its pseudo-healthy "
                         "reconstruction: how much a method alters normal anatomy.",
@@ -62,23 +66,30 @@ GLOSSARY = {
 }
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3f}"
-    return html.escape(str(value))
-
-
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_format(row.get(c, ''))}</td>" for c in columns) + "</tr>"
-        for row in rows)
+def _table(headers: Sequence[str], cells: Sequence[Sequence[str]],
+           keys: Sequence[str] | None = None) -> str:
+    """An HTML table; ``keys`` (the metric names) become each header's tooltip."""
+    tips = keys or [""] * len(headers)
+    head = "".join(f'<th title="{html.escape(k)}">{html.escape(h)}</th>' if k
+                   else f"<th>{html.escape(h)}</th>" for h, k in zip(headers, tips, strict=True))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in cells)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _raw_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    return _table(full_headers(columns, rows), full_cells(rows, columns))
 
 
 def _image_tag(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+
+
+def settings_yaml(settings: Mapping[str, Any]) -> str:
+    """Settings as YAML, the format of the configuration files they come from."""
+    plain = json.loads(json.dumps(settings, default=str, allow_nan=True))
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, width=100)
 
 
 def write_report(
@@ -91,34 +102,43 @@ def write_report(
     notes: Sequence[str] = (),
     tables: Sequence[tuple[str, Sequence[Mapping[str, Any]], Sequence[str]]] = (),
 ) -> Path:
-    """Write the report to ``path`` (atomically) and return it. ``tables`` are further
-    (title, rows, columns) tables shown after the results."""
-    extra = "".join(f"<h2>{html.escape(name)}</h2>{_table(table_rows, table_columns)}"
+    """Write the report to ``path`` (atomically) and return it.
+
+    The results appear twice: the headline columns with units and 95 % intervals
+    (:mod:`anodiff.report.tables`), then every one of ``columns`` under its results.csv name
+    in a folded table. ``tables`` are further (title, rows, columns) tables shown after the
+    results.
+    """
+    headers, cells = headline(rows)
+    keys = [c.key for c in HEADLINE if any(c.key in row for row in rows)]
+    extra = "".join(f"<h2>{html.escape(name)}</h2>{_raw_table(table_rows, table_columns)}"
                     for name, table_rows, table_columns in tables if table_rows)
-    shown = {c for c in columns} | {c for _, _, cs in tables for c in cs}
+    shown = set(columns) | set(keys) | {c for _, _, cs in tables for c in cs}
     glossary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
                        for k, v in GLOSSARY.items() if k in shown)
     figs = "".join(f"<figure>{_image_tag(p)}<figcaption>{html.escape(caption)}</figcaption>"
-                   f"</figure>" for caption, p in figures)
-    items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
-                    for k, v in settings.items())
+                   f"</figure>" for caption, p in figures) or \
+        "<p>No figures: they need matplotlib (pip install 'anodiff[report]').</p>"
     note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-th {{ background: #f0f0f0; }} td:first-child, td:nth-child(2) {{ text-align: left; }}
+th {{ background: #f0f0f0; }} td:nth-child(-n+3) {{ text-align: left; }}
+.scroll {{ overflow-x: auto; }} summary {{ cursor: pointer; margin: 1em 0; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-dt {{ font-weight: bold; margin-top: 0.5em; }}
+dt {{ font-weight: bold; margin-top: 0.5em; }} pre {{ background: #f6f6f6; padding: 1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Results</h2>{_table(rows, columns)}
-<ul>{note_items}</ul>{extra}
+<h2>Results</h2>{_table(headers, cells, keys)}
+<ul>{note_items}</ul>
+<details><summary>All {len(columns)} columns, named as in results.csv</summary>
+<div class="scroll">{_raw_table(rows, columns)}</div></details>{extra}
 <h2>What the numbers mean</h2><dl>{glossary}</dl>
 <h2>Figures</h2>{figs}
-<h2>Settings</h2><ul>{items}</ul>
+<h2>Settings</h2><pre>{html.escape(settings_yaml(settings))}</pre>
 </body></html>
 """
     write_text_atomic(Path(path), page)

@@ -8,9 +8,9 @@ InvDetect's SCR (Ma et al., Eq. 2-4) labels every pixel y_p in {0 normal, 1 abno
 
 A being the signed anomaly map (> 0 abnormal) and r_p a feature vector per pixel. The
 energy is submodular, so a minimum s-t cut gives its exact minimum; the cut is computed by
-PyMaxflow (Boykov-Kolmogorov). Pixels outside the region of interest (the brain) stay
-normal and cut no edge, so the skull-stripped background neither attracts nor repels a
-lesion at the brain border.
+PyMaxflow (Boykov-Kolmogorov; the optional ``anodiff[graphcut]``). Pixels outside the
+region of interest (the brain) stay normal and cut no edge, so the skull-stripped
+background neither attracts nor repels a lesion at the brain border.
 
 tau and lambda follow the paper's rules (Sec. 3): tau^2 is the mean squared neighbour
 distance on normal images (the GrabCut convention, so a typical neighbour pair weighs
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import maxflow
 import numpy as np
 from torch import Tensor
 
 from anodiff.errors import AnodiffError
+from anodiff.extras import require
 
 # lambda candidates of the calibration: 0 (no refinement) and 1/8 ... 4096, doubling.
 LAMBDA_CANDIDATES: tuple[float, ...] = (0.0, *(2.0**k for k in range(-3, 13)))
@@ -80,6 +80,7 @@ def graph_cut_mask(score: np.ndarray, right: np.ndarray, down: np.ndarray, lam: 
     a = np.where(inside, score.astype(np.float64), 0.0)
     cost_abnormal = np.where(inside, np.logaddexp(0, -a), 0.0)  # -log sigmoid(A)
     cost_normal = np.where(inside, np.logaddexp(0, a), 0.0)  # -log(1 - sigmoid(A))
+    maxflow = require("maxflow", "graphcut", "the graph-cut refinement (mask: own)")
     graph = maxflow.Graph[float]()
     nodes = graph.add_grid_nodes((h, w))
     if lam > 0:

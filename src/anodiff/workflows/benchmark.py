@@ -50,26 +50,17 @@ from anodiff.data.datasets import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
 from anodiff.evaluation.runner import Predictions, case_figures
+from anodiff.extras import installed
 from anodiff.outputs import prepare_output_folder, write_text_atomic
-from anodiff.report.figures import curves
+from anodiff.report.figures import curves, detection_by_size, dice_distribution
 from anodiff.report.html import write_report
+from anodiff.report.tables import RESULT_COLUMNS, markdown_table, results_markdown
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.evaluate import evaluate_detector, json_ready
 from anodiff.workflows.run import DataConfig, load_run, read_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
 
-# The deployable operating point (healthy-FPR threshold) first, then the threshold-free
-# figures with their intervals, then the rest.
-COLUMNS = ("dataset", "sequences", "method", "dice_fpr", "volume_dice_fpr",
-           "volume_dice_fpr_ci_low", "volume_dice_fpr_ci_high", "lesion_f1_fpr",
-           "detection_rate_small_fpr", "detection_rate_medium_fpr", "detection_rate_large_fpr",
-           "healthy_fp_area_fpr", "pixel_ap", "pixel_ap_ci_low", "pixel_ap_ci_high",
-           "image_auroc", "image_auroc_ci_low", "image_auroc_ci_high",
-           "image_auroc_foreground_area", "image_ap", "pixel_auroc", "dice_max", "dice_otsu",
-           "precision_otsu", "hd95_otsu", "vs_otsu", "lesion_detection_rate", "healthy_fp_area",
-           "healthy_residual", "seconds_per_image", "nfe_per_image", "train_seconds",
-           "n_images")
 COMPARISON_COLUMNS = ("dataset", "sequences", "method", "reference", "pixel_ap_difference",
                       "pixel_ap_p", "volume_dice_fpr_difference", "volume_dice_fpr_p",
                       "image_auroc_difference", "image_auroc_p")
@@ -227,9 +218,11 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                 rows += found.rows
                 comparisons += found.comparisons
                 figures += found.figures
-        _write_tables(rows, out, "results", COLUMNS)
-        _write_tables(comparisons, out, "comparisons", COMPARISON_COLUMNS)
-        write_report(out / "report.html", config.title, rows, COLUMNS, figures,
+        _write_tables(rows, out, "results", RESULT_COLUMNS,
+                      results_markdown(rows, RESULT_COLUMNS))
+        _write_tables(comparisons, out, "comparisons", COMPARISON_COLUMNS,
+                      markdown_table(comparisons, COMPARISON_COLUMNS))
+        write_report(out / "report.html", config.title, rows, RESULT_COLUMNS, figures,
                      settings={"config": source, **to_plain(config)},
                      notes=[*(conclude(rows) if conclude else []), *config.notes,
                             "Pixel metrics pool the brain pixels of the anomalous test slices;"
@@ -273,20 +266,20 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
             run = out / "runs" / folder / entry.name
             train_seconds = _train(entry, root, run, data_config, device)
         detector, _ = load_run(run, device)
-        metrics, test = evaluate_detector(
+        metrics, test, figures = evaluate_detector(
             detector, data, out / "eval" / folder / entry.name,
-            title=f"{entry.name} on {dataset}", postprocess=config.postprocess,
-            fpr=config.fpr, resamples=config.resamples)
+            title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
+            postprocess=config.postprocess, fpr=config.fpr, resamples=config.resamples)
         predictions[entry.name], metrics_of[entry.name] = test, metrics
         measured.rows.append({**metrics, "dataset": dataset, "method": entry.name,
                               "sequences": "+".join(metrics["sequences"]) or "image",
                               "base_method": entry.method, "train_seconds": train_seconds})
-        measured.figures.append((f"{entry.name} on {dataset}"
-                                 f"{f' ({tag})' if tag else ''}: examples (largest lesions "
-                                 "first)", out / "eval" / folder / entry.name / "grid.png"))
+        measured.figures += [(caption, path) for caption, path in figures
+                             if path.name in ("grid.png", "dice_threshold.png")]
     measured.comparisons = _compare(dataset, predictions, metrics_of, config)
-    measured.figures += _dataset_curves(dataset if tag is None else f"{dataset} ({tag})",
-                                        predictions, out / "eval" / folder)
+    if installed("report"):
+        measured.figures += _dataset_figures(dataset if tag is None else f"{dataset} ({tag})",
+                                             predictions, metrics_of, out / "eval" / folder)
     return measured
 
 
@@ -330,9 +323,25 @@ def _compare(dataset: str, predictions: dict[str, Predictions],
     return rows
 
 
-def _dataset_curves(dataset: str, predictions: dict[str, Predictions], folder: Path
-                    ) -> list[tuple[str, Path]]:
-    """Image- and pixel-level ROC/PR curves of all methods on one dataset, into ``folder``."""
+def _dataset_figures(dataset: str, predictions: dict[str, Predictions],
+                     metrics_of: dict[str, dict[str, Any]], folder: Path
+                     ) -> list[tuple[str, Path]]:
+    """All methods on one dataset, into ``folder``: the per-case Dice and the detection by
+    lesion size at the FPR threshold (for volumes), and image- and pixel-level ROC/PR
+    curves."""
+    figures = []
+    case_dice = {name: list(m["case_dice_fpr"].values()) for name, m in metrics_of.items()
+                 if m.get("case_dice_fpr")}
+    if case_dice:
+        figures.append((f"{dataset}: Dice per case at the FPR threshold", dice_distribution(
+            case_dice, folder / "dice_cases.png", f"{dataset}: Dice per case")))
+    sized = [m for m in metrics_of.values()
+             if any(m.get(f"n_lesions_{size}") for size in ("small", "medium", "large"))]
+    if sized:
+        figures.append((f"{dataset}: lesions found by size at the FPR threshold",
+                        detection_by_size(sized, folder / "detection_by_size.png",
+                                          f"{dataset}: lesions found",
+                                          tuple(sized[0]["size_bins_ml"]))))
     image, pixel = {}, {}
     for name, test in predictions.items():
         fg = test.foreground
@@ -340,6 +349,7 @@ def _dataset_curves(dataset: str, predictions: dict[str, Predictions], folder: P
         image[name] = (test.labels, test.scores)
         pixel[name] = (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])
     return [
+        *figures,
         (f"{dataset}: image-level curves", curves(image, folder / "curves_image.png",
                                                   f"{dataset}: image level")),
         (f"{dataset}: pixel-level curves", curves(pixel, folder / "curves_pixel.png",
@@ -348,26 +358,13 @@ def _dataset_curves(dataset: str, predictions: dict[str, Predictions], folder: P
 
 
 def _write_tables(rows: list[dict[str, Any]], out: Path, name: str,
-                  columns: Sequence[str]) -> None:
-    """``<name>.json`` (everything), ``<name>.csv`` and ``<name>.md`` (the columns)."""
+                  columns: Sequence[str], markdown: str) -> None:
+    """``<name>.json`` (everything), ``<name>.csv`` (the columns) and ``<name>.md``
+    (``markdown``)."""
     write_text_atomic(out / f"{name}.json", json.dumps(json_ready(rows), indent=2))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(json_ready(rows))
     write_text_atomic(out / f"{name}.csv", buffer.getvalue())
-    write_text_atomic(out / f"{name}.md", markdown_table(rows, columns))
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str], digits: int = 3) -> str:
-    """Rows as a markdown table of ``columns``; floats to ``digits`` places, NaN / missing as –."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "–" if math.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, math.nan)) for c in columns) + " |"
-              for row in rows]
-    return "\n".join(lines) + "\n"
+    write_text_atomic(out / f"{name}.md", markdown)

@@ -1,4 +1,5 @@
-"""``anodiff evaluate``: a run's detector on a dataset's test split -> metrics.json + figures.
+"""``anodiff evaluate``: a run's detector on a dataset's test split -> metrics.json, figures
+and report.html.
 
 Thresholds a deployment could use are calibrated on the healthy validation slices of the
 same dataset (see :func:`anodiff.evaluation.runner.evaluate_predictions`); the test split is
@@ -16,15 +17,25 @@ from typing import Any
 
 import numpy as np
 
+from anodiff.config import to_plain
 from anodiff.data import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
 from anodiff.evaluation.runner import Predictions, evaluate_predictions, predict
+from anodiff.extras import installed
 from anodiff.methods import Detector
 from anodiff.outputs import prepare_output_folder, write_text_atomic
-from anodiff.report.figures import curves, qualitative_grid
+from anodiff.report.figures import (
+    curves,
+    detection_by_size,
+    dice_against_threshold,
+    dice_distribution,
+    qualitative_grid,
+)
+from anodiff.report.html import write_report
+from anodiff.report.tables import RESULT_COLUMNS
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import per_image_otsu
+from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
 from anodiff.workflows.run import load_run, run_log
 
 log = logging.getLogger("anodiff")
@@ -61,9 +72,10 @@ def evaluate_detector(
     detector: Detector, data: SliceDataset, out: Path, *, title: str,
     postprocess: PostProcess | None = None, fpr: float = 0.01, batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
-) -> tuple[dict[str, Any], Predictions]:
+) -> tuple[dict[str, Any], Predictions, list[tuple[str, Path]]]:
     """Localise the test split, evaluate (with ``resamples`` case-bootstrap resamples), and
-    write metrics.json, curves and the grid."""
+    write metrics.json and the figures of :func:`method_figures`; return the metrics, the
+    predictions and the (caption, figure) pairs."""
     test_split = data.split("test")
     if len(test_split) == 0:
         raise AnodiffError("the dataset has no test split (splits.csv: case,split)")
@@ -80,19 +92,59 @@ def evaluate_detector(
     metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
     metrics["method"], metrics["sequences"] = detector.name, list(data.sequences)
     write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
+    if not installed("report"):
+        log.warning("%s: no figures (they need matplotlib: pip install 'anodiff[report]'); "
+                    "metrics.json and the tables are complete", out)
+        return metrics, test, []
+    figures = method_figures(test, metrics, out, title, postprocess,
+                             list(data.sequences) or None)
+    return metrics, test, figures
+
+
+def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title: str,
+                   postprocess: PostProcess | None = None,
+                   channel_names: list[str] | None = None) -> list[tuple[str, Path]]:
+    """One method's figures into ``out``: examples (with case and slice), Dice against the
+    threshold with the FPR / Otsu / best points, the per-case Dice and detection by lesion
+    size at the FPR threshold (for volumes), and image- and pixel-level curves."""
+    name = str(metrics["method"])
     fg = test.foreground
     anomalous = test.truth.reshape(len(test.truth), -1).any(1)
-    curves({detector.name: (test.labels, test.scores)}, out / "curves_image.png",
-           f"{title}: image level")
-    curves({detector.name: (test.truth[anomalous][fg[anomalous]],
-                            test.maps[anomalous][fg[anomalous]])},
-           out / "curves_pixel.png", f"{title}: pixel level (anomalous slices)")
     rows = grid_rows(test)
     masks = test.masks if test.masks is not None else per_image_otsu(test.maps, fg)
-    qualitative_grid(test.images[rows], test.truth[rows], test.maps[rows], masks[rows],
-                     None if test.pseudo_healthy is None else test.pseudo_healthy[rows],
-                     out / "grid.png", title, channel_names=list(data.sequences) or None)
-    return metrics, test
+    labels = [f"{test.cases[r]}, slice {test.slices[r]}" if test.cases[r] else f"slice {r}"
+              for r in rows] if test.slices else None
+    figures = [(f"{title}: examples, largest lesions first (case, slice; cyan: the method's "
+                "Otsu mask, green: ground truth)", qualitative_grid(
+                    test.images[rows], test.truth[rows], test.maps[rows], masks[rows],
+                    None if test.pseudo_healthy is None else test.pseudo_healthy[rows],
+                    out / "grid.png", title, channel_names=channel_names,
+                    row_labels=labels))]
+    if anomalous.any():
+        maps = (postprocess or PostProcess()).maps(test.maps, fg, test.cases)
+        otsu = [otsu_threshold(m, f) for m, f in zip(maps[anomalous], fg[anomalous],
+                                                      strict=True) if f.any()]
+        marks = {f"healthy FPR {metrics['calibration']['pixel_fpr_target']:.0%}":
+                 metrics["pixel_threshold"],
+                 "Otsu (median of the slices')": float(np.median(otsu)) if otsu else math.nan,
+                 "best (chosen with test labels)": metrics["dice_max_threshold"]}
+        figures.append((f"{title}: Dice against the threshold", dice_against_threshold(
+            test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]], marks,
+            out / "dice_threshold.png", f"{title}: Dice against the threshold")))
+    if metrics.get("case_dice_fpr"):
+        figures.append((f"{title}: Dice per case at the FPR threshold", dice_distribution(
+            {name: list(metrics["case_dice_fpr"].values())}, out / "dice_cases.png",
+            title)))
+    if any(metrics.get(f"n_lesions_{size}") for size in ("small", "medium", "large")):
+        figures.append((f"{title}: lesions found by size at the FPR threshold",
+                        detection_by_size([metrics], out / "detection_by_size.png", title,
+                                          tuple(metrics["size_bins_ml"]))))
+    figures.append((f"{title}: image-level curves", curves(
+        {name: (test.labels, test.scores)}, out / "curves_image.png", f"{title}: image level")))
+    figures.append((f"{title}: pixel-level curves (anomalous slices)", curves(
+        {name: (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])},
+        out / "curves_pixel.png", f"{title}: pixel level (anomalous slices)")))
+    return figures
 
 
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
@@ -114,8 +166,18 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
         data = replace(spec.data, layout=layout, sequence_map=names or None).open(data_root)
         for case, problem in data.skipped:
             log.warning("skipped case %s: %s", case, problem)
-        metrics, _ = evaluate_detector(detector, data, out, title=f"{spec.method} on "
-                                       f"{Path(data_root).name}", fpr=fpr,
-                                       batch_size=batch_size, resamples=resamples)
-        log.info("metrics written to %s", out / "metrics.json")
+        title = f"{spec.method} on {Path(data_root).name}"
+        metrics, _, figures = evaluate_detector(detector, data, out, title=title, fpr=fpr,
+                                                batch_size=batch_size, resamples=resamples)
+        write_report(out / "report.html", title,
+                     [{**metrics, "dataset": Path(data_root).name,
+                       "sequences": "+".join(metrics["sequences"]) or "image"}],
+                     RESULT_COLUMNS, figures,
+                     settings={"run": str(run), "data": str(data_root), "fpr": fpr,
+                               "resamples": resamples, "run settings": to_plain(spec)},
+                     notes=[f"*_fpr figures threshold at the value reached by {fpr:.0%} of "
+                            "healthy validation brain pixels (the deployable operating "
+                            "point); intervals: 95 % case bootstrap."])
+        log.info("metrics written to %s, report to %s", out / "metrics.json",
+                 out / "report.html")
     return metrics

@@ -165,20 +165,27 @@ class SliceDataset(torch.utils.data.Dataset):
             return planes[0].reshape(geometry.spatial_shape)
         return slices_to_volume(planes, replace(geometry.layout, indices=self.indices[rows]))
 
-    def voxel_ml(self, case: str) -> float:
-        """The volume in ml of one voxel of ``case``'s slices on the model grid (the slice
-        thickness times the pixel area after fitting); NaN for 2-D images, which have no
-        thickness."""
+    def pixel_mm(self, case: str) -> tuple[float, float] | None:
+        """The (row, column) size in mm of one pixel of ``case``'s slices on the model grid
+        (the voxel size scaled by the fitting); None when the file states no voxel size or
+        the case is a 2-D image."""
         geometry = self._case(case)
         if geometry.layout is None or not geometry.spacing:
-            return math.nan
+            return None
         layout, spacing = geometry.layout, geometry.spacing
         height, width = geometry.plane_shape
         scaled_h, scaled_w = scaled_shape(geometry.plane_shape, self.options.size,
                                           self.options.fit)
-        pixel_mm2 = (spacing[layout.rows] * height / scaled_h) * \
-            (spacing[layout.cols] * width / scaled_w)
-        return pixel_mm2 * spacing[layout.axis] / 1000.0
+        return (spacing[layout.rows] * height / scaled_h, spacing[layout.cols] * width / scaled_w)
+
+    def voxel_ml(self, case: str) -> float:
+        """The volume in ml of one voxel of ``case``'s slices on the model grid (the slice
+        thickness times the pixel area after fitting); NaN for 2-D images, which have no
+        thickness."""
+        geometry, pixel = self._case(case), self.pixel_mm(case)
+        if pixel is None or geometry.layout is None:
+            return math.nan
+        return pixel[0] * pixel[1] * geometry.spacing[geometry.layout.axis] / 1000.0
 
     def reference_image(self, case: str) -> Image:
         """The image a case's maps are written like (its first sequence; the image itself)."""

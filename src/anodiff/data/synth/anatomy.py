@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from anodiff.data.synth.fields import smooth_field
+from anodiff.extras import require
 
 FOV_MM = 200.0
 """In-plane field of view: ``size`` voxels span it (3.125 mm voxels at ``--size 64``)."""
@@ -230,10 +231,11 @@ def _ventricles(csf: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> np.nd
 def _load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """T1, GM and WM maps (1 mm, float32) and their affine, from nilearn's wheel (offline).
 
-    nilearn is imported here, not at module level: it takes over a second to import and
-    only the benchmark builder needs it.
+    nilearn is imported here, not at module level: it takes over a second to import, only
+    the benchmark builder needs it, and it is optional (``anodiff[synth]``).
     """
-    from nilearn import datasets
+    datasets = require("nilearn.datasets", "synth",
+                       "the embedded benchmark (built from nilearn's MNI152 template)")
 
     t1 = datasets.load_mni152_template(resolution=1)
     gm = datasets.load_mni152_gm_template(resolution=1)
