@@ -33,7 +33,9 @@ def test_demo_writes_a_report_with_anoddpm_the_baselines_and_a_verdict(tmp_path:
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["method"] for r in rows] == ["anoddpm", "threshold-flair", "threshold-rarity"]
     html = (tmp_path / "report.html").read_text()
-    assert "AnoDDPM" in html and html.count("data:image/png;base64,") == 5
+    # per method: its grid and Dice against the threshold; for the track: Dice per case,
+    # detection by size, image and pixel curves
+    assert "AnoDDPM" in html and html.count("data:image/png;base64,") == 3 * 2 + 4
     assert verdict(rows).split(":")[0] in html and verdict(rows) in result.output
 
 
