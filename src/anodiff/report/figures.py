@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from anodiff.evaluation.metrics import Overlap
 from anodiff.extras import require
 from anodiff.outputs import replaced_atomically
 
@@ -194,7 +195,7 @@ def dice_against_threshold(truth: np.ndarray, scores: np.ndarray, marks: Mapping
                                                             "tab:green", "tab:orange"),
                                              strict=False):
             if np.isfinite(threshold):
-                value = _dice_at(truth, scores, threshold)
+                value = Overlap.of(scores >= threshold, truth).dice
                 ax.scatter([threshold], [value], color=colour, zorder=3,
                            label=f"{name}: {value:.3f}")
         ax.legend(fontsize=8)
@@ -203,13 +204,6 @@ def dice_against_threshold(truth: np.ndarray, scores: np.ndarray, marks: Mapping
     fig.tight_layout()
     _save(fig, Path(path))
     return path
-
-
-def _dice_at(truth: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    flagged = scores >= threshold
-    both = int((flagged & truth).sum())
-    total = int(flagged.sum() + truth.sum())
-    return 2 * both / total if total else 0.0
 
 
 def _save(fig: Any, path: Path) -> None:
