@@ -77,8 +77,9 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     n = max(len(items), 1)
     voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
         if hasattr(data, "voxel_ml") else {}
-    pixel_mm = {c: size for c in dict.fromkeys(cases)
-                if hasattr(data, "pixel_mm") and (size := data.pixel_mm(c)) is not None}
+    sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
+        if hasattr(data, "pixel_mm") else {}
+    pixel_mm = {c: size for c, size in sizes.items() if size is not None}
     return Predictions(
         images=images, truth=truth, labels=labels, maps=np.concatenate(maps),
         scores=np.concatenate(scores), masks=np.concatenate(masks) if masks else None,

@@ -93,7 +93,7 @@ def qualitative_grid(
         columns.remove("mask")
     n = len(images)
     fig, axes = _figure(n, len(columns), figsize=(2 * len(columns) + 0.6, 2 * n + 0.4),
-                             dpi=90, squeeze=False, layout="constrained")
+                        dpi=90, squeeze=False, layout="constrained")
     names = list(channel_names or [])
     channel = names.index("flair") if "flair" in names else images.shape[1] - 1
     shown = names[channel] if names else f"channel {channel}"

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from anodiff.outputs import write_text_atomic
-from anodiff.report.tables import HEADLINE, full_cells, full_headers, headline
+from anodiff.report.tables import full_cells, full_headers, headline
 
 GLOSSARY = {
     "image_auroc": "How well the image score ranks anomalous slices above healthy ones "
@@ -109,8 +109,7 @@ def write_report(
     in a folded table. ``tables`` are further (title, rows, columns) tables shown after the
     results.
     """
-    headers, cells = headline(rows)
-    keys = [c.key for c in HEADLINE if any(c.key in row for row in rows)]
+    keys, headers, cells = headline(rows)
     extra = "".join(f"<h2>{html.escape(name)}</h2>{_raw_table(table_rows, table_columns)}"
                     for name, table_rows, table_columns in tables if table_rows)
     shown = set(columns) | set(keys) | {c for _, _, cs in tables for c in cs}

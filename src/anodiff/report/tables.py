@@ -88,11 +88,13 @@ def hd95_unit(rows: Sequence[Mapping[str, Any]]) -> str:
         else "pixels"
 
 
-def headline(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the headline table, omitting a column no row has."""
+def headline(rows: Sequence[Mapping[str, Any]]
+             ) -> tuple[list[str], list[str], list[list[str]]]:
+    """Keys, headers and cells of the headline table, omitting a column no row has."""
     shown = [c for c in HEADLINE if any(c.key in row for row in rows)]
     unit = hd95_unit(rows)
-    return ([c.header(unit) for c in shown], [[c.cell(row) for c in shown] for row in rows])
+    return ([c.key for c in shown], [c.header(unit) for c in shown],
+            [[c.cell(row) for c in shown] for row in rows])
 
 
 def full_headers(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -109,22 +111,24 @@ def full_cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits
              for c in columns] for row in rows]
 
 
+def _markdown(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 3,
                    headers: Sequence[str] | None = None) -> str:
     """Rows as a markdown table of ``columns`` (titled ``headers``, default the names)."""
-    lines = ["| " + " | ".join(headers or columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in full_cells(rows, columns, digits)]
-    return "\n".join(lines) + "\n"
+    return _markdown(headers or columns, full_cells(rows, columns, digits))
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """``results.md``: the headline table, then every column folded in a ``<details>``
     block (GitHub and most markdown viewers render it collapsed)."""
-    headers, cells = headline(rows)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return ("\n".join(lines) + "\n\nIntervals: 95 % case bootstrap. FPR threshold: fixed on "
-            "healthy validation brain pixels only.\n\n<details><summary>All columns (as in "
-            "results.csv)</summary>\n\n"
+    _, headers, cells = headline(rows)
+    return (_markdown(headers, cells) + "\nIntervals: 95 % case bootstrap. FPR threshold: "
+            "fixed on healthy validation brain pixels only.\n\n<details><summary>All columns "
+            "(as in results.csv)</summary>\n\n"
             + markdown_table(rows, columns, headers=full_headers(columns, rows))
             + "\n</details>\n")
