@@ -115,6 +115,28 @@ def test_the_operating_point_is_measured_per_case_and_per_lesion() -> None:
     assert res["healthy_fp_area_fpr"] == pytest.approx(1 / 64 / 12)  # one pixel, 12 slices
 
 
+def test_case_auroc_ranks_cases_by_their_flagged_brain_share() -> None:
+    """Six cases of 4 slices, three with a lesion; the case score is the share of the
+    case's foreground above the threshold, compared with scikit-learn's AUROC."""
+    rng = np.random.default_rng(4)
+    ids = np.repeat(list("abcdef"), 4)
+    truth = np.zeros((24, 6, 6), bool)
+    for first in (0, 4, 8):  # a, b, c
+        truth[first + 1, 2:4, 2:4] = True
+    maps = rng.random((24, 6, 6)).astype(np.float32)
+    fg = np.ones_like(truth)
+    fg[:, 0] = False
+    res = evaluate(maps, truth, maps.reshape(24, -1).max(1), foreground=fg,
+                   pixel_threshold=0.8, case_ids=ids.tolist())
+    shares = [((maps[ids == c] > 0.8) & fg[ids == c]).sum() / fg[ids == c].sum()
+              for c in "abcdef"]
+    assert res["case_auroc_fpr"] == pytest.approx(roc_auc_score([1, 1, 1, 0, 0, 0], shares))
+    assert res["n_healthy_cases"] == 3
+    only_lesioned = evaluate(maps[:12], truth[:12], maps[:12].reshape(12, -1).max(1),
+                             pixel_threshold=0.8, case_ids=ids[:12].tolist())
+    assert math.isnan(only_lesioned["case_auroc_fpr"])
+
+
 def test_hd95_is_in_mm_where_the_pixel_size_is_known() -> None:
     """The same masks on pixels of 2 x 2 mm: HD95 doubles, and the unit says so; without a
     size for every case it stays on the pixel grid."""

@@ -16,6 +16,7 @@ from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.methods import registry
 from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.results import AnomalyResult, RawResult
+from anodiff.methods.training_data import calibration_images
 from anodiff.scoring.thresholds import healthy_fpr_threshold
 
 
@@ -155,6 +156,59 @@ def test_retuned_shares_parts_and_refuses_stale_calibration() -> None:
     plain = _fitted()
     with pytest.raises(anodiff.AnodiffError, match="needs a threshold"):
         plain.retuned(mask="healthy_fpr")
+
+
+def test_every_mask_rule_gets_a_case_calibration() -> None:
+    """The pixel threshold at fpr and the largest healthy case share, whatever the mask
+    rule; a case with a bright region scores above it; retuning a setting the maps depend
+    on drops the calibration instead of keeping a stale one."""
+    det = _fitted(fpr=0.05)  # mask otsu
+    assert not torch.isfinite(det.threshold)
+    healthy = torch.rand(12, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    out = det.localize(healthy)
+    fg = (healthy > healthy.flatten(1).min(1).values[:, None, None, None]).any(1)
+    assert float(det.flag_threshold) == healthy_fpr_threshold(out.anomaly_map.numpy(), 0.05,
+                                                              fg.numpy())
+    shares = [float(((m > det.flag_threshold) & f).sum() / f.sum())
+              for m, f in zip(out.anomaly_map, fg, strict=True)]
+    assert float(det.case_threshold) == pytest.approx(max(shares))  # one image, one case
+    sick = healthy.clone()
+    sick[:, :, 2:6, 2:6] = 1.0
+    score, threshold = det.case_score(det.localize(sick).anomaly_map, fg)
+    assert score > threshold == float(det.case_threshold)
+    assert det.retuned(score="mean").case_score(out.anomaly_map, fg) is not None
+    assert det.retuned(gain=5.0).case_score(out.anomaly_map, fg) is None
+    assert torch.isfinite(det.case_threshold)  # the original keeps its own
+
+
+def test_calibration_takes_every_case_in_turn() -> None:
+    """Slices come one per case in turn, seeded: each case gets about as many."""
+    cases = np.repeat(["a", "b", "c"], [10, 4, 1])
+    items = [{"image": torch.full((1, 4, 4), i / 20), "label": 0, "case": c}
+             for i, c in enumerate(cases)]
+    images, picked = calibration_images(items, 7, seed=3)
+    counts = {c: int((picked == c).sum()) for c in "abc"}
+    assert counts == {"a": 3, "b": 3, "c": 1} and len(images) == 7
+    again, _ = calibration_images(items, 7, seed=3)
+    assert torch.equal(images, again)
+    pool = torch.rand(9, 1, 4, 4)  # a tensor: every image a case, a plain seeded pick
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(calibration_images(pool, 5, seed=3)[0], pool[order[:5]])
+
+
+def test_detectors_saved_before_case_scores_load_without_one(mean_method,
+                                                             tmp_path: Path) -> None:
+    det = anodiff.create("test-mean", preset="quick")
+    det.fit(torch.rand(6, 2, 8, 8) * 0.5)
+    state = {k: v for k, v in det.state_dict().items()
+             if k not in ("flag_threshold", "case_threshold")}
+    write_checkpoint(tmp_path / "older", {"detector": state},
+                     {"format": 2, "method": "test-mean", "config": {"gain": 1.0},
+                      "input_shape": [2, 8, 8]})
+    again = anodiff.load(tmp_path / "older")
+    x = torch.rand(2, 2, 8, 8) * 0.5
+    assert torch.equal(again.localize(x).anomaly_map, det.localize(x).anomaly_map)
+    assert again.case_score(det.localize(x).anomaly_map, x.sum(1) > 0) is None
 
 
 def test_save_and_load_round_trip(mean_method, tmp_path: Path) -> None:

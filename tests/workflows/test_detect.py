@@ -13,6 +13,9 @@ import torch
 import yaml
 from PIL import Image as PILImage
 
+import anodiff
+from anodiff.data.datasets import find_inputs, load_input_case
+from anodiff.data.slicing import volume_to_slices
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
@@ -299,6 +302,53 @@ def test_sequences_and_channels_by_name(volume_run: tuple[Path, Path], tmp_path:
                                            r"\['flair', 't1'\]"):
         train_run("threshold", data, tmp_path / "dwi", preset="quick",
                   values={"data": {"size": 16}, "method": {"channel": "dwi"}})
+
+
+def test_case_score_separates_cases_whatever_the_mask_rule(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """With per-slice Otsu masks every case, healthy or not, has flagged slices; the case
+    score (brain share above the healthy-calibrated threshold) still tells the lesioned case
+    from a healthy one, and says which is above every healthy calibration case."""
+    run, sick = volume_run
+    data = Path(run).parent / "DATA"
+    train_run("threshold", data, tmp_path / "otsu", preset="quick",
+              values={"data": {"size": 16}, "method": {"mask": "otsu"}})
+    first = detect_inputs(tmp_path / "otsu", [data / "case3", sick], tmp_path / "out",
+                          progress=False)
+    by_name = {row.name: row for row in first.rows}
+    assert by_name["case3"].anomalous_slices == by_name["case3"].n_slices  # Otsu flags all
+    healthy, lesioned = by_name["case3"], by_name["sick"]
+    assert healthy.case_threshold == lesioned.case_threshold > 0
+    assert healthy.case_score <= healthy.case_threshold  # a calibration case itself
+    assert not healthy.case_anomalous and lesioned.case_anomalous
+    assert lesioned.case_score > healthy.case_score + 0.5 * 12 / brain().sum()
+    row = {r["name"]: r for r in read_scores(tmp_path / "out")}["sick"]
+    assert row["case_anomalous"] == "True" and float(row["case_score"]) == lesioned.case_score
+
+
+def test_localize_normalises_a_raw_volume_as_training_did(
+        volume_run: tuple[Path, Path]) -> None:
+    """``localize(raw, normalise=True)`` on a volume's raw axial slices gives the inputs,
+    and so the maps, that detect gets from the file: per-sequence statistics over the whole
+    volume, resized to the model size."""
+    run, sick = volume_run
+    det = anodiff.load(run)
+    assert det.recipe is not None and det.recipe.sequences == SEQUENCES
+    raw = np.stack([nib.load(sick / f"sick_{s}.nii.gz").get_fdata() for s in SEQUENCES])
+    slices, layout = volume_to_slices(raw, oblique_affine())  # every slice, raw intensities
+    case = find_inputs(sick, SEQUENCES)[0]
+    data = load_input_case(case, SEQUENCES, size=16, fit="resize", normalisation="percentile")
+    rows = [int(np.flatnonzero(layout.indices == i)[0]) for i in data.indices]
+    assert np.allclose(det.normalised(slices).numpy()[rows], data.images, atol=1e-6)
+    ours = det.localize(slices, normalise=True)
+    assert torch.allclose(ours.anomaly_map[rows], det.localize(data.images).anomaly_map)
+    with pytest.raises(AnodiffError, match=r"expected raw images .*\(N, 2, H, W\), got"):
+        det.localize(slices[:, 0], normalise=True)
+    with pytest.raises(AnodiffError, match=r"intensities must lie in \[0, 1\]"):
+        det.localize(slices[:, :, 4:20, 4:20] * 0 + 100.0)  # raw values, normalise off
+    arrays = ThresholdDetector(det.config).fit(torch.as_tensor(data.images))
+    with pytest.raises(AnodiffError, match="normalise the images to .0, 1. yourself"):
+        arrays.localize(slices, normalise=True)
 
 
 def test_scores_csv_keeps_rows_across_reruns_and_separates_cases(

@@ -19,7 +19,10 @@ over the cases with a lesion), ``lesion_precision_fpr`` / ``lesion_recall_fpr`` 
 ``lesion_f1_fpr`` (3-D connected components pooled over cases), the detection rate by
 lesion volume (``detection_rate_<bin>_fpr`` with ``n_lesions_<bin>``, bins in ml:
 ``small`` below the first edge, ``large`` from the second) and ``healthy_fp_area_fpr``, the
-share of the healthy slices' brain flagged (it should be close to the stated rate).
+share of the healthy slices' brain flagged (it should be close to the stated rate), and
+``case_auroc_fpr``: how well the case score (the share of a case's brain above the
+threshold, as ``anodiff detect`` writes it to scores.csv) separates the cases with a lesion
+from those without (NaN unless both are present; ``n_healthy_cases`` says how many).
 With ``resamples``, 95 % case-bootstrap intervals for ``pixel_ap``, ``image_auroc`` and
 ``volume_dice_fpr`` (:mod:`anodiff.evaluation.bootstrap`).
 """
@@ -173,6 +176,7 @@ def evaluate(
             results.update(operating_point(at_threshold, truth, case_ids, case_dice,
                                            voxel_ml, size_bins_ml))
             results["case_dice_fpr"] = case_dice
+            results.update(case_detection(at_threshold, truth, fg, case_ids))
             results["size_bins_ml"] = list(size_bins_ml)
     if case_ids is not None:
         results.update(volume_metrics(masks, truth, case_ids))
@@ -189,6 +193,19 @@ def per_case_dice(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
     ids = np.asarray(case_ids)
     return {case: Overlap.of(masks[ids == case], truth[ids == case]).dice
             for case in dict.fromkeys(ids.tolist()) if truth[ids == case].any()}
+
+
+def case_detection(flagged: np.ndarray, truth: np.ndarray, fg: np.ndarray,
+                   case_ids: Sequence[str]) -> dict[str, Any]:
+    """``case_auroc_fpr``: the AUROC of the case score (each case's share of flagged
+    foreground) for "the case has a lesion", and ``n_healthy_cases``."""
+    ids = np.asarray(case_ids)
+    cases = list(dict.fromkeys(ids.tolist()))
+    lesioned = np.array([truth[ids == c].any() for c in cases])
+    shares = np.array([(flagged[ids == c] & fg[ids == c]).sum() / max(fg[ids == c].sum(), 1)
+                       for c in cases])
+    return {"case_auroc_fpr": auroc(lesioned, shares),
+            "n_healthy_cases": int((~lesioned).sum())}
 
 
 def case_detections(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]

@@ -21,9 +21,10 @@ name (:func:`anodiff.methods.registry.register`). It writes only what is its own
 
 Everything else is shared and configured by :class:`LocalizationConfig`:
 
-* ``fit(data)`` = :meth:`Detector.fit_parts` -> :meth:`Detector.calibrate` (the healthy-FPR
-  threshold of the ``healthy_fpr`` mask rule, on healthy validation slices, for every
-  method);
+* ``fit(data)`` = :meth:`Detector.fit_parts` -> :meth:`Detector.calibrate` (on healthy
+  validation slices, for every method: the healthy-FPR pixel threshold, which the
+  ``healthy_fpr`` mask rule uses and the case score counts with, and the case threshold,
+  the largest case score among the healthy validation cases);
 * ``localize(images)`` = :meth:`Detector.validate` (one check of shape, channels, NaN and
   range for every method) -> :meth:`Detector.step` in batches of ``batch_size`` on the
   detector's device, with one seeded CPU generator, ``samples`` times per noise level of
@@ -38,6 +39,7 @@ the checkpoint (:mod:`.persistence`) and ``.to(device)`` moves everything.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
@@ -51,6 +53,7 @@ from torch import Tensor, nn
 from anodiff.config import build as build_config
 from anodiff.config import to_plain
 from anodiff.data.datasets import open_dataset
+from anodiff.data.recipe import InputRecipe, raw_batch
 from anodiff.diffusion.checkpoint import write_checkpoint
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult, Processed, RawResult
@@ -61,6 +64,7 @@ from anodiff.scoring.rules import (
     MASK_RULES,
     SCORE_RULES,
     calibrate_threshold,
+    case_shares,
     image_scores,
     otsu_masks,
     postprocess_map,
@@ -72,6 +76,7 @@ SUPERVISION = ("supervised", "semi", "weak", "self", "unsupervised", "none")
 # per network and one of fitted values; anodiff.methods.persistence reads both).
 CHECKPOINT_FORMAT = 2
 STATE_FILE = "detector"
+log = logging.getLogger(__name__)
 # How far outside [0, 1] an input may stray (resampling round-off) before it is refused.
 RANGE_TOLERANCE = 1e-4
 
@@ -227,8 +232,14 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.input_shape: tuple[int, ...] | None = None  # (C, H, W) the method was fitted on
         # Where training checkpoints go (set by `anodiff train`); fit resumes from it.
         self.run_dir: Path | None = None
+        # How the training slices were normalised and sized (None: fitted on arrays).
+        self.recipe: InputRecipe | None = None
         # The healthy_fpr mask rule's threshold: +inf (nothing flagged) until calibrated.
         self.register_buffer("threshold", torch.tensor(math.inf))
+        # For every mask rule: the pixel threshold at fpr that case scores count with, and
+        # the largest case score of the healthy validation cases (+inf: not calibrated).
+        self.register_buffer("flag_threshold", torch.tensor(math.inf))
+        self.register_buffer("case_threshold", torch.tensor(math.inf))
         # Marks the device the detector lives on, also before its networks exist.
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         if config.mask == "own" and type(self).own_mask is Detector.own_mask:
@@ -269,6 +280,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         against ``data.sequences`` first (:meth:`with_sequences`)."""
         if isinstance(data, str | Path):
             data = open_dataset(data)
+        self.recipe = InputRecipe.of(data)
         sequences = getattr(data, "sequences", None)
         if sequences is not None:
             self.config = self.with_sequences(self.config, sequences)
@@ -286,15 +298,32 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         depend on may change without retraining. Most methods have nothing here."""
 
     def calibrate(self, data: Any) -> None:
-        """Calibrate the ``healthy_fpr`` mask rule on healthy validation slices of ``data``
-        (the ``val`` split; a seeded pick of healthy training slices when there is none).
-        Other mask rules need no calibration."""
-        if self.config.mask != "healthy_fpr":
+        """Calibrate on ``calibration_images`` healthy validation slices of ``data`` (the
+        ``val`` split; healthy training slices when there is none), taken from every case in
+        turn (:func:`~anodiff.methods.training_data.calibration_images`): the pixel threshold
+        that a fraction ``fpr`` of their foreground reaches (the ``healthy_fpr`` mask rule's
+        ``threshold``, and ``flag_threshold`` for every rule), and ``case_threshold``, the
+        largest share of a case's foreground above it among those cases (estimated from the
+        slices picked of each). A case scoring above ``case_threshold`` is flagged more
+        than any healthy validation case was (:meth:`case_score`). Where no healthy
+        foreground exists to calibrate on, the ``healthy_fpr`` rule is an error and the
+        other rules go without a case score (a warning says so)."""
+        try:
+            images, cases = calibration_images(data, self.config.calibration_images,
+                                               self.config.seed)
+            healthy = self.process(images)
+            pixel = calibrate_threshold(healthy.anomaly_map, healthy.foreground,
+                                        self.config.fpr)
+        except AnodiffError as err:
+            if self.config.mask == "healthy_fpr":
+                raise
+            log.warning("%s: no case score (%s)", self.name, err)
             return
-        healthy = self.process(calibration_images(data, self.config.calibration_images,
-                                                  self.config.seed))
-        self.threshold.fill_(calibrate_threshold(healthy.anomaly_map, healthy.foreground,
-                                                 self.config.fpr))
+        if self.config.mask == "healthy_fpr":
+            self.threshold.fill_(pixel)
+        self.flag_threshold.fill_(pixel)
+        shares = case_shares(healthy.anomaly_map, healthy.foreground, pixel, cases)
+        self.case_threshold.fill_(max(shares.values()))
 
     def refit(self, data: Any) -> None:
         """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)
@@ -304,14 +333,37 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.calibrate(data)
 
     # --- localisation --------------------------------------------------------------------
-    def localize(self, images: Any) -> AnomalyResult:
+    def localize(self, images: Any, normalise: bool = False) -> AnomalyResult:
         """Maps, scores, masks (and pseudo-healthy images, uncertainty) for images
-        (N, C, H, W) in [0, 1]: :meth:`process` -> mask rule -> score rule."""
+        (N, C, H, W) in [0, 1] (or one slice (C, H, W), one grey slice (H, W), grey slices
+        (N, H, W)): :meth:`process` -> mask rule -> score rule.
+
+        ``normalise=True`` takes raw intensities of any in-plane size instead and applies
+        the normalisation and resizing the training slices had (:meth:`normalised`); the
+        maps are then on the model's grid (``anodiff detect`` maps back to a file's own)."""
+        if normalise:
+            images = self.normalised(images)
         done = self.process(images)
         maps, fg = done.anomaly_map, done.foreground
         return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=done.raw.nfe,
                              pseudo_healthy=done.raw.pseudo_healthy,
                              mask=self.masks(maps, fg, done.raw), uncertainty=done.uncertainty)
+
+    def normalised(self, raw: Any) -> Tensor:
+        """Raw images -> model inputs (N, C, H, W) in [0, 1], as training made them (the
+        recorded :class:`~anodiff.data.recipe.InputRecipe`): for a model trained on volumes,
+        each sequence normalised over all the slices given together, so pass one volume's
+        axial slices (N, C, H, W), or (N, H, W) for one sequence; for a model trained on
+        2-D images, each image on its own."""
+        self.check_fitted()
+        assert self.input_shape is not None
+        if self.recipe is None:
+            raise AnodiffError(f"{self.name}: normalise=True needs the normalisation the "
+                               "detector was trained with, which it does not know (fitted on "
+                               "arrays, or saved by an earlier anodiff); normalise the images "
+                               "to [0, 1] yourself and leave normalise off")
+        batch = raw_batch(self.name, raw, self.input_shape[0])
+        return torch.from_numpy(self.recipe.apply(batch))
 
     def process(self, images: Any) -> Processed:
         """validate -> step (batched) -> shared post-processing (smoothing, foreground): what
@@ -401,6 +453,16 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         """The method's own mask rule (``mask: own``); only methods that have one override."""
         raise AnodiffError(f"{self.name} has no mask rule of its own")
 
+    def case_score(self, maps: Tensor, fg: Tensor) -> tuple[float, float] | None:
+        """The case score of one case's post-processed maps (N, H, W): the share of its
+        foreground above ``flag_threshold``, with ``case_threshold`` to compare it with;
+        None when the detector has no case calibration (saved by an earlier anodiff, or
+        retuned with settings the calibration depends on: :meth:`refit` makes it)."""
+        if not bool(torch.isfinite(self.case_threshold)):
+            return None
+        share = case_shares(maps, fg, float(self.flag_threshold), ["case"] * len(maps))
+        return share["case"], float(self.case_threshold)
+
     def scores(self, maps: Tensor, fg: Tensor) -> Tensor:
         """The configured score rule on post-processed maps (N, H, W)."""
         c = self.config
@@ -455,12 +517,15 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         config = build_config(type(self.config), {**to_plain(self.config), **settings},
                               self.name)
         other = type(self)(config)
-        other.input_shape = self.input_shape
+        other.input_shape, other.recipe = self.input_shape, self.recipe
         for key, module in self.named_children():
             setattr(other, key, module)
         saved = self.state_dict(keep_vars=True)
         for key, buffer in self.named_buffers(recurse=False):
             other.register_buffer(key, buffer, persistent=key in saved)
+        if stale and not keep_state:  # the case calibration holds for the old settings only
+            for key in ("flag_threshold", "case_threshold"):
+                other.register_buffer(key, torch.full_like(getattr(self, key), math.inf))
         if other.config.mask == "healthy_fpr" and not keep_state and \
                 not torch.isfinite(other.threshold):
             raise AnodiffError(f"{self.name}: mask healthy_fpr needs a threshold calibrated "
@@ -474,6 +539,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.check_fitted()
         meta = {"format": CHECKPOINT_FORMAT, "method": self.name,
                 "config": to_plain(self.config), "input_shape": list(self.input_shape or ())}
+        if self.recipe is not None:
+            meta["input_recipe"] = self.recipe.to_dict()
         return write_checkpoint(Path(path), {STATE_FILE: self.state_dict()}, meta)
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from anodiff.config import build
+from anodiff.data.recipe import InputRecipe
 from anodiff.devices import resolve_device
 from anodiff.diffusion.checkpoint import load_state_into, read_checkpoint
 from anodiff.errors import AnodiffError, CheckpointError
@@ -33,6 +35,8 @@ from anodiff.methods.registry import method_class
 log = logging.getLogger(__name__)
 # Keys a format-1 checkpoint may lack: they start at the freshly built detector's value.
 _FORMAT_1_DEFAULTS = frozenset({"threshold"})
+# The case calibration, which detectors saved before it existed lack: it starts uncalibrated.
+_CASE_CALIBRATION = frozenset({"flag_threshold", "case_threshold"})
 
 
 def model_folder(path: Path) -> Path:
@@ -61,12 +65,28 @@ def load(path: str | Path, device: str | torch.device | None = "cpu") -> Detecto
                               f"integers (channels, height, width), got {shape!r}")
     detector = cls(config).to(resolve_device(device))
     detector.prepare(tuple(shape))
+    detector.recipe = _recipe(meta.get("input_recipe"), folder)
     if meta.get("format") == CHECKPOINT_FORMAT:
         state = groups.get(STATE_FILE, {})
     else:
         state = _format_1_state(detector, groups, folder)
+    missing = sorted(_CASE_CALIBRATION - state.keys())
+    if missing:
+        log.info("%s: saved without a case calibration (an earlier anodiff); `anodiff export "
+                 "RUN --refit DATA --out NEW` adds it", folder)
+        state = {**state, **{key: detector.state_dict()[key] for key in missing}}
     load_fitted_state(detector, state, folder / f"{STATE_FILE}.safetensors")
     return detector.eval()
+
+
+def _recipe(values: Any, folder: Path) -> InputRecipe | None:
+    """The saved input recipe (None when the detector was saved without one)."""
+    if values is None:
+        return None
+    try:
+        return InputRecipe.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder}/meta.json: input_recipe is damaged ({err})") from err
 
 
 def load_fitted_state(detector: Detector, state: dict[str, Tensor], source: Path) -> None:

@@ -96,26 +96,49 @@ def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: in
     return healthy[order[held:]], healthy[order[:held]]
 
 
-def calibration_images(data: Any, count: int, seed: int) -> Tensor:
-    """Up to ``count`` healthy slices (N, C, H, W) to calibrate on after training.
+def calibration_images(data: Any, count: int, seed: int) -> tuple[Tensor, np.ndarray]:
+    """Up to ``count`` healthy slices (N, C, H, W) to calibrate on after training, and the
+    case each comes from (N,).
 
     The healthy slices of the dataset's ``val`` split when it has any; otherwise (also for
-    a list of items or a tensor of healthy images) the healthy training slices. Either way
-    a seeded random pick, so the calibration is reproducible.
+    a list of items or a tensor of healthy images) the healthy training slices. Without
+    case ids (items, tensors) every image is a case of its own. The pick takes one slice
+    of every case in turn, the cases and each case's slices in a seeded random order, so
+    the calibration is reproducible and every case it covers has about as many slices:
+    what a per-case calibration (:meth:`~anodiff.methods.base.Detector.calibrate`'s case
+    threshold) needs.
     """
-    images = None
+    images, cases = None, None
     if hasattr(data, "for_regime"):
         val = data.for_regime("self", split="val")
-        if len(val):
-            images = torch.as_tensor(val.images, dtype=torch.float32)
-    if images is None and (isinstance(data, Tensor | np.ndarray) or hasattr(data, "for_regime")):
-        images, _ = training_images(data, "self")
-    elif images is None:  # items: the healthy ones (an item without a label counts as healthy)
-        healthy = [torch.as_tensor(item["image"], dtype=torch.float32)
-                   for item in (data[i] for i in range(len(data)))
-                   if int(item.get("label", 0)) == 0]
-        images = torch.stack(healthy) if healthy else torch.zeros(0)
+        if len(val) == 0:
+            val = data.for_regime("self")
+        images, cases = torch.as_tensor(val.images, dtype=torch.float32), val.cases
+    elif isinstance(data, Tensor | np.ndarray):
+        images = torch.as_tensor(data, dtype=torch.float32)
+    else:  # items: the healthy ones (an item without a label counts as healthy)
+        items = [item for item in (data[i] for i in range(len(data)))
+                 if int(item.get("label", 0)) == 0]
+        images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
+                              for item in items]) if items else torch.zeros(0)
+        if items and all("case" in item for item in items):
+            cases = [str(item["case"]) for item in items]
     if len(images) == 0:
         raise AnodiffError("no healthy slices to calibrate the mask threshold on")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    return images[order[:count]]
+    cases = np.arange(len(images)).astype(str) if cases is None else np.asarray(cases)
+    picked = _one_per_case_in_turn(cases, count, seed)
+    return images[torch.from_numpy(picked)], cases[picked]
+
+
+def _one_per_case_in_turn(cases: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of up to ``count`` slices, round-robin over the cases: in a seeded random
+    permutation, every case's first slice comes before any case's second, and so on."""
+    order = torch.randperm(len(cases), generator=torch.Generator().manual_seed(seed)).numpy()
+    seen: dict[str, int] = {}
+    rank = np.empty(len(cases), dtype=np.int64)
+    for i in order:
+        rank[i] = seen.get(cases[i], 0)
+        seen[cases[i]] = rank[i] + 1
+    position = np.empty(len(cases), dtype=np.int64)
+    position[order] = np.arange(len(cases))
+    return np.lexsort((position, rank))[:count]

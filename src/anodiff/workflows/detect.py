@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from anodiff.data.datasets import InputCase, SliceDataset, find_inputs, load_input_case
 from anodiff.data.io import image_stem, write_like
@@ -64,15 +65,19 @@ class DetectRow:
 
     ``score`` is the image score for a 2-D image and the maximum slice score for a volume
     (the method's score rule, which need not separate cases: a threshold's maximum is 1
-    everywhere). ``flagged_fraction`` is the case-level score: the share of the case's
-    brain (foreground) that the mask flags; with the ``healthy_fpr`` mask rule the threshold
-    was calibrated so that this share is ``fpr`` on healthy validation slices, so a case
-    well above it is unlike the healthy ones. ``flagged_ml`` is that volume in ml (empty for
-    2-D images). ``threshold`` and ``threshold_origin`` say which mask rule made the mask and
-    where its threshold came from. ``anomalous_slices`` counts the slices whose mask (on the
-    model grid) has a pixel; ``seconds`` is the wall time for the case, reading and writing
-    included. The numbers are None (empty cells) when ``status`` is ``error``; ``message``
-    then says why.
+    everywhere). ``case_score`` is the case-level score, the same for every method and mask
+    rule: the share of the case's brain (foreground) above the pixel threshold calibrated
+    at training so that a fraction ``fpr`` of healthy validation brain reaches it (about
+    ``fpr`` for a healthy case); ``case_threshold`` is the largest case score among the
+    healthy validation cases, and ``case_anomalous`` says whether this case scores above
+    it (the three are empty for a model saved without a case calibration:
+    ``anodiff export RUN --refit DATA --out NEW`` adds it). ``flagged_fraction`` is the
+    share of the brain that the written mask flags and ``flagged_ml`` that volume in ml
+    (empty for 2-D images); ``threshold`` and ``threshold_origin`` say which mask rule made
+    the mask and where its threshold came from. ``anomalous_slices`` counts the slices whose
+    mask (on the model grid) has a pixel; ``seconds`` is the wall time for the case, reading
+    and writing included. The numbers are None (empty cells) when ``status`` is ``error``;
+    ``message`` then says why.
     """
 
     input: str
@@ -80,6 +85,9 @@ class DetectRow:
     status: str  # "ok" or "error"
     message: str = ""
     score: float | None = None
+    case_score: float | None = None
+    case_threshold: float | None = None
+    case_anomalous: bool | None = None
     flagged_fraction: float | None = None
     flagged_ml: float | None = None
     threshold: float | None = None
@@ -202,11 +210,16 @@ def _detect_one(
     flagged = int((masks & predictions.foreground).sum())
     voxel_ml = data.voxel_ml(name)
     threshold, origin = mask_origin(detector)
+    case = detector.case_score(torch.as_tensor(predictions.maps),
+                               torch.as_tensor(predictions.foreground))
     return DetectRow(
         input=str(path),
         name=name,
         status="ok",
         score=float(predictions.scores.max()),
+        case_score=None if case is None else round(case[0], 6),
+        case_threshold=None if case is None else round(case[1], 6),
+        case_anomalous=None if case is None else case[0] > case[1],
         flagged_fraction=round(flagged / max(int(predictions.foreground.sum()), 1), 6),
         flagged_ml=None if math.isnan(voxel_ml) else round(flagged * voxel_ml, 3),
         threshold=threshold,

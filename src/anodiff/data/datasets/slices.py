@@ -109,6 +109,12 @@ class SliceDataset(torch.utils.data.Dataset):
         }
 
     @property
+    def volumetric(self) -> bool:
+        """Whether the slices come from 3-D volumes (normalised per volume) rather than 2-D
+        images (normalised per image)."""
+        return any(g.layout is not None for g in self._geometry.values())
+
+    @property
     def case_ids(self) -> list[str]:
         """The cases (or image ids) with at least one slice here, in dataset order."""
         return list(dict.fromkeys(self.cases.tolist()))
