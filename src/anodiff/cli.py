@@ -288,9 +288,10 @@ def export(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Change a test-time setting, e.g. --set level=100 (repeatable).")] = None,
     refit: Annotated[Path | None, typer.Option(
-        help="Dataset folder: refit what the method fits after training (a healthy-FPR "
-             "threshold; InvDetect's one-class model, tau, lambda) on its healthy slices, so "
-             "that --set may change the settings those depend on.")] = None,
+        help="Dataset folder: refit what the method fits after training (the healthy-FPR "
+             "and case thresholds; InvDetect's one-class model, tau, lambda) on its healthy "
+             "slices, so that --set may change the settings those depend on (and a model "
+             "saved before case scores gets them).")] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""

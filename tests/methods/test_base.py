@@ -169,7 +169,7 @@ def test_every_mask_rule_gets_a_case_calibration() -> None:
     fg = (healthy > healthy.flatten(1).min(1).values[:, None, None, None]).any(1)
     assert float(det.flag_threshold) == healthy_fpr_threshold(out.anomaly_map.numpy(), 0.05,
                                                               fg.numpy())
-    shares = [float(((m > det.flag_threshold) & f).sum() / f.sum())
+    shares = [float(((m >= det.flag_threshold) & f).sum() / f.sum())
               for m, f in zip(out.anomaly_map, fg, strict=True)]
     assert float(det.case_threshold) == pytest.approx(max(shares))  # one image, one case
     sick = healthy.clone()

@@ -327,8 +327,10 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
 
     def refit(self, data: Any) -> None:
         """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)
-        on ``data`` with the current settings; the networks stay as they are."""
+        on ``data`` with the current settings; the networks stay as they are. A detector
+        saved without an input recipe takes ``data``'s."""
         self.check_fitted()
+        self.recipe = self.recipe or InputRecipe.of(data)
         self.fit_normality(data)
         self.calibrate(data)
 

@@ -79,6 +79,7 @@ class Counterfactual(Detector[CounterfactualConfig]):
     presets = {
         "quick": CounterfactualConfig(
             level=50, steps=10, solver="ddim", cfg_scale=3.0, batch_size=64,
+            calibration_images=16,
             diffusion=DiffusionPart(net="quick", num_steps=100, train=TrainConfig(
                 steps=120, batch_size=16, lr=3e-3, warmup_steps=5, ema_decay=None))),
         "cpu": CounterfactualConfig(),

@@ -75,7 +75,7 @@ class DiffAno(Detector[DiffAnoConfig]):
     presets = {
         "quick": DiffAnoConfig(
             level=50, steps=10, solver="ddim", scale=100.0, batch_size=64,
-            diffusion=QUICK_DIFFUSION, classifier=QUICK_CLASSIFIER),
+            calibration_images=16, diffusion=QUICK_DIFFUSION, classifier=QUICK_CLASSIFIER),
         "cpu": DiffAnoConfig(),
         # Paper: L = 500, s = 100, DDIM over every level (500 + 500 steps), Adam lr 1e-4,
         # batch 10, 50,000 UNet / 20,000 classifier iterations, EMA 0.9999.

@@ -136,7 +136,8 @@ class ImgCond(Detector[ImgCondConfig]):
             diffusion=DiffusionPart(net="quick", num_steps=100, prediction="x0", train=TrainConfig(
                 steps=40, batch_size=8, lr=3e-3, warmup_steps=5, ema_decay=None,
                 checkpoint_every=10, validate_every=10, patience=2)),
-            ensemble=EnsemblePart(folds=(2, 6), validation_images=8), steps=5),
+            ensemble=EnsemblePart(folds=(2, 6), validation_images=8), steps=5,
+            calibration_images=16),
         # 3 members x 500 steps of batch 16, early stopped on their held-out tasks. The
         # network predicts x0, not the noise: a CPU-trained eps model cannot restore from
         # pure noise (docs/methods/imgcond.md, "What differs").

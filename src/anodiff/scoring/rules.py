@@ -33,7 +33,7 @@ from torch import Tensor
 
 from anodiff.errors import AnodiffError
 from anodiff.scoring.smoothing import gaussian_smooth
-from anodiff.scoring.thresholds import healthy_fpr_threshold, per_image_otsu
+from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold, per_image_otsu
 
 MASK_RULES: tuple[str, ...] = ("otsu", "healthy_fpr", "own")
 SCORE_RULES: tuple[str, ...] = ("percentile", "mean", "top_k")
@@ -58,10 +58,10 @@ def calibrate_threshold(healthy_maps: Tensor, fg: Tensor, fpr: float) -> float:
 
 def case_shares(maps: Tensor, fg: Tensor, threshold: float, cases: Sequence[str]
                 ) -> dict[str, float]:
-    """The share of each case's foreground pixels whose map value exceeds ``threshold``,
-    from post-processed maps (N, H, W) and the case (N,) each slice belongs to (a case
-    without foreground scores 0)."""
-    flagged = (maps > threshold) & fg
+    """The share of each case's foreground pixels whose map value reaches ``threshold`` (as
+    the ``healthy_fpr`` mask rule flags them), from post-processed maps (N, H, W) and the
+    case (N,) each slice belongs to (a case without foreground scores 0)."""
+    flagged = above_threshold(maps, threshold, fg)
     ids = np.asarray(cases)
     out = {}
     for case in dict.fromkeys(ids.tolist()):
