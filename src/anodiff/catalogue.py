@@ -30,6 +30,8 @@ BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, descriptio
      "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"),
     ("threshold", "unsupervised", "intensity thresholding after histogram equalisation "
                                   "(Meissen 2021) or healthy-intensity rarity"),
+    ("unet", "supervised",
+     "plain UNet trained on lesion masks with Dice + cross-entropy (baseline)"),
 )
 
 

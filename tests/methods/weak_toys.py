@@ -1,7 +1,8 @@
 """The toy problem the method tests share: two-channel 'brains' with an optional bright blob.
 
-Training data: 50 healthy and 50 lesioned labelled slices; a method takes what its regime
-may use (the weakly supervised ones all with labels, the others the healthy ones).
+Training data: 50 healthy and 50 lesioned labelled slices with masks; a method takes what
+its regime may use (the weakly supervised ones all with labels, the supervised ones all
+with masks, the others the healthy ones).
 """
 
 from pathlib import Path
@@ -38,11 +39,12 @@ def residual(images: torch.Tensor, result: anodiff.AnomalyResult) -> torch.Tenso
 
 
 def toy_training_items() -> list[dict]:
-    """50 healthy and 50 lesioned labelled toy slices."""
-    healthy, _ = toy_slices(50, False, seed=0)
-    anomalous, _ = toy_slices(50, True, seed=1)
-    return [{"image": x, "label": 0} for x in healthy] + \
-        [{"image": x, "label": 1} for x in anomalous]
+    """50 healthy and 50 lesioned labelled toy slices, with their masks (which only the
+    supervised methods read)."""
+    healthy, empty = toy_slices(50, False, seed=0)
+    anomalous, truth = toy_slices(50, True, seed=1)
+    return [{"image": x, "label": 0, "mask": m} for x, m in zip(healthy, empty, strict=True)] + \
+        [{"image": x, "label": 1, "mask": m} for x, m in zip(anomalous, truth, strict=True)]
 
 
 def fit_on_toys(method: str, run_dir: Path | None, **settings) -> anodiff.Detector:

@@ -65,14 +65,15 @@ class SampleSource(Protocol):
 
 
 class ArrayDataset:
-    """In-memory training samples: images (N, C, ...), optional labels (N,) and conditions."""
+    """In-memory training samples: images (N, C, ...), optional labels (N,), conditions and
+    lesion masks (N, ...; the targets of a supervised segmentation)."""
 
-    def __init__(self, images: Tensor, labels: Tensor | None = None, cond: Tensor | None = None
-                 ) -> None:
-        for name, value in (("labels", labels), ("cond", cond)):
+    def __init__(self, images: Tensor, labels: Tensor | None = None, cond: Tensor | None = None,
+                 masks: Tensor | None = None) -> None:
+        for name, value in (("labels", labels), ("cond", cond), ("masks", masks)):
             if value is not None and len(value) != len(images):
                 raise AnodiffError(f"ArrayDataset: {len(images)} images but {len(value)} {name}")
-        self.images, self.labels, self.cond = images, labels, cond
+        self.images, self.labels, self.cond, self.masks = images, labels, cond, masks
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,6 +84,8 @@ class ArrayDataset:
             item["label"] = self.labels[index].long()
         if self.cond is not None:
             item["cond"] = self.cond[index]
+        if self.masks is not None:
+            item["mask"] = self.masks[index]
         return item
 
 

@@ -4,6 +4,7 @@
   unsupervised and self-supervised methods, all with image labels for weakly supervised
   ones), from a dataset, a list of items or a tensor of healthy images;
 * :func:`labelled_training_images` — the weak regime's slices with both classes present;
+* :func:`segmentation_training_data` — the supervised regime's slices with their masks;
 * :func:`split_validation` — healthy validation slices for early stopping or a calibration
   that must happen during training (held out of training when the dataset has no ``val``
   split);
@@ -71,6 +72,37 @@ def labelled_training_images(name: str, data: Any) -> tuple[Tensor, Tensor]:
         raise AnodiffError(f"{name}: training needs healthy (0) and anomalous (1) slices; "
                            f"the labels present are {sorted(present)}")
     return images, labels
+
+
+def segmentation_training_data(name: str, data: Any) -> tuple[Tensor, Tensor]:
+    """The train slices with their lesion masks, for a supervised method (design brief:
+    only supervised methods may use train-split masks as pixel targets): images
+    (N, C, H, W) and masks (N, H, W) bool, healthy slices (empty masks) included.
+
+    ``data`` is a dataset or an indexable of dicts with ``image`` and ``mask``. Training
+    data without a single lesion pixel is an error that says where masks are read from.
+    """
+    if hasattr(data, "for_regime"):
+        train = data.for_regime("supervised")
+        images, masks = torch.as_tensor(train.images), torch.as_tensor(train.masks)
+    elif isinstance(data, Tensor | np.ndarray):
+        raise AnodiffError(f"{name} is supervised: it trains on lesion masks; give a dataset "
+                           "(or items with 'image' and 'mask'), not a bare image array")
+    else:
+        items = [data[i] for i in range(len(data))]
+        if any("mask" not in item for item in items):
+            raise AnodiffError(f"{name} is supervised: every item needs a 'mask' (H, W)")
+        images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
+                              for item in items]) if items else torch.zeros(0)
+        masks = torch.stack([torch.as_tensor(item["mask"]).bool() for item in items]) \
+            if items else torch.zeros(0, dtype=torch.bool)
+    if len(images) == 0:
+        raise AnodiffError(f"{name}: no training slices in this dataset")
+    if not masks.any():
+        raise AnodiffError(f"{name} is supervised: it trains on lesion masks, and no training "
+                           "slice has a lesion pixel (volumes: DATA/<case>/<case>_seg.nii.gz; "
+                           "images: DATA/masks/<id>.<ext>; nnU-Net: labelsTr/)")
+    return images.float(), masks.bool()
 
 
 def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: int
