@@ -65,6 +65,16 @@ def test_the_methods_own_mask_and_postprocessing_are_used() -> None:
     assert res["postprocess"]["min_component_size"] == 2
 
 
+def test_the_own_mask_is_scored_per_case() -> None:
+    """``volume_dice_own``: each lesioned case's 3-D Dice at the method's own mask."""
+    truth, ids = _volumes()
+    predicted = np.zeros_like(truth)
+    predicted[0:3, 1:4, 1:4] = True  # case a: its big lesion, not its 1-voxel one
+    res = evaluate(truth.astype(np.float32), truth, truth.reshape(18, -1).any(1),
+                   predicted=predicted, case_ids=ids)
+    assert res["volume_dice_own"] == pytest.approx((2 * 27 / (27 + 28) + 0.0) / 2)
+
+
 def test_the_foreground_area_reference_is_the_auroc_of_slice_size() -> None:
     truth, fg, rng = _test_set(n=40, seed=2)
     area = rng.random(40)

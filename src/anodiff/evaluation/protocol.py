@@ -4,10 +4,12 @@ Keys (design brief): ``image_auroc, image_ap, image_f1, pixel_auroc, pixel_ap, d
 dice_otsu, precision_otsu, hd95_otsu, vs_otsu, healthy_residual, seconds_per_image,
 nfe_per_image, n_images`` plus recall/IoU at the Otsu masks, lesion-wise detection,
 healthy false-positive area, figures at a healthy-calibrated threshold when one is given,
-per-volume figures when case ids are given (``case_dice_fpr``: each lesioned case's Dice at
-the healthy-FPR threshold), and ``image_auroc_foreground_area``: the image
-AUROC of a trivial score, the share of the slice that is foreground. On brain slices,
-lesions that need depth (or mass) occur only in large central slices, so slice size alone
+figures at the method's own mask when it has one (``*_own``; ``volume_dice_own`` per 3-D
+case: the operating point a supervised method is trained for), per-volume figures when
+case ids are given (``case_dice_fpr``: each lesioned case's Dice at the healthy-FPR
+threshold), and ``image_auroc_foreground_area``: the image AUROC of a trivial score, the
+share of the slice that is foreground. On brain slices, lesions that need depth (or mass)
+occur only in large central slices, so slice size alone
 can separate diseased from healthy slices; a method's ``image_auroc`` means little unless it
 beats this reference (0.74 to 0.85 on the tracks of the embedded benchmark). The
 conventions (pooling, empty masks) are those of :mod:`anodiff.evaluation.metrics`.
@@ -160,8 +162,11 @@ def evaluate(
         results.update(mask_metrics(post.masks((maps > global_t) & fg, case_ids, voxel_ml)
                                     [anomalous], truth[anomalous], "global_otsu", spacings))
     if predicted is not None:
-        results.update(mask_metrics(post.masks(predicted.astype(bool), case_ids, voxel_ml)
-                                    [anomalous], truth[anomalous], "own", spacings))
+        own = post.masks(predicted.astype(bool), case_ids, voxel_ml)
+        results.update(mask_metrics(own[anomalous], truth[anomalous], "own", spacings))
+        if case_ids is not None:
+            results["volume_dice_own"] = _mean(list(per_case_dice(own, truth,
+                                                                  case_ids).values()))
     case_dice: dict[str, float] = {}
     if pixel_threshold is not None:
         at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg), case_ids, voxel_ml)

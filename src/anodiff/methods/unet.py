@@ -44,8 +44,10 @@ class UNetConfig(LocalizationConfig):
     channels: tuple[int, ...] = (16, 32, 64, 128)
     residual_units: int = 2
     dropout: float = 0.0
+    # 4,000 steps: on the tumour track the Dice + CE loss sat on a plateau (1.6 -> 1.1) for
+    # 2,400 steps before dropping to 0.05 (docs/BENCHMARKS.md, issue 21); 1,500 stopped on it.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99))
+        steps=4000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99))
     probability: float = 0.5
     mask: Literal["otsu", "healthy_fpr", "own"] = "own"
     batch_size: int = 64
