@@ -303,8 +303,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         turn (:func:`~anodiff.methods.training_data.calibration_images`): the pixel threshold
         that a fraction ``fpr`` of their foreground reaches (the ``healthy_fpr`` mask rule's
         ``threshold``, and ``flag_threshold`` for every rule), and ``case_threshold``, the
-        largest share of a case's foreground above it among those cases (estimated from the
-        slices picked of each). A case scoring above ``case_threshold`` is flagged more
+        largest share of a case's foreground reaching it among those cases (estimated from
+        the slices picked of each). A case scoring above ``case_threshold`` is flagged more
         than any healthy validation case was (:meth:`case_score`). Where no healthy
         foreground exists to calibrate on, the ``healthy_fpr`` rule is an error and the
         other rules go without a case score (a warning says so)."""

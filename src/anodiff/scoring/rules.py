@@ -16,11 +16,11 @@ order, so that no method writes its own tail:
    whole image (Baugh 2024); ``top_k`` — the mean of the ``k`` highest foreground values.
 
 A **case score** (:func:`case_shares`) sits beside them for every method, whatever its mask
-rule: the share of a case's foreground above one threshold calibrated like ``healthy_fpr``'s.
-A healthy case scores about ``fpr``; a case with a lesion the method sees scores more. It
-answers "is this case unlike the healthy ones?", which a per-image Otsu mask (it flags part
-of every image) and an image score's maximum over slices (1.0 for every case of a threshold
-on [0, 1] intensities) cannot.
+rule: the share of a case's foreground reaching one threshold calibrated like
+``healthy_fpr``'s. A healthy case scores about ``fpr``; a case with a lesion the method
+sees scores more. It answers "is this case unlike the healthy ones?", which a per-image
+Otsu mask (it flags part of every image) and an image score's maximum over slices (1.0 for
+every case of a threshold on [0, 1] intensities) cannot.
 """
 
 from __future__ import annotations
