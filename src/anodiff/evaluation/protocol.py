@@ -50,7 +50,12 @@ from anodiff.evaluation.metrics import (
     lesion_detection,
 )
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, otsu_threshold, per_image_otsu
+from anodiff.scoring.thresholds import (
+    above_threshold,
+    case_shares,
+    otsu_threshold,
+    per_image_otsu,
+)
 
 # Lesion volume strata (ml): small < 1 ml <= medium < 10 ml <= large. WML and small stroke
 # lesions fall in the first, tumours mostly in the last (docs/data.md).
@@ -205,11 +210,9 @@ def case_detection(flagged: np.ndarray, truth: np.ndarray, fg: np.ndarray,
     """``case_auroc_fpr``: the AUROC of the case score (each case's share of flagged
     foreground) for "the case has a lesion", and ``n_healthy_cases``."""
     ids = np.asarray(case_ids)
-    cases = list(dict.fromkeys(ids.tolist()))
-    lesioned = np.array([truth[ids == c].any() for c in cases])
-    shares = np.array([(flagged[ids == c] & fg[ids == c]).sum() / max(fg[ids == c].sum(), 1)
-                       for c in cases])
-    return {"case_auroc_fpr": auroc(lesioned, shares),
+    shares = case_shares(flagged, fg, case_ids)
+    lesioned = np.array([truth[ids == c].any() for c in shares])
+    return {"case_auroc_fpr": auroc(lesioned, list(shares.values())),
             "n_healthy_cases": int((~lesioned).sum())}
 
 

@@ -64,12 +64,11 @@ from anodiff.scoring.rules import (
     MASK_RULES,
     SCORE_RULES,
     calibrate_threshold,
-    case_shares,
     image_scores,
     otsu_masks,
     postprocess_map,
 )
-from anodiff.scoring.thresholds import above_threshold
+from anodiff.scoring.thresholds import above_threshold, case_shares
 
 SUPERVISION = ("supervised", "semi", "weak", "self", "unsupervised", "none")
 # The layout Detector.save writes: one tensor group, the state_dict (version 1 had one file
@@ -322,7 +321,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         if self.config.mask == "healthy_fpr":
             self.threshold.fill_(pixel)
         self.flag_threshold.fill_(pixel)
-        shares = case_shares(healthy.anomaly_map, healthy.foreground, pixel, cases)
+        fg = healthy.foreground
+        shares = case_shares(above_threshold(healthy.anomaly_map, pixel, fg), fg, cases)
         self.case_threshold.fill_(max(shares.values()))
 
     def refit(self, data: Any) -> None:
@@ -462,8 +462,9 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         retuned with settings the calibration depends on: :meth:`refit` makes it)."""
         if not bool(torch.isfinite(self.case_threshold)):
             return None
-        share = case_shares(maps, fg, float(self.flag_threshold), ["case"] * len(maps))
-        return share["case"], float(self.case_threshold)
+        flagged = above_threshold(maps, float(self.flag_threshold), fg)
+        share = float(flagged.sum()) / max(int(fg.sum()), 1)
+        return share, float(self.case_threshold)
 
     def scores(self, maps: Tensor, fg: Tensor) -> Tensor:
         """The configured score rule on post-processed maps (N, H, W)."""

@@ -15,25 +15,22 @@ order, so that no method writes its own tail:
    the foreground (robust to single noisy pixels); ``mean`` — the mean of the map over the
    whole image (Baugh 2024); ``top_k`` — the mean of the ``k`` highest foreground values.
 
-A **case score** (:func:`case_shares`) sits beside them for every method, whatever its mask
-rule: the share of a case's foreground reaching one threshold calibrated like
-``healthy_fpr``'s. A healthy case scores about ``fpr``; a case with a lesion the method
-sees scores more. It answers "is this case unlike the healthy ones?", which a per-image
-Otsu mask (it flags part of every image) and an image score's maximum over slices (1.0 for
-every case of a threshold on [0, 1] intensities) cannot.
+A **case score** (:func:`~anodiff.scoring.thresholds.case_shares`) sits beside them for
+every method, whatever its mask rule: the share of a case's foreground reaching one
+threshold calibrated like ``healthy_fpr``'s. A healthy case scores about ``fpr``; a case
+with a lesion the method sees scores more. It answers "is this case unlike the healthy
+ones?", which a per-image Otsu mask (it flags part of every image) and an image score's
+maximum over slices (1.0 for every case of a threshold on [0, 1] intensities) cannot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 from torch import Tensor
 
 from anodiff.errors import AnodiffError
 from anodiff.scoring.smoothing import gaussian_smooth
-from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold, per_image_otsu
+from anodiff.scoring.thresholds import healthy_fpr_threshold, per_image_otsu
 
 MASK_RULES: tuple[str, ...] = ("otsu", "healthy_fpr", "own")
 SCORE_RULES: tuple[str, ...] = ("percentile", "mean", "top_k")
@@ -54,20 +51,6 @@ def otsu_masks(maps: Tensor, fg: Tensor) -> Tensor:
 def calibrate_threshold(healthy_maps: Tensor, fg: Tensor, fpr: float) -> float:
     """The map value that a fraction ``fpr`` of the healthy maps' foreground pixels reach."""
     return healthy_fpr_threshold(healthy_maps.float().numpy(), fpr, fg.numpy())
-
-
-def case_shares(maps: Tensor, fg: Tensor, threshold: float, cases: Sequence[str]
-                ) -> dict[str, float]:
-    """The share of each case's foreground pixels whose map value reaches ``threshold`` (as
-    the ``healthy_fpr`` mask rule flags them), from post-processed maps (N, H, W) and the
-    case (N,) each slice belongs to (a case without foreground scores 0)."""
-    flagged = above_threshold(maps, threshold, fg)
-    ids = np.asarray(cases)
-    out = {}
-    for case in dict.fromkeys(ids.tolist()):
-        rows = torch.from_numpy(ids == case)
-        out[case] = float(flagged[rows].sum()) / max(int(fg[rows].sum()), 1)
-    return out
 
 
 def image_scores(maps: Tensor, fg: Tensor, rule: str, *, percentile: float = 99.0,

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -68,3 +69,15 @@ def above_threshold(maps: ArrayLike, threshold: float, foreground: ArrayLike | N
     """
     flagged = maps >= threshold
     return flagged if foreground is None else flagged & foreground
+
+
+def case_shares(flagged: ArrayLike, foreground: ArrayLike, cases: Sequence[str]
+                ) -> dict[str, float]:
+    """The share of each case's foreground pixels that ``flagged`` (N, H, W) marks, the case
+    (N,) of every slice given (a case without foreground scores 0): the case score of
+    :mod:`anodiff.scoring.rules`, for the detector and the evaluation alike. Arrays or CPU
+    tensors."""
+    flags = np.asarray(flagged, dtype=bool) & np.asarray(foreground, dtype=bool)
+    fg, ids = np.asarray(foreground, dtype=bool), np.asarray(cases)
+    return {case: float(flags[ids == case].sum()) / max(int(fg[ids == case].sum()), 1)
+            for case in dict.fromkeys(ids.tolist())}
