@@ -20,6 +20,8 @@ BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, descriptio
      "variational autoencoder trained on healthy slices, residual map (baseline)"),
     ("counterfactual", "weak",
      "DDIM encoding + classifier-free guided decoding to healthy (Sanchez 2022)"),
+    ("ddpm-features", "semi", "pixel head on k labelled slices over a DDPM's decoder features, "
+                              "the DDPM trained on every unlabelled slice (Baranchuk 2021)"),
     ("diffano", "weak",
      "DDIM noise encoding + classifier-guided decoding to healthy (Wolleb 2022)"),
     ("fndm", "weak", "hybrid-conditioned (image + memory-bank map) diffusion, classifier "
@@ -28,6 +30,9 @@ BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, descriptio
                         "ensemble, residual (or the paper's SSIM) map (Baugh 2024)"),
     ("invdetect", "unsupervised",
      "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"),
+    ("segdiff", "supervised", "diffusion over the lesion mask conditioned on the image, n "
+                              "sampled masks: mean map, spread as uncertainty (Wolleb 2022c, "
+                              "Amit 2021)"),
     ("threshold", "unsupervised", "intensity thresholding after histogram equalisation "
                                   "(Meissen 2021) or healthy-intensity rarity"),
     ("unet", "supervised",

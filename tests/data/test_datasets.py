@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from anodiff.data.datasets import open_dataset
+from anodiff.data.datasets import UNLABELLED, open_dataset
 from anodiff.data.io import read_image, write_like
 from anodiff.data.slicing import DropEnds
 from anodiff.errors import AnodiffError
@@ -87,8 +87,28 @@ def test_regimes_follow_who_may_use_what(volumes: Path) -> None:
     assert supervised.masks.any() and np.array_equal(supervised.masks, data.split("train").masks)
     test = data.for_regime("supervised", split="test")
     assert set(test.cases) == {"case3"}
-    with pytest.raises(AnodiffError, match="unknown supervision regime 'semi'"):
-        data.for_regime("semi")
+    with pytest.raises(AnodiffError, match="unknown supervision regime 'semisupervised'"):
+        data.for_regime("semisupervised")
+
+
+def test_the_semi_regime_gives_exactly_k_masks_and_nothing_else(volumes: Path) -> None:
+    """Every train slice, but labels and masks only on k seeded slices with a lesion; the
+    same seed picks the same slices, validation and test are never among them."""
+    data = open_dataset(volumes, size=16)
+    train = data.split("train")
+    semi = data.for_regime("semi", labelled=2, seed=0)
+    assert len(semi) == len(train) and np.array_equal(semi.images, train.images)
+    labelled = semi.labels != UNLABELLED
+    assert labelled.sum() == 2 and semi.masks[labelled].reshape(2, -1).any(1).all()
+    assert not semi.masks[~labelled].any()  # no other mask leaks, nor any other label
+    assert np.array_equal(semi.masks[labelled], train.masks[labelled])
+    assert set(semi.splits) == {"train"}
+    again = data.for_regime("semi", labelled=2, seed=0)
+    assert np.array_equal(again.labels, semi.labels)
+    lesioned = int(train.masks.reshape(len(train), -1).any(1).sum())
+    with pytest.raises(AnodiffError, match=f"only {lesioned} slices of this split have a "
+                                           "lesion"):
+        data.for_regime("semi", labelled=lesioned + 1)
 
 
 def test_reassemble_puts_maps_back_on_the_case_grid(volumes: Path, tmp_path: Path) -> None:

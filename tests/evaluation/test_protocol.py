@@ -73,6 +73,29 @@ def test_the_own_mask_is_scored_per_case() -> None:
     res = evaluate(truth.astype(np.float32), truth, truth.reshape(18, -1).any(1),
                    predicted=predicted, case_ids=ids)
     assert res["volume_dice_own"] == pytest.approx((2 * 27 / (27 + 28) + 0.0) / 2)
+    # lesion-wise at the own mask, as at the FPR threshold: a's big lesion of three found
+    assert res["lesion_recall_own"] == pytest.approx(1 / 3)
+    assert res["lesion_precision_own"] == 1.0
+
+
+def test_the_uncertainty_is_scored_by_how_well_it_marks_wrong_pixels() -> None:
+    """``uncertainty_auroc_<rule>`` is scikit-learn's AUROC of the uncertainty for "this
+    rule's mask is wrong here" over the foreground, for each mask rule."""
+    truth, fg, rng = _test_set(seed=3)
+    maps = np.clip(truth + 0.6 * rng.standard_normal(truth.shape), 0, 1)
+    predicted = maps > 0.5
+    uncertainty = rng.random(truth.shape) + 0.5 * (predicted != truth)
+    res = evaluate(maps, truth, rng.random(20), foreground=fg, predicted=predicted,
+                   uncertainty=uncertainty, pixel_threshold=0.7)
+    for rule, masks in (("own", predicted), ("fpr", (maps >= 0.7) & fg)):
+        expected = roc_auc_score((masks != truth)[fg], uncertainty[fg])
+        assert res[f"uncertainty_auroc_{rule}"] == pytest.approx(expected)
+    # the uncertainty was made from the own mask's errors: P(U + 0.5 > U') = 0.875
+    assert res["uncertainty_auroc_own"] == pytest.approx(0.875, abs=0.03)
+    assert res["uncertainty_auroc_own"] > res["uncertainty_auroc_fpr"]
+    assert 0 <= res["uncertainty_auroc_otsu"] <= 1
+    assert not any(key.startswith("uncertainty") for key in evaluate(maps, truth,
+                                                                     rng.random(20)))
 
 
 def test_the_foreground_area_reference_is_the_auroc_of_slice_size() -> None:

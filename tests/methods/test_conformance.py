@@ -178,7 +178,8 @@ def test_several_draws_are_combined_by_the_shared_pipeline(fitted: anodiff.Detec
             fitted.retuned(keep_state=True, samples=2)
         return
     one = fitted.localize(images)
-    settings = {"samples": 2, "aggregate": "zscore" if cls.reconstructs else "mean"}
+    settings = {"samples": 2 * fitted.config.samples,
+                "aggregate": "zscore" if cls.reconstructs else "mean"}
     two = fitted.retuned(keep_state=True, **settings).localize(images)
     assert two.nfe == pytest.approx(2 * one.nfe)
     assert two.anomaly_map.shape == one.anomaly_map.shape

@@ -5,7 +5,8 @@ dice_otsu, precision_otsu, hd95_otsu, vs_otsu, healthy_residual, seconds_per_ima
 nfe_per_image, n_images`` plus recall/IoU at the Otsu masks, lesion-wise detection,
 healthy false-positive area, figures at a healthy-calibrated threshold when one is given,
 figures at the method's own mask when it has one (``*_own``; ``volume_dice_own`` per 3-D
-case: the operating point a supervised method is trained for), per-volume figures when
+case, lesion-wise F1 and detection by lesion volume as at the FPR threshold: the operating
+point a supervised method is trained for), per-volume figures when
 case ids are given (``case_dice_fpr``: each lesioned case's Dice at the healthy-FPR
 threshold), and ``image_auroc_foreground_area``: the image AUROC of a trivial score, the
 share of the slice that is foreground. On brain slices, lesions that need depth (or mass)
@@ -25,6 +26,10 @@ share of the healthy slices' brain flagged (it should be close to the stated rat
 ``case_auroc_fpr``: how well the case score (the share of a case's brain above the
 threshold, as ``anodiff detect`` writes it to scores.csv) separates the cases with a lesion
 from those without (NaN unless both are present; ``n_healthy_cases`` says how many).
+For a method with an uncertainty map (an ensemble's spread), ``uncertainty_auroc_<rule>``
+(``otsu``, ``fpr``, ``own``): how well the uncertainty separates the pixels that rule's mask
+gets wrong from those it gets right, over the foreground of every test slice (Wolleb 2022c:
+the ensemble's variance marks unreliable pixels; 0.5 is chance).
 With ``resamples``, 95 % case-bootstrap intervals for ``pixel_ap``, ``image_auroc`` and
 ``volume_dice_fpr`` (:mod:`anodiff.evaluation.bootstrap`).
 """
@@ -95,6 +100,7 @@ def evaluate(
     predicted: np.ndarray | None = None,
     images: np.ndarray | None = None,
     pseudo_healthy: np.ndarray | None = None,
+    uncertainty: np.ndarray | None = None,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
     case_ids: Sequence[str] | None = None,
@@ -115,7 +121,8 @@ def evaluate(
     ``*_own`` figures. ``image_threshold`` (on scores) and
     ``pixel_threshold`` (on maps) come from healthy validation data; without them
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
-    (N, C, H, W) give the healthy reconstruction residual. ``case_ids`` (per slice, a case's
+    (N, C, H, W) give the healthy reconstruction residual, ``uncertainty`` (N, H, W) the
+    ``uncertainty_auroc_*`` figures. ``case_ids`` (per slice, a case's
     slices consecutive) enable the per-case figures, ``voxel_ml`` (per case) the lesion
     volumes, ``pixel_mm`` (per case) HD95 in mm (``hd95_unit``; pixels unless every case has
     a pixel size), ``resamples`` the bootstrap intervals.
@@ -159,6 +166,8 @@ def evaluate(
         "n_anomalous": int(anomalous.sum()),
         "postprocess": post.to_dict(),
     }
+    if uncertainty is not None:
+        results["uncertainty_auroc_otsu"] = uncertainty_auroc(uncertainty, masks, truth, fg)
     if images is not None and pseudo_healthy is not None and healthy.any():
         residual = np.abs(images[healthy] - pseudo_healthy[healthy]).sum(1)
         results["healthy_residual"] = float(residual[fg[healthy]].mean())
@@ -169,15 +178,21 @@ def evaluate(
     if predicted is not None:
         own = post.masks(predicted.astype(bool), case_ids, voxel_ml)
         results.update(mask_metrics(own[anomalous], truth[anomalous], "own", spacings))
+        if uncertainty is not None:
+            results["uncertainty_auroc_own"] = uncertainty_auroc(uncertainty, own, truth, fg)
         if case_ids is not None:
-            results["volume_dice_own"] = _mean(list(per_case_dice(own, truth,
-                                                                  case_ids).values()))
+            results.update(operating_point(own, truth, case_ids,
+                                           per_case_dice(own, truth, case_ids), voxel_ml,
+                                           size_bins_ml, suffix="own"))
     case_dice: dict[str, float] = {}
     if pixel_threshold is not None:
         at_threshold = post.masks(above_threshold(maps, pixel_threshold, fg), case_ids, voxel_ml)
         results.update(mask_metrics(at_threshold[anomalous], truth[anomalous], "fpr",
                                     spacings))
         results["pixel_threshold"] = pixel_threshold
+        if uncertainty is not None:
+            results["uncertainty_auroc_fpr"] = uncertainty_auroc(uncertainty, at_threshold,
+                                                                 truth, fg)
         results["healthy_fp_area_fpr"] = _mean(
             [float(m[f].mean()) for m, f in zip(at_threshold[healthy], fg[healthy], strict=True)
              if f.any()])
@@ -195,6 +210,14 @@ def evaluate(
                                      case_dice)
             results.update(intervals(figures, resamples))
     return results
+
+
+def uncertainty_auroc(uncertainty: np.ndarray, masks: np.ndarray, truth: np.ndarray,
+                      fg: np.ndarray) -> float:
+    """AUROC of ``uncertainty`` as a score for "the mask is wrong here" over the foreground
+    pixels: 1 when every wrong pixel is more uncertain than every right one, NaN when the
+    masks are all right (or all wrong)."""
+    return auroc((masks != truth)[fg], uncertainty[fg])
 
 
 def per_case_dice(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str]
@@ -226,20 +249,24 @@ def case_detections(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str
 
 def operating_point(masks: np.ndarray, truth: np.ndarray, case_ids: Sequence[str],
                     case_dice: Mapping[str, float], voxel_ml: Mapping[str, float] | None,
-                    size_bins_ml: tuple[float, float]) -> dict[str, float]:
+                    size_bins_ml: tuple[float, float], suffix: str = "fpr"
+                    ) -> dict[str, float]:
     """Per-case Dice, lesion-wise precision / recall / F1 (pooled over cases) and detection
-    by lesion volume of the masks at the healthy-FPR threshold."""
+    by lesion volume of the masks of one rule (``suffix``: ``fpr``, the healthy-FPR
+    threshold; ``own``, the method's own mask)."""
     detections = case_detections(masks, truth, case_ids)
     pooled = sum(detections.values(), start=LesionDetection(0, 0, 0))
-    return {"volume_dice_fpr": _mean(list(case_dice.values())),
-            "lesion_precision_fpr": pooled.precision, "lesion_recall_fpr": pooled.detection_rate,
-            "lesion_f1_fpr": pooled.f1, **size_strata(detections, voxel_ml, size_bins_ml)}
+    return {f"volume_dice_{suffix}": _mean(list(case_dice.values())),
+            f"lesion_precision_{suffix}": pooled.precision,
+            f"lesion_recall_{suffix}": pooled.detection_rate,
+            f"lesion_f1_{suffix}": pooled.f1,
+            **size_strata(detections, voxel_ml, size_bins_ml, suffix)}
 
 
 def size_strata(detections: Mapping[str, LesionDetection], voxel_ml: Mapping[str, float] | None,
-                size_bins_ml: tuple[float, float]) -> dict[str, float]:
-    """``detection_rate_<bin>_fpr`` and ``n_lesions_<bin>`` for lesions below the first edge
-    (small), between the edges (medium) and from the second edge (large); NaN without
+                size_bins_ml: tuple[float, float], suffix: str = "fpr") -> dict[str, float]:
+    """``detection_rate_<bin>_<suffix>`` and ``n_lesions_<bin>`` for lesions below the first
+    edge (small), between the edges (medium) and from the second edge (large); NaN without
     voxel sizes (2-D images)."""
     volume = np.concatenate([found.sizes * (voxel_ml or {}).get(case, math.nan)
                              for case, found in detections.items()])
@@ -249,7 +276,7 @@ def size_strata(detections: Mapping[str, LesionDetection], voxel_ml: Mapping[str
               "large": volume >= large}
     out: dict[str, float] = {}
     for name, inside in strata.items():
-        out[f"detection_rate_{name}_fpr"] = float(hit[inside].mean()) if inside.any() \
+        out[f"detection_rate_{name}_{suffix}"] = float(hit[inside].mean()) if inside.any() \
             else math.nan
         out[f"n_lesions_{name}"] = int(inside.sum())
     return out

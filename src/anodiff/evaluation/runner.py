@@ -38,6 +38,7 @@ class Predictions:
     scores: np.ndarray  # (N,)
     masks: np.ndarray | None
     pseudo_healthy: np.ndarray | None
+    uncertainty: np.ndarray | None  # (N, H, W) where the method has one
     cases: list[str]
     seconds_per_image: float
     nfe_per_image: float
@@ -59,7 +60,7 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     labels = np.array([bool(item["label"]) for item in items])
     cases = [str(item.get("case", "")) for item in items]
     slices = [int(item.get("index", i)) for i, item in enumerate(items)]
-    maps, scores, masks, healthy = [], [], [], []
+    maps, scores, masks, healthy, uncertainty = [], [], [], [], []
     nfe, seconds = 0.0, 0.0
     batches = range(0, len(items), batch_size)
     for start in progress_bar(batches, desc=f"{detector.name}: localise", enabled=progress):
@@ -74,6 +75,8 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
             masks.append(result.mask.numpy())
         if result.pseudo_healthy is not None:
             healthy.append(result.pseudo_healthy.float().numpy())
+        if result.uncertainty is not None:
+            uncertainty.append(result.uncertainty.float().numpy())
     n = max(len(items), 1)
     voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
         if hasattr(data, "voxel_ml") else {}
@@ -83,7 +86,8 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     return Predictions(
         images=images, truth=truth, labels=labels, maps=np.concatenate(maps),
         scores=np.concatenate(scores), masks=np.concatenate(masks) if masks else None,
-        pseudo_healthy=np.concatenate(healthy) if healthy else None, cases=cases,
+        pseudo_healthy=np.concatenate(healthy) if healthy else None,
+        uncertainty=np.concatenate(uncertainty) if uncertainty else None, cases=cases,
         seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
         pixel_mm=pixel_mm, slices=slices,
     )
@@ -110,7 +114,8 @@ def evaluate_predictions(test: Predictions, validation: Predictions | None = Non
     results = evaluate(
         test.maps, test.truth, test.scores, labels=test.labels, foreground=test.foreground,
         predicted=test.masks, images=test.images, pseudo_healthy=test.pseudo_healthy,
-        image_threshold=image_threshold, pixel_threshold=pixel_threshold,
+        uncertainty=test.uncertainty, image_threshold=image_threshold,
+        pixel_threshold=pixel_threshold,
         case_ids=test.cases if any(test.cases) else None, voxel_ml=test.voxel_ml,
         pixel_mm=test.pixel_mm,
         postprocess=postprocess, resamples=resamples,

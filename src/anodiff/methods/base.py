@@ -146,6 +146,29 @@ class LocalizationConfig:
                                "reconstructions; set samples >= 2 or two or more levels")
 
 
+@dataclass(frozen=True)
+class MaskTrainedConfig(LocalizationConfig):
+    """The settings of a method that learns from lesion masks (supervised or
+    semi-supervised) and maps a lesion probability: ``labelled``, the number of train
+    slices whose masks it may use (None: every train slice's), picked with ``label_seed``
+    one case at a time among the slices with a lesion
+    (:func:`~anodiff.methods.training_data.labelled_training_data`), so that methods given
+    the same ``labelled`` and ``label_seed`` see the same masks; ``probability``, where its
+    own mask rule flags a pixel."""
+
+    labelled: int | None = None
+    label_seed: int = 0
+    probability: float = 0.5
+
+    def check(self) -> None:
+        super().check()
+        if self.labelled is not None and self.labelled < 1:
+            raise AnodiffError(f"labelled must be >= 1 slices (or null: all), got "
+                               f"{self.labelled}")
+        if not 0 < self.probability < 1:
+            raise AnodiffError(f"probability must be in (0, 1), got {self.probability}")
+
+
 ConfigT = TypeVar("ConfigT", bound=LocalizationConfig)
 
 

@@ -45,7 +45,12 @@ from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import Detector, LocalizationConfig
-from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
+from anodiff.methods.parts import (
+    DiffusionPart,
+    build_diffusion_unet,
+    check_sampling_from_noise,
+    train_diffusion_unet,
+)
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import split_validation, training_images
@@ -113,15 +118,10 @@ class ImgCondConfig(LocalizationConfig):
 
     def check(self) -> None:
         super().check()
-        if self.diffusion.max_level not in (None, self.diffusion.num_steps):
-            raise AnodiffError("restoration starts from pure noise at level T, so the model "
-                               "must learn every level (diffusion.max_level: null)")
-        if self.solver not in ("ddpm", "ddim", "dpmpp2m"):
-            raise AnodiffError(f"unknown solver {self.solver!r}")
+        check_sampling_from_noise(self.diffusion, self.solver, self.steps, self.eta,
+                                  "the restoration")
         if self.map not in ("ssim", "residual"):
             raise AnodiffError(f"map must be 'ssim' or 'residual', got {self.map!r}")
-        if self.steps < 1 or not self.eta >= 0:
-            raise AnodiffError("need steps >= 1 and eta >= 0")
 
 
 @register("imgcond")

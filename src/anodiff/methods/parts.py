@@ -1,4 +1,5 @@
-"""Trained parts shared by the diffusion methods: a noise predictor and a noise-aware classifier.
+"""Trained parts shared by the methods: a noise predictor, a noise-aware classifier, and the
+segmentation loss of the methods that learn from masks.
 
 A method's config holds a :class:`DiffusionPart` (network preset, schedule, training) and,
 if it needs one, a :class:`ClassifierPart`; the functions here build and train them with the
@@ -12,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import torch
+from monai.losses import DiceCELoss
 from torch import Tensor, nn
 
 from anodiff.diffusion.objectives import DiffusionObjective
@@ -85,6 +88,19 @@ def check_max_level(max_level: int | None, num_steps: int | None) -> None:
                            f"{max_level}")
 
 
+def check_sampling_from_noise(part: DiffusionPart, solver: str, steps: int, eta: float,
+                              what: str) -> None:
+    """Refuse settings a method that generates ``what`` from pure noise at level T cannot
+    use: a model not trained on every level, an unknown solver, no steps, negative eta."""
+    if part.max_level not in (None, part.num_steps):
+        raise AnodiffError(f"{what} is generated from pure noise at level T, so the model must "
+                           "learn every level (diffusion.max_level: null)")
+    if solver not in ("ddpm", "ddim", "dpmpp2m"):
+        raise AnodiffError(f"solver must be ddpm, ddim or dpmpp2m, got {solver!r}")
+    if steps < 1 or not eta >= 0:
+        raise AnodiffError(f"need steps >= 1 and eta >= 0, got {steps} and {eta}")
+
+
 def _part_dir(run_dir: Path | None, name: str) -> Path | None:
     return None if run_dir is None else Path(run_dir) / name
 
@@ -131,3 +147,18 @@ def train_classifier(
         run_dir=_part_dir(run_dir, name), description={"part": name, "net": part.net},
         progress=progress)
     return trained.eval()
+
+
+@dataclass(frozen=True)
+class SegmentationObjective:
+    """Dice + binary cross-entropy of a segmentation network's logit map against the lesion
+    mask, the Dice over the whole batch (MONAI ``DiceCELoss(sigmoid=True, batch=True)``)."""
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
+                 ) -> Tensor:
+        logits = model(batch["image"])
+        target = batch["mask"][:, None].to(logits.dtype)
+        return DiceCELoss(sigmoid=True, batch=True)(logits, target)
+
+    def describe(self) -> dict[str, Any]:
+        return {"objective": "dice_ce", "output": "sigmoid", "dice_over": "batch"}

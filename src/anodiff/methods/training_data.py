@@ -5,6 +5,8 @@
   ones), from a dataset, a list of items or a tensor of healthy images;
 * :func:`labelled_training_images` — the weak regime's slices with both classes present;
 * :func:`segmentation_training_data` — the supervised regime's slices with their masks;
+* :func:`labelled_training_data` — the semi-supervised regime's slices, ``k`` of them with
+  masks;
 * :func:`split_validation` — healthy validation slices for early stopping or a calibration
   that must happen during training (held out of training when the dataset has no ``val``
   split);
@@ -14,12 +16,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from anodiff.data.datasets import UNLABELLED
+from anodiff.data.picking import one_per_case_in_turn
 from anodiff.errors import AnodiffError
 
 HEALTHY_ONLY = ("unsupervised", "self")  # the regimes that train on healthy slices only
@@ -74,35 +79,99 @@ def labelled_training_images(name: str, data: Any) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-def segmentation_training_data(name: str, data: Any) -> tuple[Tensor, Tensor]:
+def segmentation_training_data(name: str, data: Any, labelled: int | None = None,
+                               seed: int = 0) -> tuple[Tensor, Tensor]:
     """The train slices with their lesion masks, for a supervised method (design brief:
     only supervised methods may use train-split masks as pixel targets): images
     (N, C, H, W) and masks (N, H, W) bool, healthy slices (empty masks) included.
 
     ``data`` is a dataset or an indexable of dicts with ``image`` and ``mask``. Training
     data without a single lesion pixel is an error that says where masks are read from.
+    ``labelled``: train on that many slices only, the very ones the semi-supervised regime
+    would label with the same ``seed`` (:func:`labelled_training_data`), so that a
+    supervised baseline and a semi-supervised method see the same masks.
     """
+    if labelled is not None:
+        picked = labelled_training_data(name, data, labelled, seed)
+        return picked.images[picked.rows], picked.masks
     if hasattr(data, "for_regime"):
         train = data.for_regime("supervised")
         images, masks = torch.as_tensor(train.images), torch.as_tensor(train.masks)
-    elif isinstance(data, Tensor | np.ndarray):
-        raise AnodiffError(f"{name} is supervised: it trains on lesion masks; give a dataset "
-                           "(or items with 'image' and 'mask'), not a bare image array")
     else:
-        items = [data[i] for i in range(len(data))]
-        if any("mask" not in item for item in items):
-            raise AnodiffError(f"{name} is supervised: every item needs a 'mask' (H, W)")
-        images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
-                              for item in items]) if items else torch.zeros(0)
-        masks = torch.stack([torch.as_tensor(item["mask"]).bool() for item in items]) \
-            if items else torch.zeros(0, dtype=torch.bool)
+        images, masks = _items_with_masks(name, data)
     if len(images) == 0:
         raise AnodiffError(f"{name}: no training slices in this dataset")
     if not masks.any():
         raise AnodiffError(f"{name} is supervised: it trains on lesion masks, and no training "
-                           "slice has a lesion pixel (volumes: DATA/<case>/<case>_seg.nii.gz; "
-                           "images: DATA/masks/<id>.<ext>; nnU-Net: labelsTr/)")
+                           f"slice has a lesion pixel ({MASK_PLACES})")
     return images.float(), masks.bool()
+
+
+MASK_PLACES = "volumes: DATA/<case>/<case>_seg.nii.gz; images: DATA/masks/<id>.<ext>; " \
+              "nnU-Net: labelsTr/"
+
+
+@dataclass(frozen=True)
+class LabelledSlices:
+    """The semi-supervised regime's training data: every train slice (``images``, N), the
+    ``rows`` of the labelled ones among them (k), their ``masks`` (k, H, W) and ``names``
+    (``case:slice`` for a dataset, the item's index otherwise), which a run records."""
+
+    images: Tensor
+    rows: Tensor
+    masks: Tensor
+    names: list[str]
+
+
+def labelled_training_data(name: str, data: Any, labelled: int, seed: int) -> LabelledSlices:
+    """All train slices, and masks for exactly ``labelled`` of them (design brief: the semi
+    regime's "masks of exactly k seeded, recorded train slices").
+
+    The labelled slices are slices with a lesion, picked one case at a time in a seeded
+    order (:meth:`~anodiff.data.SliceDataset.labelled_rows`); the other slices come without
+    label or mask. ``data`` is a dataset, or items with ``image`` and, for the candidates
+    to label, ``mask`` (``case`` groups them; otherwise each item is its own case).
+    """
+    if labelled < 1:
+        raise AnodiffError(f"{name}: labelled must be >= 1, got {labelled}")
+    if hasattr(data, "for_regime"):
+        semi = data.for_regime("semi", labelled=labelled, seed=seed)
+        rows = np.flatnonzero(semi.labels != UNLABELLED)
+        names = [f"{semi.cases[r]}:{semi.indices[r]}" for r in rows]
+        return LabelledSlices(torch.as_tensor(semi.images, dtype=torch.float32),
+                              torch.from_numpy(rows), torch.as_tensor(semi.masks[rows]), names)
+    if isinstance(data, Tensor | np.ndarray):
+        raise AnodiffError(f"{name} needs the masks of {labelled} slices; give a dataset (or "
+                           "items with 'image' and, for some, 'mask'), not a bare image array")
+    items = [data[i] for i in range(len(data))]
+    if not items:
+        raise AnodiffError(f"{name}: no training slices")
+    images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
+                          for item in items])
+    candidates = np.array([i for i, item in enumerate(items)
+                           if "mask" in item and bool(torch.as_tensor(item["mask"]).any())])
+    if labelled > len(candidates):
+        raise AnodiffError(f"{name}: {labelled} labelled slices asked for, but only "
+                           f"{len(candidates)} items have a mask with a lesion")
+    cases = np.array([str(items[i].get("case", i)) for i in candidates])
+    rows = candidates[one_per_case_in_turn(cases, labelled, seed)]
+    masks = torch.stack([torch.as_tensor(items[i]["mask"]).bool() for i in rows])
+    return LabelledSlices(images, torch.from_numpy(rows), masks, [str(i) for i in rows])
+
+
+def _items_with_masks(name: str, data: Any) -> tuple[Tensor, Tensor]:
+    """Images and masks of items that must all have a mask (the supervised regime)."""
+    if isinstance(data, Tensor | np.ndarray):
+        raise AnodiffError(f"{name} is supervised: it trains on lesion masks; give a dataset "
+                           "(or items with 'image' and 'mask'), not a bare image array")
+    items = [data[i] for i in range(len(data))]
+    if any("mask" not in item for item in items):
+        raise AnodiffError(f"{name} is supervised: every item needs a 'mask' (H, W)")
+    images = torch.stack([torch.as_tensor(item["image"], dtype=torch.float32)
+                          for item in items]) if items else torch.zeros(0)
+    masks = torch.stack([torch.as_tensor(item["mask"]).bool() for item in items]) \
+        if items else torch.zeros(0, dtype=torch.bool)
+    return images, masks
 
 
 def split_validation(name: str, data: Any, healthy: Tensor, count: int, seed: int
@@ -158,19 +227,5 @@ def calibration_images(data: Any, count: int, seed: int) -> tuple[Tensor, np.nda
     if len(images) == 0:
         raise AnodiffError("no healthy slices to calibrate the mask threshold on")
     cases = np.arange(len(images)).astype(str) if cases is None else np.asarray(cases)
-    picked = _one_per_case_in_turn(cases, count, seed)
+    picked = one_per_case_in_turn(cases, count, seed)
     return images[torch.from_numpy(picked)], cases[picked]
-
-
-def _one_per_case_in_turn(cases: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Indices of up to ``count`` slices, round-robin over the cases: in a seeded random
-    permutation, every case's first slice comes before any case's second, and so on."""
-    order = torch.randperm(len(cases), generator=torch.Generator().manual_seed(seed)).numpy()
-    seen: dict[str, int] = {}
-    rank = np.empty(len(cases), dtype=np.int64)
-    for i in order:
-        rank[i] = seen.get(cases[i], 0)
-        seen[cases[i]] = rank[i] + 1
-    position = np.empty(len(cases), dtype=np.int64)
-    position[order] = np.arange(len(cases))
-    return np.lexsort((position, rank))[:count]

@@ -22,21 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
-from torch import Tensor, nn
+from torch import Tensor
 
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import ArrayDataset, TrainConfig, Trainer
 from anodiff.errors import AnodiffError
-from anodiff.methods.base import Detector, LocalizationConfig
+from anodiff.methods.base import Detector, MaskTrainedConfig
+from anodiff.methods.parts import SegmentationObjective
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import segmentation_training_data
 
 
 @dataclass(frozen=True)
-class UNetConfig(LocalizationConfig):
+class UNetConfig(MaskTrainedConfig):
     """Width and depth of the UNet (``channels`` per level, each level after the first
     halving the size), residual units per level, its training, and the probability at
     which the own mask rule flags a pixel."""
@@ -48,7 +48,6 @@ class UNetConfig(LocalizationConfig):
     # 2,400 steps before dropping to 0.05 (docs/BENCHMARKS.md, issue 21); 1,500 stopped on it.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=4000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99))
-    probability: float = 0.5
     mask: Literal["otsu", "healthy_fpr", "own"] = "own"
     batch_size: int = 64
 
@@ -57,27 +56,10 @@ class UNetConfig(LocalizationConfig):
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise AnodiffError(f"channels must list two or more positive widths, got "
                                f"{list(self.channels)}")
-        if not 0 < self.probability < 1:
-            raise AnodiffError(f"probability must be in (0, 1), got {self.probability}")
         if not 0 <= self.dropout < 1:
             raise AnodiffError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.residual_units < 0:
             raise AnodiffError(f"residual_units must be >= 0, got {self.residual_units}")
-
-
-@dataclass(frozen=True)
-class SegmentationObjective:
-    """Dice + binary cross-entropy of the UNet's logit map against the lesion mask, the
-    Dice over the whole batch (MONAI ``DiceCELoss(sigmoid=True, batch=True)``)."""
-
-    def __call__(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
-                 ) -> Tensor:
-        logits = model(batch["image"])
-        target = batch["mask"][:, None].to(logits.dtype)
-        return DiceCELoss(sigmoid=True, batch=True)(logits, target)
-
-    def describe(self) -> dict[str, Any]:
-        return {"objective": "dice_ce", "output": "sigmoid", "dice_over": "batch"}
 
 
 @register("unet")
@@ -109,7 +91,8 @@ class UNetDetector(Detector[UNetConfig]):
     def fit_parts(self, data: Any) -> None:
         """Train the UNet on the train slices and their masks (checkpoints under
         ``run_dir``)."""
-        images, masks = segmentation_training_data(self.name, data)
+        images, masks = segmentation_training_data(self.name, data, self.config.labelled,
+                                                   self.config.label_seed)
         self.prepare(tuple(images.shape[1:]))
         trainer = Trainer(self.net, SegmentationObjective(), self.config.train, self.run_dir,
                           {"method": self.name, "input_shape": self.input_shape})

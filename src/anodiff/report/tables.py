@@ -65,8 +65,9 @@ RESULT_COLUMNS = (
     "detection_rate_medium_fpr", "detection_rate_large_fpr", "healthy_fp_area_fpr",
     "case_auroc_fpr", "pixel_ap", "pixel_ap_ci_low", "pixel_ap_ci_high", "image_auroc",
     "image_auroc_ci_low", "image_auroc_ci_high", "image_auroc_foreground_area", "image_ap",
-    "pixel_auroc", "dice_max", "volume_dice_own", "dice_otsu", "precision_otsu", "hd95_otsu",
-    "vs_otsu", "lesion_detection_rate", "healthy_fp_area", "healthy_residual",
+    "pixel_auroc", "dice_max", "volume_dice_own", "lesion_f1_own", "detection_rate_small_own",
+    "uncertainty_auroc_own", "uncertainty_auroc_fpr", "dice_otsu", "precision_otsu",
+    "hd95_otsu", "vs_otsu", "lesion_detection_rate", "healthy_fp_area", "healthy_residual",
     "seconds_per_image", "nfe_per_image", "train_seconds", "n_images")
 
 _UNITS = {"seconds_per_image": "s", "train_seconds": "s"}

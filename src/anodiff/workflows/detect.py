@@ -16,6 +16,7 @@ own format and geometry (a case folder's reference is its first sequence's image
     DIR/<name>_anomaly_map.<ext>                 float map, higher = more anomalous
     DIR/<name>_mask.<ext>                        the method's own mask, else per-image Otsu
     DIR/<name>_pseudo_healthy_<sequence>.<ext>   where the method makes one
+    DIR/<name>_uncertainty.<ext>                 where the method has one (an ensemble's spread)
     DIR/scores.csv                               one row per input case, kept across reruns
 
 ``<name>`` is the case's name: the case folder's, the file's stem, nnU-Net's case id, BIDS's
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "scores.csv"
 _RGB = ("red", "green", "blue")  # channel names of an RGB image's pseudo-healthy outputs
 _PSEUDO_HEALTHY = "anodiff pseudo-healthy image (normalised [0, 1] intensities)"
+_UNCERTAINTY = "anodiff uncertainty (spread of the method's draws; higher = less sure)"
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,8 @@ def _write_outputs(
     out: Path,
     protected: frozenset[Path],
 ) -> None:
-    """Write the map, mask and pseudo-healthy images of one input on its own grid.
+    """Write the map, mask, pseudo-healthy images and uncertainty of one input on its own
+    grid.
 
     Every output is checked against the inputs before the first is written, so a refused
     input leaves no partial results behind.
@@ -272,6 +275,8 @@ def _write_outputs(
         names = data.sequences if len(data.sequences) == channels else _RGB
         outputs += [(f"{name}_pseudo_healthy_{channel}", predictions.pseudo_healthy[:, c],
                      _PSEUDO_HEALTHY) for c, channel in enumerate(names)]
+    if predictions.uncertainty is not None:
+        outputs.append((f"{name}_uncertainty", predictions.uncertainty, _UNCERTAINTY))
     folder = out.resolve()
     for stem, _, _ in outputs:
         # write_like keeps the stem and picks the extension, so a clash is a same-stem input

@@ -46,6 +46,7 @@ from anodiff.data.datasets.slices import (
     DEFAULT_KEEP,
     REGIMES,
     SPLITS,
+    UNLABELLED,
     LoadedCase,
     SliceDataset,
     SliceOptions,
@@ -65,8 +66,8 @@ from anodiff.data.normalise import FIT_MODES, normalisation_settings
 from anodiff.data.slicing import ForegroundExtent, KeepRule
 from anodiff.errors import AnodiffError
 
-__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "InputCase", "SliceDataset", "SliceOptions",
-           "find_inputs", "load_input_case", "open_dataset"]
+__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "UNLABELLED", "InputCase", "SliceDataset",
+           "SliceOptions", "find_inputs", "load_input_case", "open_dataset"]
 
 
 def open_dataset(

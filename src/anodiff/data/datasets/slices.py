@@ -20,6 +20,7 @@ import torch
 
 from anodiff.data.io import Image, read_image
 from anodiff.data.normalise import scaled_shape, unfit
+from anodiff.data.picking import one_per_case_in_turn
 from anodiff.data.slicing import ForegroundExtent, KeepRule, SliceLayout, slices_to_volume
 from anodiff.errors import AnodiffError
 from anodiff.progress import progress_bar
@@ -27,7 +28,8 @@ from anodiff.progress import progress_bar
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-REGIMES = ("unsupervised", "self", "weak", "supervised")
+REGIMES = ("unsupervised", "self", "weak", "semi", "supervised")
+UNLABELLED = -1  # the label of a slice whose label and mask the semi regime withholds
 PROGRESS_FROM = 20  # cases; smaller folders load without a progress bar
 DEFAULT_KEEP = ForegroundExtent(0.1)
 
@@ -136,11 +138,15 @@ class SliceDataset(torch.utils.data.Dataset):
         """The slices labelled healthy (0)."""
         return self._subset(self.labels == 0)
 
-    def for_regime(self, regime: str, split: str = "train") -> SliceDataset:
+    def for_regime(self, regime: str, split: str = "train", labelled: int = 0, seed: int = 0
+                   ) -> SliceDataset:
         """What a method of ``regime`` may train on (design brief, "Who may use what").
 
         unsupervised / self: the healthy slices of ``split`` only, masks withheld; weak: all
-        slices of ``split`` with image labels, masks withheld; supervised: with masks.
+        slices of ``split`` with image labels, masks withheld; semi: all slices of ``split``,
+        each labelled :data:`UNLABELLED` with its mask withheld except ``labelled`` slices
+        with a lesion, which keep label and mask (picked one case at a time with ``seed``:
+        :meth:`labelled_rows`); supervised: all slices with labels and masks.
         """
         if regime not in REGIMES:
             raise AnodiffError(f"unknown supervision regime '{regime}'; choose from {REGIMES}")
@@ -149,7 +155,24 @@ class SliceDataset(torch.utils.data.Dataset):
             data = data.healthy()
         if regime == "supervised":
             return data
-        return data._subset(np.ones(len(data), dtype=bool), withhold_masks=True)
+        withheld = data._subset(np.ones(len(data), dtype=bool), withhold_masks=True)
+        if regime == "semi":
+            keep = data.labelled_rows(labelled, seed)
+            withheld.labels = np.full_like(data.labels, UNLABELLED)
+            withheld.labels[keep] = data.labels[keep]
+            withheld.masks[keep] = data.masks[keep]
+        return withheld
+
+    def labelled_rows(self, count: int, seed: int) -> np.ndarray:
+        """Rows of ``count`` slices with a lesion pixel, one case at a time in a seeded
+        order (:func:`~anodiff.data.picking.one_per_case_in_turn`); more than there are is
+        an error."""
+        lesioned = np.flatnonzero(self.masks.reshape(len(self.masks), -1).any(1))
+        if count > len(lesioned):
+            raise AnodiffError(f"{count} labelled slices asked for, but only {len(lesioned)} "
+                               "slices of this split have a lesion in their mask (volumes: "
+                               "DATA/<case>/<case>_seg.nii.gz; images: DATA/masks/<id>.<ext>)")
+        return lesioned[one_per_case_in_turn(self.cases[lesioned], count, seed)]
 
     def reassemble(self, case: str, slice_maps: np.ndarray) -> np.ndarray:
         """Per-slice maps of ``case`` (k, S, S), in this dataset's order, on the case's grid.
