@@ -191,12 +191,15 @@ class DDPMFeatures(Detector[DDPMFeaturesConfig]):
         self.unet = train_diffusion_unet(self.unet, self.config.diffusion,
                                          picked.images * 2 - 1, run_dir=self.run_dir,
                                          name="unet")
-        self.fit_normality(data)
+        self.fit_head(picked)
 
     def fit_normality(self, data: Any) -> None:
-        """Train a new head on the features of the ``labelled`` slices (seeded noise) and
-        record which slices they are (the log, and ``RUN/labelled_slices.csv``)."""
-        picked = self.labelled_data(data)
+        """Train a new head for the current ``labelled`` / ``label_seed`` (:meth:`fit_head`)."""
+        self.fit_head(self.labelled_data(data))
+
+    def fit_head(self, picked: LabelledSlices) -> None:
+        """Train a new head on the features of the labelled slices (seeded noise) and record
+        which slices they are (the log, and ``RUN/labelled_slices.csv``)."""
         images = picked.images[picked.rows].to(self.device)
         generator = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
