@@ -11,6 +11,8 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/regimes_table.py --dataset tumour \\
         benchmarks/results/protocol_v2_tumour.csv benchmarks/results/issue18_tumour_shift.csv \\
         benchmarks/results/issue21_unet.csv benchmarks/results/issue21_part2_tumour.csv \\
+        benchmarks/results/issue21_label_efficiency_tumour.csv \\
+        --exclude threshold-dark threshold-flair threshold-flair-dark \\
         --csv benchmarks/results/issue21_regimes_tumour.csv
 
 A method appears once: the first table that has it wins. The method of a row is the
@@ -67,12 +69,14 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--sequences", default="flair+t1+t2")
     parser.add_argument("--csv", type=Path, help="also write the rows here")
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="method labels to leave out (duplicates, a failed polarity)")
     args = parser.parse_args()
     rows: dict[str, dict[str, str]] = {}
     for table in args.tables:
         with table.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                if row["dataset"] == args.dataset and \
+                if row["dataset"] == args.dataset and row["method"] not in args.exclude and \
                         row.get("sequences", args.sequences) == args.sequences:
                     rows.setdefault(row["method"], row)
     out = []

@@ -16,6 +16,8 @@ ENTRY_POINT_GROUP = "anodiff.methods"
 BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, description)
     ("anoddpm", "self",
      "partial simplex noising + ancestral DDPM denoising, squared error (Wyatt 2022)"),
+    ("autoddpm", "unsupervised", "AnoDDPM's reconstruction, likely anomalies masked and "
+                                 "re-sampled (RePaint) from the stitched image (Bercea 2023a)"),
     ("autoencoder", "unsupervised",
      "variational autoencoder trained on healthy slices, residual map (baseline)"),
     ("counterfactual", "weak",
@@ -30,9 +32,15 @@ BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (name, supervision, descriptio
                         "ensemble, residual (or the paper's SSIM) map (Baugh 2024)"),
     ("invdetect", "unsupervised",
      "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"),
+    ("ldm", "unsupervised", "DDPM on the latents of a KL autoencoder, decoded reconstruction, "
+                            "residual map (Pinaya 2022a)"),
+    ("pddpm", "unsupervised", "patched DDPM: one noised patch at a time with clean context, "
+                              "one-step x0 prediction, stitched (Behrendt 2024a)"),
     ("segdiff", "supervised", "diffusion over the lesion mask conditioned on the image, n "
                               "sampled masks: mean map, spread as uncertainty (Wolleb 2022c, "
                               "Amit 2021)"),
+    ("thor", "unsupervised", "AnoDDPM's trajectory harmonised with the input by intermediate "
+                             "anomaly maps, harmonic-mean map (Bercea 2024)"),
     ("threshold", "unsupervised", "intensity thresholding after histogram equalisation "
                                   "(Meissen 2021) or healthy-intensity rarity"),
     ("unet", "supervised",

@@ -292,6 +292,9 @@ def export(
              "and case thresholds; InvDetect's one-class model, tau, lambda) on its healthy "
              "slices, so that --set may change the settings those depend on (and a model "
              "saved before case scores gets them).")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="Put the trained networks under another method that trains the same parts "
+             "(e.g. thor on an anoddpm run); needs --refit.")] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""
@@ -299,7 +302,7 @@ def export(
     from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
 
     export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit,
-               device=device)
+               device=device, method=method)
     message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
     if half:
         message += f"; largest weight change {weight_rounding_error(run, out):.2e}"

@@ -28,3 +28,13 @@ def fitted_on_toys(tmp_path_factory: pytest.TempPathFactory
         return cache[method]
 
     yield get
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: tiny networks gain nothing from a second one, and
+    on a machine whose cores are busy two threads made tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -242,6 +242,31 @@ def test_export_recalibrates_a_healthy_fpr_threshold(tiny_synth: Path, tmp_path:
     assert float(load(tmp_path / "fpr5" / "model").threshold) < float(original.threshold)
 
 
+@pytest.mark.slow  # trains AnoDDPM from the command line, refits and evaluates the export
+def test_export_puts_an_anoddpm_model_under_thor(tiny_synth: Path, tmp_path: Path) -> None:
+    """THOR decodes AnoDDPM's DDPM differently: an export reuses the trained network."""
+    run = tmp_path / "ano"
+    invoke("train", "anoddpm", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32", "--set", "method.noise=gaussian")
+    unrefitted = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "x"),
+                                     "--method", "thor"])
+    assert unrefitted.exit_code != 0 and "--refit" in str(unrefitted.exception)
+    other = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "y"), "--method",
+                                "unet", "--refit", str(tiny_synth)])
+    assert other.exit_code != 0 and "train it instead" in str(other.exception)
+    invoke("export", run, "--out", tmp_path / "thor", "--method", "thor", "--set", "level=40",
+           "--refit", tiny_synth)
+    original, thor = load(run / "model"), load(tmp_path / "thor" / "model")
+    assert thor.name == "thor" and thor.config.noise == "gaussian"  # the training's noise
+    assert (thor.config.level, thor.config.harmonise) == (40, (30, 20, 10))
+    assert all(torch.equal(a, b) for a, b in zip(original.unet.parameters(),
+                                                  thor.unet.parameters(), strict=True))
+    assert torch.isfinite(thor.threshold) and not torch.equal(thor.threshold, original.threshold)
+    assert "method: thor" in (tmp_path / "thor" / "run.yaml").read_text()
+    invoke("evaluate", tmp_path / "thor", "--data", tiny_synth, "--out", tmp_path / "eval")
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
 @pytest.mark.slow  # the conformance suite covers fit, localize, save and load
 def test_imgcond_quick_preset_end_to_end(tiny_synth: Path, tmp_path: Path) -> None:
     """Baugh's ensemble from the command line: members stop on the val split, evaluate runs."""

@@ -27,6 +27,20 @@ def random_levels(
     return torch.randint(1, max_level + 1, (n,), generator=generator).to(device)
 
 
+def random_boxes(shape: tuple[int, ...], side: int, generator: torch.Generator) -> Tensor:
+    """(N, 1, H, W) bool masks of one ``side`` x ``side`` box per image of ``shape`` (N, C, H,
+    W), placed uniformly at random inside the image (pDDPM's training patches)."""
+    n, height, width = shape[0], shape[-2], shape[-1]
+    if not 1 <= side <= min(height, width):
+        raise AnodiffError(f"patch side must be in [1, {min(height, width)}], got {side}")
+    top = torch.randint(0, height - side + 1, (n,), generator=generator)
+    left = torch.randint(0, width - side + 1, (n,), generator=generator)
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + side)
+    inside_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + side)
+    return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+
+
 @dataclass(frozen=True)
 class DiffusionObjective:
     """The denoising loss of review Eq. 4, and its common variants.
@@ -39,6 +53,8 @@ class DiffusionObjective:
     * ``label_dropout``: probability of replacing the label by ``null_label``, which trains the
       unconditional model needed by classifier-free guidance (Ho & Salimans 2022).
     * ``noise``: ``gaussian`` or ``simplex`` (AnoDDPM), with ``noise_options``.
+    * ``patch``: noise only one random ``patch`` x ``patch`` box per image and keep the rest
+      clean as context; the loss counts the box's pixels only (pDDPM, Behrendt 2024a).
     """
 
     schedule: NoiseSchedule
@@ -49,8 +65,11 @@ class DiffusionObjective:
     null_label: int | None = None
     noise: str = "gaussian"
     noise_options: dict[str, float] = field(default_factory=dict)
+    patch: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patch is not None and self.patch < 1:
+            raise AnodiffError(f"patch must be >= 1, got {self.patch}")
         if self.prediction not in ("eps", "x0"):
             raise AnodiffError(f"prediction must be 'eps' or 'x0', got {self.prediction!r}")
         if self.loss not in ("mse", "l1"):
@@ -68,6 +87,10 @@ class DiffusionObjective:
         noise = draw_noise(self.noise, tuple(x0.shape), level=level.cpu(), generator=generator,
                            dtype=x0.dtype, **self.noise_options).to(x0.device)
         x_t = self.schedule.q_sample(x0, level, noise)
+        box = None
+        if self.patch is not None:
+            box = random_boxes(tuple(x0.shape), self.patch, generator).to(x0.device)
+            x_t = torch.where(box, x_t, x0)
         if "cond" in batch:
             x_t = torch.cat([x_t, batch["cond"]], dim=1)
         label = batch.get("label")
@@ -76,7 +99,11 @@ class DiffusionObjective:
             label = torch.where(drop, torch.full_like(label, self.null_label), label)
         out = model(x_t, timesteps=level - 1, class_labels=label)
         target = noise if self.prediction == "eps" else x0
-        return F.mse_loss(out, target) if self.loss == "mse" else F.l1_loss(out, target)
+        if box is None:
+            return F.mse_loss(out, target) if self.loss == "mse" else F.l1_loss(out, target)
+        error = (out - target).square() if self.loss == "mse" else (out - target).abs()
+        weight = box.expand_as(error).to(error.dtype)
+        return (error * weight).sum() / weight.sum()
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly settings, stored in checkpoints."""

@@ -118,9 +118,11 @@ def train_diffusion_unet(
     null_label: int | None = None, noise: str = "gaussian",
     noise_options: dict[str, float] | None = None, validation: Validation | None = None,
     run_dir: Path | None = None, name: str = "unet", progress: bool = True,
+    patch: int | None = None,
 ) -> nn.Module:
     """Train ``net`` with the denoising loss (review Eq. 4); returns its EMA copy (the best
-    validated one when ``validation`` is given, see :class:`Trainer`).
+    validated one when ``validation`` is given, see :class:`Trainer`). ``patch``: noise one
+    random box of that side per image only (pDDPM; :class:`DiffusionObjective`).
 
     ``images`` is a tensor (with optional ``labels`` and ``cond``) or any sample source
     whose items hold ``image`` (and ``label`` / ``cond``), e.g. pairs made on demand.
@@ -128,7 +130,7 @@ def train_diffusion_unet(
     objective = DiffusionObjective(
         part.noise_schedule(), prediction=part.prediction, loss=part.loss,
         max_level=part.max_level, label_dropout=label_dropout, null_label=null_label,
-        noise=noise, noise_options=noise_options or {})
+        noise=noise, noise_options=noise_options or {}, patch=patch)
     trainer = Trainer(net, objective, part.train, _part_dir(run_dir, name),
                       {"part": name, "net": part.net}, progress, validation)
     data = ArrayDataset(images, labels, cond) if isinstance(images, Tensor) else images

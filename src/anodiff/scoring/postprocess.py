@@ -2,7 +2,7 @@
 with the results.
 
 Maps: brain-mask erosion (zero the map within ``erode_brain`` pixels of the brain's edge,
-where partial-volume rims light up every reconstruction; pDDPM, Behrendt 2024), in-plane
+where partial-volume rims light up every reconstruction; pDDPM, Behrendt 2024a), in-plane
 median filtering (pDDPM), inter-slice median filtering over ``interslice_median``
 neighbouring slices of the same case (a 3-D smoothing that 2-D methods lack), and
 background masking. Masks: morphological opening / closing and removal of components

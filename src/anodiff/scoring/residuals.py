@@ -56,3 +56,25 @@ def ssim_anomaly_map(images: Tensor, restored: Tensor, window: int = 11) -> Tens
                                              data_range=1.0, full=True)
             out[i] += local
     return torch.from_numpy(1.0 - out / x.shape[1]).float()
+
+
+def structural_change(images: Tensor, restored: Tensor, window: int = 11) -> Tensor:
+    """``1 - SSIM(x_hat, x)`` (N, H, W), clipped at 0, with ``window`` clipped to the largest
+    odd side the image allows (the factor THOR and AutoDDPM weigh residuals with here)."""
+    side = min(images.shape[-2:])
+    window = min(window, side - (side + 1) % 2)
+    return ssim_anomaly_map(images, restored, window).to(images.device).clamp_min(0)
+
+
+def structural_residual(images: Tensor, restored: Tensor, window: int | None = 11) -> Tensor:
+    """``(1 - SSIM(x_hat, x)) * sum_c |x - x_hat|`` (N, H, W): the residual weighted by how
+    much the local structure changed; ``window=None`` gives the residual alone.
+
+    THOR and AutoDDPM (Bercea 2023a, 2024) weigh the residual by LPIPS, a distance in the
+    features of an ImageNet-trained network whose weights cannot be downloaded here; ``1 -
+    SSIM`` (:func:`structural_change`) is the structural factor that needs none.
+    """
+    residual = absolute_residual(images, restored)
+    if window is None:
+        return residual
+    return structural_change(images, restored, window) * residual

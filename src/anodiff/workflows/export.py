@@ -12,21 +12,61 @@ reports the largest weight change, and the CLI prints it. A run saved by an earl
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from anodiff.config import build as build_config
 from anodiff.config import to_plain
 from anodiff.errors import AnodiffError
-from anodiff.methods import load
+from anodiff.methods import Detector, load, method_class
 from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
 from anodiff.workflows.run import RUN_FILE, load_run
 
 
+def as_method(detector: Detector, method: str, preset: str,
+              settings: dict[str, Any] | None = None) -> Detector:
+    """``detector``'s trained networks under ``method``, another method that trains the same
+    parts (``thor`` on an ``anoddpm`` model: the same DDPM, another decoder).
+
+    The new config is ``method``'s ``preset`` (its first preset if it has no such one) with
+    every setting the two methods share taken from ``detector`` (so the noise the model was
+    trained with carries over), then ``settings``. Every trained part (nested settings) of
+    ``method`` must be among them, and every network must match by name and shape; nothing
+    fitted after training comes along (thresholds hold for the old method's maps), so the
+    caller refits. A method that trains other parts is a named error.
+    """
+    target = method_class(method)
+    base = target.presets.get(preset, next(iter(target.presets.values())))
+    own = to_plain(detector.config)
+    names = {f.name for f in fields(base)}
+    missing = sorted(f.name for f in fields(base)
+                     if is_dataclass(getattr(base, f.name)) and f.name not in own)
+    if missing:
+        raise AnodiffError(f"{method} trains {missing}, which a {detector.name} run does not "
+                           "have; train it instead")
+    shared = {k: v for k, v in own.items() if k in names}
+    config = build_config(type(base), {**to_plain(base), **shared, **(settings or {})}, method)
+    converted = target(config)
+    assert detector.input_shape is not None  # load() gives fitted detectors only
+    converted.prepare(detector.input_shape)
+    converted.recipe = detector.recipe
+    theirs = dict(detector.named_children())
+    for name, network in converted.named_children():
+        source = theirs.get(name)
+        wanted = {k: v.shape for k, v in network.state_dict().items()}
+        if source is None or {k: v.shape for k, v in source.state_dict().items()} != wanted:
+            raise AnodiffError(f"{method}: its network {name!r} has no counterpart of the same "
+                               f"shape in this {detector.name} model; train it instead")
+        network.load_state_dict(source.state_dict())
+    return converted.to(detector.device)
+
+
 def export_run(run: Path, out: Path, half: bool = False,
                settings: dict[str, Any] | None = None, refit_data: Path | None = None,
-               device: str = "auto") -> Path:
+               device: str = "auto", method: str | None = None) -> Path:
     """Write ``out/run.yaml`` and ``out/model`` from the finished run folder ``run``.
 
     ``settings`` change test-time settings of the exported model (for example the L and s a
@@ -37,13 +77,23 @@ def export_run(run: Path, out: Path, half: bool = False,
     that settings those values depend on can change without retraining the networks; the
     refit runs on ``device``. ``out`` must be new or empty (nothing of the user's is ever
     overwritten); the exported run.yaml records where it came from and what was changed.
+    ``method`` puts the trained networks under another method that trains the same parts
+    (:func:`as_method`; needs ``refit_data``).
     """
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()):
         raise AnodiffError(f"{out}: exists and is not empty; export into a new folder")
     check_outside_inputs(out, [run] + ([Path(refit_data)] if refit_data is not None else []))
     detector, run_spec = load_run(run, device if refit_data is not None else "cpu")
-    if refit_data is None:
+    converted_from = None
+    if method is not None and method != detector.name:
+        if refit_data is None:
+            raise AnodiffError(f"--method {method}: its thresholds must be calibrated on its "
+                               "own maps; add --refit DATA (a dataset with healthy slices)")
+        converted_from = detector.name
+        detector = as_method(detector, method, run_spec.preset, settings)
+        detector.refit(run_spec.data.open(Path(refit_data)))
+    elif refit_data is None:
         detector = detector.retuned(**(settings or {}))
     else:
         detector = detector.retuned(keep_state=True, **(settings or {}))
@@ -53,8 +103,10 @@ def export_run(run: Path, out: Path, half: bool = False,
             if any(True for _ in network.parameters()):
                 network.half()
     spec = yaml.safe_load((run / RUN_FILE).read_text(encoding="utf-8"))
+    spec["method"] = detector.name
     spec["method_config"] = to_plain(detector.config)
-    spec["exported_from"] = {"run": str(run.resolve()), "changed_settings": settings or {},
+    spec["exported_from"] = {"run": str(run.resolve()), "method": converted_from or detector.name,
+                             "changed_settings": settings or {},
                              "weights": "float16" if half else "float32",
                              "refitted_on": None if refit_data is None
                              else str(Path(refit_data).resolve())}
