@@ -36,7 +36,7 @@ from anodiff.diffusion.inpainting import repaint
 from anodiff.diffusion.noise import draw_noise
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.anoddpm import AnoDDPM, AnoDDPMConfig
+from anodiff.methods.noised_ddpm import AnoDDPMConfig, NoisedDDPM
 from anodiff.methods.parts import DiffusionPart
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
@@ -71,10 +71,8 @@ class AutoDDPMConfig(AnoDDPMConfig):
 
 
 @register("autoddpm")
-class AutoDDPM(AnoDDPM):
+class AutoDDPM(NoisedDDPM[AutoDDPMConfig]):
     supervision = "unsupervised"
-    level_setting = "level"
-    reconstructs = True
     description = "AnoDDPM's reconstruction, likely anomalies masked and re-sampled " \
                   "(RePaint) from the stitched image (Bercea 2023a)"
     presets = {
@@ -95,7 +93,6 @@ class AutoDDPM(AnoDDPM):
                 checkpoint_every=5000)),
             noise="gaussian", steps=200, inpaint_steps=50, resamples=5, smoothing_sigma=0.0),
     }
-    config: AutoDDPMConfig
 
     def structure(self, x: Tensor, x_hat: Tensor) -> Tensor:
         """The residual's structural weight (N, H, W): ``1 - SSIM`` or 1."""

@@ -58,7 +58,7 @@ from anodiff.diffusion.noise import draw_noise
 from anodiff.diffusion.samplers import decode
 from anodiff.diffusion.training import TrainConfig
 from anodiff.errors import AnodiffError
-from anodiff.methods.anoddpm import AnoDDPM, AnoDDPMConfig
+from anodiff.methods.noised_ddpm import AnoDDPMConfig, NoisedDDPM
 from anodiff.methods.parts import DiffusionPart
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
@@ -146,10 +146,8 @@ def harmonic_mean(maps: list[Tensor]) -> Tensor:
 
 
 @register("thor")
-class Thor(AnoDDPM):
+class Thor(NoisedDDPM[ThorConfig]):
     supervision = "unsupervised"
-    level_setting = "level"
-    reconstructs = True
     description = "AnoDDPM's trajectory harmonised with the input by intermediate anomaly " \
                   "maps, harmonic-mean map (Bercea 2024)"
     presets = {
@@ -169,7 +167,6 @@ class Thor(AnoDDPM):
             noise="gaussian", level=350, harmonise=(300, 150, 50), steps=350,
             smoothing_sigma=0.0),
     }
-    config: ThorConfig
 
     def region_size(self) -> int:
         """The closing/dilation side: the setting, or 13 px per 128 px of image side, odd."""
