@@ -9,16 +9,22 @@ which gives the samplers an exact reference instead of a self-consistency check.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from anodiff.diffusion.schedule import NoiseSchedule
 
+# pytest-xdist runs the tests in several processes (pyproject's addopts): each gets one
+# torch thread, so the processes together do not oversubscribe the 2-core machine.
+THREADS = 1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2
+
 
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 class GaussianOracle:
