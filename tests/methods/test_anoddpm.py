@@ -45,6 +45,18 @@ def toy_brains(n: int, lesion: bool, seed: int) -> tuple[torch.Tensor, torch.Ten
     return torch.from_numpy(images.clip(0, 1)), torch.from_numpy(truth)
 
 
+def fit_on_toy_brains(method: str, run_dir: Path, **settings: object) -> anodiff.Detector:
+    """``method`` at its quick preset (with ``settings``) fitted single-threaded on 64
+    healthy toy brains; the caller's thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    det = anodiff.create(method, preset="quick", **settings)
+    det.run_dir = run_dir
+    det.fit(toy_brains(64, False, seed=0)[0])
+    torch.set_num_threads(threads)
+    return det
+
+
 def variant(det: AnoDDPM, **changes: object) -> AnoDDPM:
     """A copy of a fitted detector with other test-time settings (same weights, threshold)."""
     return det.retuned(keep_state=True, **changes)
@@ -62,14 +74,9 @@ def _one_thread() -> Iterator[None]:
     "simplex", pytest.param("gaussian", marks=pytest.mark.slow)])
 def fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[AnoDDPM]:
-    threads = torch.get_num_threads()
     torch.manual_seed(0)
-    torch.set_num_threads(1)
-    det = anodiff.create("anoddpm", preset="quick", noise=request.param)
-    det.run_dir = tmp_path_factory.mktemp(f"run_{request.param}")
-    det.fit(toy_brains(64, False, seed=0)[0])
-    torch.set_num_threads(threads)
-    yield det
+    yield fit_on_toy_brains("anoddpm", tmp_path_factory.mktemp(f"run_{request.param}"),
+                            noise=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ The conformance suite covers fitting, saving, NFE counting and bad input for ``a
 
 import pytest
 import torch
-from test_anoddpm import toy_brains
+from test_anoddpm import fit_on_toy_brains, toy_brains
 
-import anodiff
 from anodiff.diffusion.inpainting import forward_noise, repaint
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.errors import AnodiffError
@@ -24,15 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[AnoDDPM, AutoDDPM]:
     """AnoDDPM and AutoDDPM (quick presets: L = 40, 10 hops) on the same weights."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ano = anodiff.create("anoddpm", preset="quick", level=40, steps=10)
-    ano.run_dir = tmp_path_factory.mktemp("anoddpm")
-    ano.fit(toy_brains(64, False, seed=0)[0])
+    ano = fit_on_toy_brains("anoddpm", tmp_path_factory.mktemp("anoddpm"), level=40, steps=10)
     auto = AutoDDPM(AutoDDPM.presets["quick"])
     auto.prepare(ano.input_shape)
     auto.unet.load_state_dict(ano.unet.state_dict())
-    torch.set_num_threads(threads)
     return ano, auto
 
 

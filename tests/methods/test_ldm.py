@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_anoddpm import toy_brains
+from test_anoddpm import fit_on_toy_brains, toy_brains
 
 import anodiff
 from anodiff.errors import AnodiffError
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> LDM:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    det = anodiff.create("ldm", preset="quick")
-    det.run_dir = tmp_path_factory.mktemp("ldm")
-    det.fit(toy_brains(64, False, seed=0)[0])
-    torch.set_num_threads(threads)
-    return det
+    return fit_on_toy_brains("ldm", tmp_path_factory.mktemp("ldm"))
 
 
 @pytest.mark.slow  # trains a model; the conformance suite covers the contract by default

@@ -8,7 +8,7 @@ conformance suite covers fitting, saving, NFE counting and bad input for ``pddpm
 
 import pytest
 import torch
-from test_anoddpm import SIZE, toy_brains
+from test_anoddpm import SIZE, fit_on_toy_brains, toy_brains
 from torch import nn
 
 import anodiff
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> PDDPM:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    det = anodiff.create("pddpm", preset="quick")
-    det.run_dir = tmp_path_factory.mktemp("pddpm")
-    det.fit(toy_brains(64, False, seed=0)[0])
-    torch.set_num_threads(threads)
-    return det
+    return fit_on_toy_brains("pddpm", tmp_path_factory.mktemp("pddpm"))
 
 
 def test_box_grid_covers_the_image() -> None:

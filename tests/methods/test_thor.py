@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from test_anoddpm import toy_brains
+from test_anoddpm import fit_on_toy_brains, toy_brains
 
 import anodiff
 from anodiff.errors import AnodiffError
@@ -29,15 +29,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[AnoDDPM, Thor]:
     """AnoDDPM (quick, simplex, L = 40, 12 hops) and THOR on the same weights and settings."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ano = anodiff.create("anoddpm", preset="quick", level=LEVEL, steps=STEPS)
-    ano.run_dir = tmp_path_factory.mktemp("anoddpm")
-    ano.fit(toy_brains(64, False, seed=0)[0])
+    ano = fit_on_toy_brains("anoddpm", tmp_path_factory.mktemp("anoddpm"), level=LEVEL,
+                            steps=STEPS)
     thor = Thor(Thor.presets["quick"])
     thor.prepare(ano.input_shape)
     thor.unet.load_state_dict(ano.unet.state_dict())
-    torch.set_num_threads(threads)
     assert (thor.config.level, thor.config.harmonise, thor.config.steps) == (LEVEL, HARMONISE,
                                                                              STEPS)
     return ano, thor
