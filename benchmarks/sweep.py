@@ -9,7 +9,9 @@ lesion and ``--healthy`` without — and reports:
   (the evaluation protocol's pooling), ``dice_otsu`` the mean Dice of the method's own mask;
 * ``healthy_residual``: on the healthy slices' brain, the mean |x - x_hat| per channel for
   methods that give a pseudo-healthy image (detail preservation), else the mean map value
-  (NaN with ``--healthy 0``);
+  (NaN with ``--healthy 0``); ``healthy_rewritten``: the share of that brain where the
+  pseudo-healthy image moved more than 0.01 from the input in some channel (how much healthy
+  tissue the method re-draws at all: AutoDDPM keeps the input outside its mask);
 * for a method with a calibrated threshold (``anoddpm``), ``dice_otsu`` is the Dice of its
   own mask, whose threshold stays the one calibrated at training with the run's settings;
 * ``nfe`` and ``seconds_per_image``.
@@ -116,18 +118,19 @@ def measure(detector: Detector, x: torch.Tensor, truth: np.ndarray, healthy: tor
         masks = result.mask.numpy()
         dice_otsu = float(np.mean([Overlap.of(m, t).dice for m, t in zip(masks, truth,
                                                                          strict=True)]))
-    residual = float("nan")
+    residual = rewritten = float("nan")
     if len(healthy):
         healthy_result = detector.localize(healthy)
         healthy_fg = foreground(healthy)
         if healthy_result.pseudo_healthy is not None:
-            residual = (healthy - healthy_result.pseudo_healthy).abs().mean(1)[healthy_fg]
+            change = (healthy - healthy_result.pseudo_healthy).abs()
+            residual = change.mean(1)[healthy_fg].mean().item()
+            rewritten = (change.amax(1) > 0.01)[healthy_fg].float().mean().item()
         else:
-            residual = healthy_result.anomaly_map.float()[healthy_fg]
-        residual = residual.mean().item()
+            residual = healthy_result.anomaly_map.float()[healthy_fg].mean().item()
     return {"pixel_auroc": auroc(labels, scores), "pixel_ap": average_precision(labels, scores),
             "dice_max": best_dice(labels, scores).dice, "dice_otsu": dice_otsu,
-            "healthy_residual": residual, "nfe": float(result.nfe),
+            "healthy_residual": residual, "healthy_rewritten": rewritten, "nfe": float(result.nfe),
             "seconds_per_image": seconds}
 
 
