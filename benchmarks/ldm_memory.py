@@ -9,8 +9,8 @@ builds, for one training step (forward, backward, Adam update) at the preset's b
 * ``autoencoder``: the KL autoencoder (MONAI ``AutoencoderKL``, channels (32, 64, 64),
   latent 3 channels at S/4), batch 32 in 2-D;
 * ``latent``: the same ``cpu`` UNet on the (3, S/4, ...) latents, batch 16;
-* ``inference``: encode, 25 latent hops, decode a batch of 32 without gradients (the test
-  pass of ``ldm``).
+* ``inference``: encode, 25 evaluations of the latent UNet, decode a batch of 32 without
+  gradients (the shape of ``ldm``'s test pass; ``parameters`` is the autoencoder's).
 
 Each measurement runs in its own fresh process (``--child``); the figure is the peak
 resident memory during the step minus the resident memory after the networks and the batch
