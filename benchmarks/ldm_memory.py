@@ -64,18 +64,20 @@ def measure(what: str, dims: int, side: int, batch: int) -> dict[str, float | in
     import torch
     from monai.networks.nets import AutoencoderKL
 
+    from anodiff.methods.ldm import LDM
     from anodiff.nets.builders import build_unet
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
+    part = LDM.presets["cpu"].autoencoder  # the preset's layout, in 2-D or 3-D
     autoencoder = AutoencoderKL(
-        spatial_dims=dims, in_channels=3, out_channels=3, num_res_blocks=1,
-        channels=(32, 64, 64), attention_levels=(False, False, False), latent_channels=3,
-        norm_num_groups=16, with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+        spatial_dims=dims, in_channels=3, out_channels=3, num_res_blocks=part.num_res_blocks,
+        channels=part.channels, attention_levels=(False,) * len(part.channels),
+        latent_channels=part.latent_channels, norm_num_groups=part.norm_num_groups,
+        with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
     image = torch.rand(batch, 3, *([side] * dims)) * 2 - 1
     latent = torch.randn(batch, 3, *([side // 4] * dims))
     timesteps = torch.randint(0, 400, (batch,))
-    net: torch.nn.Module
     net = build_unet("cpu", 3, spatial_dims=dims) if what in ("pixel", "latent") else autoencoder
     denoiser = build_unet("cpu", 3, spatial_dims=dims) if what == "inference" else None
     parameters = sum(p.numel() for p in net.parameters())
