@@ -3,7 +3,8 @@
 Re-uses a run's trained networks and changes only inference settings (for diffano: the level
 L, the guidance scale s, the steps, the solver), so a grid costs inference, never training.
 Each point localises the same fixed subset of test slices — ``--anomalous`` slices with a
-lesion and ``--healthy`` without — and reports:
+lesion and ``--healthy`` without — and reports (``--split val`` takes them from the validation
+split instead, to choose a setting without looking at the test split):
 
 * ``pixel_auroc``, ``pixel_ap``, ``dice_max`` over the brain pixels of the anomalous slices
   (the evaluation protocol's pooling), ``dice_otsu`` the mean Dice of the method's own mask;
@@ -165,16 +166,18 @@ def main() -> None:
                         help="refit, for every point, what the run fitted on healthy slices "
                              "after training (a healthy-FPR threshold; InvDetect's one-class "
                              "model, tau, lambda)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the split the slices come from (val: to choose a setting)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     detector, spec = load_run(args.run)
     refit_data = spec.data.open(args.data) if args.refit else None
     fixed = {k: v[0] for k, v in parse_grid(args.fixed, detector.config).items()}
     grid = parse_grid(args.grid, detector.config)
-    test = spec.data.open(args.data).split("test")
-    x, truth, healthy = subset(test, args.anomalous, args.healthy, args.seed)
+    slices = spec.data.open(args.data).split(args.split)
+    x, truth, healthy = subset(slices, args.anomalous, args.healthy, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(x)} anomalous + {len(healthy)} healthy test slices of {args.data}; "
+    print(f"{len(x)} anomalous + {len(healthy)} healthy {args.split} slices of {args.data}; "
           f"run {args.run}; fixed {fixed}")
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):

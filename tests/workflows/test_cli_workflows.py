@@ -2,6 +2,7 @@
 detect -> benchmark, plus resume and config validation."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -243,8 +244,10 @@ def test_export_recalibrates_a_healthy_fpr_threshold(tiny_synth: Path, tmp_path:
 
 
 @pytest.mark.slow  # trains AnoDDPM from the command line, refits and evaluates the export
-def test_export_puts_an_anoddpm_model_under_thor(tiny_synth: Path, tmp_path: Path) -> None:
-    """THOR decodes AnoDDPM's DDPM differently: an export reuses the trained network."""
+def test_export_puts_an_anoddpm_model_under_thor(tiny_synth: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """THOR decodes AnoDDPM's DDPM differently: an export reuses the trained network and
+    says which of the run's settings it keeps against THOR's preset."""
     run = tmp_path / "ano"
     invoke("train", "anoddpm", "--data", tiny_synth, "--out", run, "--preset", "quick",
            "--set", "data.size=32", "--set", "method.noise=gaussian")
@@ -254,8 +257,11 @@ def test_export_puts_an_anoddpm_model_under_thor(tiny_synth: Path, tmp_path: Pat
     other = RUNNER.invoke(app, ["export", str(run), "--out", str(tmp_path / "y"), "--method",
                                 "unet", "--refit", str(tiny_synth)])
     assert other.exit_code != 0 and "train it instead" in str(other.exception)
-    invoke("export", run, "--out", tmp_path / "thor", "--method", "thor", "--set", "level=40",
-           "--refit", tiny_synth)
+    with caplog.at_level(logging.INFO, logger="anodiff"):
+        invoke("export", run, "--out", tmp_path / "thor", "--method", "thor", "--set",
+               "level=40", "--refit", tiny_synth)
+    kept = next(line for line in caplog.messages if "keeps the anoddpm run's" in line)
+    assert "noise=gaussian" in kept and "level=" not in kept  # --set level wins, silently
     original, thor = load(run / "model"), load(tmp_path / "thor" / "model")
     assert thor.name == "thor" and thor.config.noise == "gaussian"  # the training's noise
     assert (thor.config.level, thor.config.harmonise) == (40, (30, 20, 10))

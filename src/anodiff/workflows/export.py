@@ -12,6 +12,7 @@ reports the largest weight change, and the CLI prints it. A run saved by an earl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from anodiff.methods import Detector, load, method_class
 from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
 from anodiff.workflows.run import RUN_FILE, load_run
 
+log = logging.getLogger(__name__)
+
 
 def as_method(detector: Detector, method: str, preset: str,
               settings: dict[str, Any] | None = None) -> Detector:
@@ -36,7 +39,10 @@ def as_method(detector: Detector, method: str, preset: str,
     trained with carries over), then ``settings``. Every trained part (nested settings) of
     ``method`` must be among them, and every network must match by name and shape; nothing
     fitted after training comes along (thresholds hold for the old method's maps), so the
-    caller refits. A method that trains other parts is a named error.
+    caller refits. A method that trains other parts is a named error. The shared test-time
+    settings that differ from ``method``'s preset are logged (``thor`` on the demo's AnoDDPM
+    keeps its L = 100, not THOR's preset L = 250), since a user would otherwise expect the
+    preset's.
     """
     target = method_class(method)
     base = target.presets.get(preset, next(iter(target.presets.values())))
@@ -48,7 +54,14 @@ def as_method(detector: Detector, method: str, preset: str,
         raise AnodiffError(f"{method} trains {missing}, which a {detector.name} run does not "
                            "have; train it instead")
     shared = {k: v for k, v in own.items() if k in names}
-    config = build_config(type(base), {**to_plain(base), **shared, **(settings or {})}, method)
+    preset_values = to_plain(base)
+    kept = {k: v for k, v in shared.items()
+            if k not in (settings or {}) and v != preset_values[k] and not isinstance(v, dict)}
+    if kept:
+        log.info("%s keeps the %s run's %s (its %s preset has %s); --set changes them", method,
+                 detector.name, _listed(kept), preset,
+                 _listed({k: preset_values[k] for k in kept}))
+    config = build_config(type(base), {**preset_values, **shared, **(settings or {})}, method)
     converted = target(config)
     assert detector.input_shape is not None  # load() gives fitted detectors only
     converted.prepare(detector.input_shape)
@@ -62,6 +75,11 @@ def as_method(detector: Detector, method: str, preset: str,
                                f"shape in this {detector.name} model; train it instead")
         network.load_state_dict(source.state_dict())
     return converted.to(detector.device)
+
+
+def _listed(settings: dict[str, Any]) -> str:
+    """``key=value`` pairs, comma-separated, for a log line."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def export_run(run: Path, out: Path, half: bool = False,
