@@ -15,7 +15,8 @@ Run (from the repository root)::
         --exclude threshold-dark threshold-flair threshold-flair-dark \\
         --csv benchmarks/results/issue21_regimes_tumour.csv
 
-A method appears once: the first table that has it wins. The method of a row is the
+A method appears once per track: the first table that has it wins. Several ``--dataset``
+values print a table per track and write all of them to one CSV. The method of a row is the
 longest catalogue name its label starts with (``unet-k20`` is ``unet`` on 20 labelled
 slices, ``threshold-flair`` is ``threshold``).
 """
@@ -63,41 +64,56 @@ def number(value: str) -> str:
     return "–" if math.isnan(figure) else f"{figure:.3f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tables", nargs="+", type=Path, help="results.csv files")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--sequences", default="flair+t1+t2")
-    parser.add_argument("--csv", type=Path, help="also write the rows here")
-    parser.add_argument("--exclude", nargs="*", default=[],
-                        help="method labels to leave out (duplicates, a failed polarity)")
-    args = parser.parse_args()
+def regime_rows(tables: list[Path], dataset: str, sequences: str, exclude: list[str]
+                ) -> list[dict[str, str]]:
+    """The rows of one dataset and sequence set, a method once (the first table that has it
+    wins), sorted by regime, with the regime and the labels it learned from added."""
     rows: dict[str, dict[str, str]] = {}
-    for table in args.tables:
+    for table in tables:
         with table.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                if row["dataset"] == args.dataset and row["method"] not in args.exclude and \
-                        row.get("sequences", args.sequences) == args.sequences:
+                left_out = row["method"] in exclude or f"{dataset}:{row['method']}" in exclude
+                if row["dataset"] == dataset and not left_out and \
+                        row.get("sequences", sequences) == sequences:
                     rows.setdefault(row["method"], row)
     out = []
     for label, row in rows.items():
         _, regime = method_of(label)
-        out.append({**row, "regime": regime, "method": label,
-                    "labels": labels_used(label, regime)})
+        out.append({**row, "dataset": dataset, "sequences": sequences, "regime": regime,
+                    "method": label, "labels": labels_used(label, regime)})
     out.sort(key=lambda r: (ORDER.index(r["regime"]), r["method"]))
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for row in out:
-        cells = [row[c] if c in ("regime", "method", "labels") else number(row.get(c, ""))
-                 for c in COLUMNS]
-        print("| " + " | ".join(cells) + " |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tables", nargs="+", type=Path, help="results.csv files")
+    parser.add_argument("--dataset", required=True, nargs="+",
+                        help="one or more tracks: a table per track")
+    parser.add_argument("--sequences", default="flair+t1+t2")
+    parser.add_argument("--csv", type=Path, help="also write the rows here")
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="method labels to leave out (duplicates, a failed polarity); "
+                        "DATASET:LABEL leaves it out of one track only")
+    args = parser.parse_args()
+    every = []
+    for dataset in args.dataset:
+        out = regime_rows(args.tables, dataset, args.sequences, args.exclude)
+        if len(args.dataset) > 1:
+            print(f"\n**{dataset}**\n")
+        print("| " + " | ".join(COLUMNS) + " |")
+        print("|" + "---|" * len(COLUMNS))
+        for row in out:
+            cells = [row[c] if c in ("regime", "method", "labels") else number(row.get(c, ""))
+                     for c in COLUMNS]
+            print("| " + " | ".join(cells) + " |")
+        every += out
     if args.csv:
         with args.csv.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["dataset", "sequences", *COLUMNS],
                                     extrasaction="ignore")
             writer.writeheader()
-            writer.writerows({**row, "dataset": args.dataset, "sequences": args.sequences}
-                             for row in out)
+            writer.writerows(every)
 
 
 if __name__ == "__main__":
