@@ -309,6 +309,35 @@ def export(
     typer.echo(message)
 
 
+@app.command()
+def distill(
+    run: Annotated[Path, typer.Argument(help="A finished anoddpm run folder (the teacher).")],
+    out: Annotated[Path, typer.Option(help="New run folder for the student; rerun on it to "
+                                           "resume.")],
+    steps: Annotated[int, typer.Option(help="Network evaluations per slice of the student's "
+                                            "decoder (1-4 is the point).")] = 2,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder with the healthy training "
+                                                   "slices (default: the run's own).")] = None,
+    teacher_steps: Annotated[int | None, typer.Option(
+        help="The teacher's DDIM hops, steps x a power of two (default: the first at or "
+             "above the run's own hop count).")] = None,
+    iterations: Annotated[int, typer.Option(help="Training steps per halving.")] = 400,
+    device: DeviceOption = "auto",
+) -> None:
+    """Distil a run's decoder into a few-step student (progressive distillation)."""
+    from dataclasses import replace
+
+    from anodiff.workflows.distill import HALVING_TRAINING, distill_run
+
+    if iterations < 1:
+        raise AnodiffError(f"--iterations must be >= 1, got {iterations}")
+    start = time.perf_counter()
+    distill_run(run, out, steps, data_root=data, teacher_steps=teacher_steps,
+                train=replace(HALVING_TRAINING, steps=iterations), device=device)
+    typer.echo(f"distilled {run} into {steps}-step {out} in {time.perf_counter() - start:.0f} "
+               f"s; log in {out / 'distill.log'}")
+
+
 def run() -> None:
     """Console entry point: user errors, and file-system errors no boundary anticipated (a
     disk filling up mid-run), become one line on stderr and exit code 2."""

@@ -603,4 +603,8 @@ KINDS: tuple[Kind, ...] = (
          r"is or lies inside the input", "maps"),
     Kind("export --out inside the run", _export_into_run, r"is or lies inside the input",
          "copy"),
+    # a command the run's method cannot do
+    Kind("distill of a method without a diffusion decoder",
+         lambda ws: ["distill", str(ws.run3), "--out", str(ws.work / "student")],
+         r"threshold's decoder .* no few-step student", "threshold"),
 )

@@ -11,7 +11,9 @@
 * :mod:`.noise` — Gaussian and batched simplex noise;
 * :mod:`.objectives`, :mod:`.training`, :mod:`.ema`, :mod:`.checkpoint` — training with
   EMA, atomic checkpoints and exact resume; :mod:`.seeding` — seeded blocks that leave the
-  caller's random state alone.
+  caller's random state alone;
+* :mod:`.distillation` — progressive distillation of a method's DDIM decoder into a
+  few-step student (``anodiff distill``).
 """
 
 from anodiff.diffusion.guidance import (

@@ -30,11 +30,15 @@ reproducible. Images are mapped from [0, 1] to the model's [-1, 1] and back; the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from anodiff.diffusion.distillation import DecoderSegment
 from anodiff.diffusion.guidance import unet_eps
 from anodiff.diffusion.training import TrainConfig
+from anodiff.errors import AnodiffError
 from anodiff.methods.noised_ddpm import AnoDDPMConfig, NoisedDDPM, noise_options
 from anodiff.methods.parts import DiffusionPart
 from anodiff.methods.registry import register
@@ -73,3 +77,16 @@ class AnoDDPM(NoisedDDPM[AnoDDPMConfig]):
         x_hat, nfe = self.translator()(x * 2 - 1, eps, eps, self.schedule, generator)
         x_hat = ((x_hat + 1) / 2).clamp(0, 1)
         return RawResult(anomaly_map=squared_residual(x, x_hat), nfe=nfe, pseudo_healthy=x_hat)
+
+    def decoder_segment(self) -> DecoderSegment:
+        """What ``anodiff distill`` replaces: the UNet decoding from L in ``steps`` hops,
+        through states noised with the model's own noise."""
+        if self.config.levels:
+            raise AnodiffError("anoddpm: a few-step student decodes from one L; distil a run "
+                               "without `levels`")
+        return DecoderSegment("unet", self.schedule, self.config.level, self.config.steps,
+                              self.config.noise, self.noise_options())
+
+    def student_settings(self, steps: int) -> dict[str, Any]:
+        """A student decodes deterministically (DDIM) in its own ``steps`` hops."""
+        return {"solver": "ddim", "steps": steps}

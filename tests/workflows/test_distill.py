@@ -1,0 +1,88 @@
+"""``anodiff distill`` end to end on a tiny embedded benchmark: a quick AnoDDPM run becomes
+a 2-step student run that the other commands take, resumes, and refuses what it cannot do."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from anodiff.cli import app
+from anodiff.data.synth import SynthConfig, build
+from anodiff.methods import load
+from anodiff.workflows.run import load_run
+
+RUNNER = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def anoddpm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("distill")
+    build(out / "synth", SynthConfig(size=32, cases=8, tracks=("tumour",)), workers=1)
+    data, run = out / "synth" / "tumour", out / "ano"
+    invoke("train", "anoddpm", "--data", data, "--out", run, "--preset", "quick",
+           "--set", "data.size=32")
+    return data, run
+
+
+def invoke(*args: object) -> str:
+    result = RUNNER.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def refused(*args: object) -> str:
+    result = RUNNER.invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0
+    return str(result.exception)
+
+
+def test_distill_makes_a_two_step_run_and_resumes(anoddpm_run: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    data, run = anoddpm_run
+    out = tmp_path / "student"
+    invoke("distill", run, "--out", out, "--steps", 2, "--teacher-steps", 4, "--iterations", 3)
+    teacher, student = load(run / "model"), load(out / "model")
+    assert (student.config.solver, student.config.steps) == ("ddim", 2)
+    assert (teacher.config.solver, teacher.config.steps) == ("ddpm", 25)
+    assert student.config.level == teacher.config.level
+    assert torch.isfinite(student.threshold) and not torch.equal(student.threshold,
+                                                                 teacher.threshold)
+    changed = any(not torch.equal(a, b) for a, b in zip(teacher.unet.parameters(),
+                                                          student.unet.parameters(),
+                                                          strict=True))
+    assert changed  # the student's weights, not the teacher's
+    images = torch.rand(3, *student.input_shape)
+    result = student.localize(images)
+    assert result.nfe == 2 and result.anomaly_map.shape == (3, 32, 32)
+    spec = yaml.safe_load((out / "run.yaml").read_text())
+    record = spec["distilled_from"]
+    assert (record["steps"], record["teacher_steps"]) == (2, 4)
+    assert [stage["steps"] for stage in record["halvings"]] == [2]
+    load_run(out, "cpu")  # run.yaml describes the saved model: detect and evaluate take it
+    invoke("distill", run, "--out", out, "--steps", 2, "--teacher-steps", 4, "--iterations", 3)
+    again = yaml.safe_load((out / "run.yaml").read_text())["distilled_from"]
+    assert again["halvings"][0]["trained_steps"] == 0  # resumed from its checkpoint
+    assert torch.equal(load(out / "model").threshold, student.threshold)
+
+
+def test_distill_refuses_what_it_cannot_do(anoddpm_run: tuple[Path, Path],
+                                           tmp_path: Path) -> None:
+    data, run = anoddpm_run
+    out = tmp_path / "s"
+    invoke("distill", run, "--out", out, "--steps", 1, "--teacher-steps", 2, "--iterations", 1)
+    assert "other settings" in refused("distill", run, "--out", out, "--steps", 2,
+                                       "--teacher-steps", 4, "--iterations", 1)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    assert "not empty" in refused("distill", run, "--out", tmp_path / "full", "--steps", 2)
+    assert "power of two" in refused("distill", run, "--out", tmp_path / "p", "--steps", 2,
+                                     "--teacher-steps", 6)
+    assert "levels" in refused("distill", run, "--out", tmp_path / "l", "--steps", 16,
+                               "--teacher-steps", 32)
+    threshold = tmp_path / "thr"
+    invoke("train", "threshold", "--data", data, "--out", threshold, "--preset", "quick",
+           "--set", "data.size=32")
+    assert "few-step student" in refused("distill", threshold, "--out", tmp_path / "t")
+    assert "--iterations" in refused("distill", run, "--out", tmp_path / "i", "--iterations", 0)
