@@ -263,12 +263,12 @@ def demo(
                                             "without) to evaluate.")] = 3,
     device: DeviceOption = "auto",
 ) -> None:
-    """AnoDDPM and baselines on the embedded benchmark: an HTML report in a few minutes."""
+    """AnoDDPM and baselines on the embedded benchmark: an HTML report in a minute or two."""
     from anodiff.workflows.demo import run_demo, verdict
 
     start = time.perf_counter()
     typer.echo(f"anodiff demo: building the synthetic tumour track and evaluating anoddpm and "
-               f"two baselines on {cases} + {cases} test cases into {out} (a few minutes on "
+               f"two baselines on {cases} + {cases} test cases into {out} (a minute or two on "
                "2 CPU cores)")
     rows = run_demo(out, cases, device=device)
     for row in rows:
@@ -295,6 +295,9 @@ def export(
     method: Annotated[str | None, typer.Option(
         help="Put the trained networks under another method that trains the same parts "
              "(e.g. thor on an anoddpm run); needs --refit.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="Take this preset's test-time settings where they differ from cpu (fast: "
+             "fewer network evaluations per slice); usually needs --refit.")] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""
@@ -302,7 +305,7 @@ def export(
     from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
 
     export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit,
-               device=device, method=method)
+               device=device, method=method, preset=preset)
     message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
     if half:
         message += f"; largest weight change {weight_rounding_error(run, out):.2e}"

@@ -607,4 +607,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("distill of a method without a diffusion decoder",
          lambda ws: ["distill", str(ws.run3), "--out", str(ws.work / "student")],
          r"threshold's decoder .* no few-step student", "threshold"),
+    Kind("export --preset the method does not have",
+         lambda ws: ["export", str(ws.run3), "--out", str(ws.work / "fast"), "--preset", "fast"],
+         r"threshold: unknown preset 'fast'", "run3"),
 )

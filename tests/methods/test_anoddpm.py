@@ -16,6 +16,7 @@ import torch
 
 import anodiff
 from anodiff.errors import AnodiffError
+from anodiff.methods import preset_changes
 from anodiff.methods.anoddpm import AnoDDPM, AnoDDPMConfig, noise_options
 from anodiff.scoring.foreground import foreground
 
@@ -170,3 +171,11 @@ def test_retuning_refuses_to_keep_a_stale_calibrated_threshold(fitted: AnoDDPM) 
 def test_retuning_settings_its_threshold_does_not_depend_on_is_allowed(fitted: AnoDDPM) -> None:
     otsu = fitted.retuned(mask="otsu", score_percentile=95.0)
     assert otsu.config.mask == "otsu" and torch.equal(otsu.threshold, fitted.threshold)
+
+
+def test_preset_changes_name_what_fast_changes_and_refuse_other_training() -> None:
+    assert preset_changes("anoddpm", "fast") == {"steps": 1, "solver": "ddim"}
+    with pytest.raises(AnodiffError, match=r"quick preset trains \['diffusion'\]"):
+        preset_changes("anoddpm", "quick")
+    with pytest.raises(AnodiffError, match="unknown preset 'turbo'"):
+        preset_changes("anoddpm", "turbo")

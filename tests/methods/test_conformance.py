@@ -150,6 +150,15 @@ def test_a_gpu_gives_the_cpu_results(fitted: anodiff.Detector) -> None:
     assert torch.allclose(ours.anomaly_map, theirs.anomaly_map, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", [n for n in METHODS
+                                  if "fast" in anodiff.methods.method_class(n).presets])
+def test_a_fast_preset_is_the_cpu_model_at_other_test_time_settings(name: str) -> None:
+    changes = anodiff.methods.preset_changes(name, "fast")
+    assert changes and not any(dataclasses.is_dataclass(v) for v in changes.values())
+    cpu = anodiff.methods.method_class(name).presets["cpu"]
+    assert dataclasses.replace(cpu, **changes) == anodiff.methods.method_class(name).presets["fast"]
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_the_same_seed_gives_the_same_detector(name: str, tmp_path: Path) -> None:
     torch.manual_seed(123)

@@ -165,6 +165,36 @@ def test_benchmark_runs_sequence_sets_against_the_better_polarity(tiny_synth: Pa
     assert "evaluates ['t1']" in str(result.exception)
 
 
+def test_benchmark_retunes_a_finished_run_as_an_export_would(tiny_synth: Path,
+                                                             tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "data.size=32", "--set", "method.mode=bright", "--set", "method.channel=0")
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        f"datasets: {{tumour: {tiny_synth}}}\n"
+        "methods:\n  - {method: threshold, label: as-trained, run: run}\n"
+        "  - {method: threshold, label: dark, run: run, settings: {mode: dark}}\n"
+        "data: {size: 32}\nresamples: 0\n")
+    invoke("benchmark", config, "--out", tmp_path / "bench")
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench" / "results.json").read_text())}
+    invoke("export", run, "--out", tmp_path / "dark", "--set", "mode=dark", "--refit",
+           tiny_synth)
+    exported = json.loads(invoke_json_metrics(tmp_path / "dark", tiny_synth, tmp_path / "e"))
+    assert rows["dark"]["pixel_ap"] == pytest.approx(exported["pixel_ap"])
+    assert rows["dark"]["pixel_ap"] != pytest.approx(rows["as-trained"]["pixel_ap"])
+    assert load(run / "model").config.mode == "bright"  # the run itself is untouched
+    # settings a finished run cannot take are refused before anything is evaluated
+    for entry, message in [("settings: {colour: red}", "unknown setting(s) ['colour']"),
+                           ("preset: paper2", "unknown preset 'paper2'")]:
+        config.write_text(config.read_text().replace("settings: {mode: dark}", entry))
+        result = RUNNER.invoke(app, ["benchmark", str(config), "--out", str(tmp_path / "b")])
+        assert isinstance(result.exception, AnodiffError)
+        assert message in str(result.exception) and "'dark'" in str(result.exception)
+        assert not (tmp_path / "b" / "eval").exists()
+        config.write_text(config.read_text().replace(entry, "settings: {mode: dark}"))
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("sequence_sets: [[t2, t2]]", "every set must be distinct"),
     ("sequence_sets: []", "distinct, non-empty sets"),

@@ -86,3 +86,19 @@ def test_distill_refuses_what_it_cannot_do(anoddpm_run: tuple[Path, Path],
            "--set", "data.size=32")
     assert "few-step student" in refused("distill", threshold, "--out", tmp_path / "t")
     assert "--iterations" in refused("distill", run, "--out", tmp_path / "i", "--iterations", 0)
+
+
+def test_export_preset_fast_gives_a_cpu_run_its_fast_decoder(anoddpm_run: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    data, run = anoddpm_run
+    message = refused("export", run, "--out", tmp_path / "stale", "--preset", "fast")
+    assert "refit them" in message and "solver" in message  # no threshold left stale
+    invoke("export", run, "--out", tmp_path / "fast", "--preset", "fast", "--refit", data)
+    teacher, fast = load(run / "model"), load(tmp_path / "fast" / "model")
+    assert (fast.config.solver, fast.config.steps) == ("ddim", 1)
+    assert fast.config.level == teacher.config.level
+    assert not torch.equal(fast.threshold, teacher.threshold)  # refitted on its own maps
+    assert fast.localize(torch.rand(2, *fast.input_shape)).nfe == 1
+    record = yaml.safe_load((tmp_path / "fast" / "run.yaml").read_text())["exported_from"]
+    assert record["preset"] == "fast" and record["changed_settings"] == {"solver": "ddim",
+                                                                         "steps": 1}

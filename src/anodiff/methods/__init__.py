@@ -14,7 +14,13 @@ import types
 
 from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.persistence import load
-from anodiff.methods.registry import available, create, method_class, register
+from anodiff.methods.registry import (
+    available,
+    create,
+    method_class,
+    preset_changes,
+    register,
+)
 from anodiff.methods.results import AnomalyResult, MethodInfo, RawResult
 
 for _module in pkgutil.iter_modules(__path__):
@@ -33,4 +39,4 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["AnomalyResult", "Detector", "LocalizationConfig", "MethodInfo", "RawResult",
-           "available", "create", "load", "method_class", "register"]
+           "available", "create", "load", "method_class", "preset_changes", "register"]

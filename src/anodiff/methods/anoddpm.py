@@ -60,6 +60,11 @@ class AnoDDPM(NoisedDDPM[AnoDDPMConfig]):
             level=25, steps=25, smoothing_sigma=0.0, calibration_images=16),
         # 1000 steps of batch 16: ~0.8 s each on an idle 2-core machine, ~13 minutes.
         "cpu": AnoDDPMConfig(),
+        # cpu's model and level, decoded in one DDIM hop (the model's x0 prediction from L):
+        # 1 network evaluation instead of 25, and a higher pixel AP than the 25 ancestral
+        # hops on the full tumour and stroke splits (docs/BENCHMARKS.md, "Issue 23"). A cpu
+        # run takes it with `anodiff export RUN --preset fast --refit DATA`.
+        "fast": AnoDDPMConfig(solver="ddim", steps=1),
         # The reference run (test_args of the authors' code): batch 1, 3000 epochs of 100
         # images, AdamW 1e-4, gradient clipping 1, EMA; every level decoded, no smoothing.
         "paper": AnoDDPMConfig(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -103,3 +103,25 @@ def create(name: str, preset: str = "cpu", **overrides: Any) -> Detector:
         return cls(replace(config, **overrides))
     except AnodiffError as err:  # a value its config refuses
         raise AnodiffError(f"{name}: {err}") from err
+
+
+def preset_changes(name: str, preset: str, base: str = "cpu") -> dict[str, Any]:
+    """The test-time settings in which method ``name``'s ``preset`` differs from its ``base``
+    preset: what turns a run trained with ``base`` into that preset at test time (``fast``:
+    fewer network evaluations; :meth:`Detector.retuned` applies them, a refit follows).
+
+    A preset that trains something else (a nested setting differs) cannot be reached from a
+    finished run and is refused with a named error; a method without ``preset`` too."""
+    cls = method_class(name)
+    for wanted in (preset, base):
+        if wanted not in cls.presets:
+            raise AnodiffError(f"{name}: unknown preset {wanted!r}; choose one of "
+                               f"{list(cls.presets)}")
+    target, reference = cls.presets[preset], cls.presets[base]
+    changes = {f.name: getattr(target, f.name) for f in fields(target)
+               if getattr(target, f.name) != getattr(reference, f.name)}
+    trained = sorted(k for k, v in changes.items() if is_dataclass(v))
+    if trained:
+        raise AnodiffError(f"{name}: its {preset} preset trains {trained} differently from "
+                           f"{base}; train with --preset {preset} instead")
+    return changes

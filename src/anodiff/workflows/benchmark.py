@@ -21,7 +21,11 @@ the folders are ``<dataset>/<sequences>/<label>`` (``t2``, ``flair+t1``) and eve
 replaces ``data.sequences``. A method entry with ``run: FOLDER`` evaluates that finished
 run (from ``anodiff train`` or ``anodiff export``) instead of training; it must have been
 trained on the dataset it is evaluated on, and on the same sequences (a named error says
-otherwise). ``reference`` may list several labels, e.g. ``[threshold-bright,
+otherwise). Its ``settings`` are test-time settings and its ``preset`` (``fast``) the
+test-time settings in which that preset differs from ``cpu``: the run is evaluated with
+them, everything fitted after training refitted on the dataset first
+(:func:`~anodiff.workflows.export.retuned_on`), so one finished run serves a sweep of
+solvers, step counts or levels. ``reference`` may list several labels, e.g. ``[threshold-bright,
 threshold-dark]``: on every dataset and sequence set the one with the higher pixel AP on
 the test split is the reference, the intensity baseline at its better polarity (chosen
 with test labels, so the comparison favours the baseline). The results go to
@@ -41,7 +45,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +55,14 @@ from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
 from anodiff.evaluation.runner import Predictions, case_figures
 from anodiff.extras import installed
+from anodiff.methods import Detector, method_class, preset_changes
 from anodiff.outputs import prepare_output_folder, write_text_atomic
 from anodiff.report.figures import curves, detection_by_size, dice_distribution
 from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS, markdown_table, results_markdown
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.evaluate import evaluate_detector, json_ready
+from anodiff.workflows.export import retuned_on
 from anodiff.workflows.run import DataConfig, load_run, read_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
@@ -72,7 +78,7 @@ class MethodEntry:
     ``run``, a finished run folder to evaluate instead of training (relative to the config)."""
 
     method: str
-    preset: str = "cpu"
+    preset: str | None = None  # training: cpu unless given; a finished run: its own settings
     label: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
@@ -178,7 +184,7 @@ def _train(entry: MethodEntry, data_root: Path, run: Path, data: DataConfig, dev
         log.info("reusing the finished run %s", run)
         return math.nan
     start = time.perf_counter()
-    train_run(entry.method, data_root, run, entry.preset,
+    train_run(entry.method, data_root, run, entry.preset or "cpu",
               {"method": entry.settings, "data": to_plain(data)}, device)
     return time.perf_counter() - start
 
@@ -266,6 +272,8 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
             run = out / "runs" / folder / entry.name
             train_seconds = _train(entry, root, run, data_config, device)
         detector, _ = load_run(run, device)
+        if entry.run is not None:
+            detector = _retuned(detector, entry, data)
         metrics, test, figures = evaluate_detector(
             detector, data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
@@ -283,21 +291,56 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     return measured
 
 
+def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset) -> Detector:
+    """A finished run's detector with the entry's preset and test-time settings, refitted on
+    ``data``; logs what changed (as it is when nothing does)."""
+    settings = {**(preset_changes(detector.name, entry.preset) if entry.preset else {}),
+                **entry.settings}
+    if not settings:
+        return detector
+    log.info("benchmark: %s with %s, refitted on the dataset", entry.name,
+             ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return retuned_on(detector, settings, data)
+
+
 def _check_finished_runs(config: BenchmarkConfig, sequences: tuple[str, ...], base: Path,
                          source: str) -> None:
     """Refuse, before anything is evaluated, a ``run:`` entry trained on other sequences
-    than the ones this dataset and sequence set provide."""
+    than the ones this dataset and sequence set provide, or with a preset or settings its
+    method cannot take at test time."""
     for entry in config.methods:
         if entry.run is None:
             continue
         run = (base / entry.run).resolve()
-        recorded = read_run(run).data.sequences
+        spec = read_run(run)
+        try:
+            _check_test_settings(entry, spec.method)
+        except AnodiffError as err:
+            raise AnodiffError(f"{source}: method {entry.name!r} (the run {run}): {err}") \
+                from err
+        recorded = spec.data.sequences
         trained = tuple(recorded) if recorded else ()
         if trained != sequences:
             raise AnodiffError(
                 f"{source}: method {entry.name!r}: the run {run} was trained on the sequences "
                 f"{list(trained)}, but this benchmark evaluates {list(sequences)}; train it "
                 "on these sequences (--set data.sequences=[...]) or leave it out")
+
+
+def _check_test_settings(entry: MethodEntry, method: str) -> None:
+    """A finished run's ``preset`` and ``settings`` must be test-time settings of its
+    method (named errors otherwise)."""
+    if entry.preset:
+        preset_changes(method, entry.preset)
+    config = next(iter(method_class(method).presets.values()))
+    names = {f.name: getattr(config, f.name) for f in fields(config)}
+    unknown = sorted(set(entry.settings) - set(names))
+    if unknown:
+        raise AnodiffError(f"unknown setting(s) {unknown} of {method}; see the method card")
+    trained = sorted(k for k in entry.settings if is_dataclass(names[k]))
+    if trained:
+        raise AnodiffError(f"{trained} describe trained parts; a finished run takes "
+                           "test-time settings only (leave out run: to train)")
 
 
 def _compare(dataset: str, predictions: dict[str, Predictions],

@@ -22,7 +22,7 @@ import yaml
 from anodiff.config import build as build_config
 from anodiff.config import to_plain
 from anodiff.errors import AnodiffError
-from anodiff.methods import Detector, load, method_class
+from anodiff.methods import Detector, load, method_class, preset_changes
 from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
 from anodiff.workflows.run import RUN_FILE, load_run
 
@@ -77,6 +77,15 @@ def as_method(detector: Detector, method: str, preset: str,
     return converted.to(detector.device)
 
 
+def retuned_on(detector: Detector, settings: dict[str, Any], data: Any) -> Detector:
+    """``detector`` with changed test-time ``settings`` (:meth:`Detector.retuned`) and
+    everything fitted after training refitted on ``data`` with them (:meth:`Detector.refit`),
+    so no threshold is left calibrated on the old settings' maps."""
+    detector = detector.retuned(keep_state=True, **settings)
+    detector.refit(data)
+    return detector
+
+
 def _listed(settings: dict[str, Any]) -> str:
     """``key=value`` pairs, comma-separated, for a log line."""
     return ", ".join(f"{k}={v}" for k, v in settings.items())
@@ -84,7 +93,8 @@ def _listed(settings: dict[str, Any]) -> str:
 
 def export_run(run: Path, out: Path, half: bool = False,
                settings: dict[str, Any] | None = None, refit_data: Path | None = None,
-               device: str = "auto", method: str | None = None) -> Path:
+               device: str = "auto", method: str | None = None,
+               preset: str | None = None) -> Path:
     """Write ``out/run.yaml`` and ``out/model`` from the finished run folder ``run``.
 
     ``settings`` change test-time settings of the exported model (for example the L and s a
@@ -96,13 +106,20 @@ def export_run(run: Path, out: Path, half: bool = False,
     refit runs on ``device``. ``out`` must be new or empty (nothing of the user's is ever
     overwritten); the exported run.yaml records where it came from and what was changed.
     ``method`` puts the trained networks under another method that trains the same parts
-    (:func:`as_method`; needs ``refit_data``).
+    (:func:`as_method`; needs ``refit_data``). ``preset`` (``fast``) applies the test-time
+    settings in which that preset differs from ``cpu`` (:func:`preset_changes`) before
+    ``settings``.
     """
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()):
         raise AnodiffError(f"{out}: exists and is not empty; export into a new folder")
     check_outside_inputs(out, [run] + ([Path(refit_data)] if refit_data is not None else []))
     detector, run_spec = load_run(run, device if refit_data is not None else "cpu")
+    if preset is not None:
+        try:
+            settings = {**preset_changes(method or detector.name, preset), **(settings or {})}
+        except AnodiffError as err:
+            raise AnodiffError(f"{run}: {err}") from err
     converted_from = None
     if method is not None and method != detector.name:
         if refit_data is None:
@@ -114,8 +131,7 @@ def export_run(run: Path, out: Path, half: bool = False,
     elif refit_data is None:
         detector = detector.retuned(**(settings or {}))
     else:
-        detector = detector.retuned(keep_state=True, **(settings or {}))
-        detector.refit(run_spec.data.open(Path(refit_data)))
+        detector = retuned_on(detector, settings or {}, run_spec.data.open(Path(refit_data)))
     if half:
         for network in detector.children():
             if any(True for _ in network.parameters()):
@@ -124,7 +140,7 @@ def export_run(run: Path, out: Path, half: bool = False,
     spec["method"] = detector.name
     spec["method_config"] = to_plain(detector.config)
     spec["exported_from"] = {"run": str(run.resolve()), "method": converted_from or detector.name,
-                             "changed_settings": settings or {},
+                             "changed_settings": settings or {}, "preset": preset,
                              "weights": "float16" if half else "float32",
                              "refitted_on": None if refit_data is None
                              else str(Path(refit_data).resolve())}
