@@ -165,6 +165,7 @@ def test_benchmark_runs_sequence_sets_against_the_better_polarity(tiny_synth: Pa
     assert "evaluates ['t1']" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_benchmark_retunes_a_finished_run_as_an_export_would(tiny_synth: Path,
                                                              tmp_path: Path) -> None:
     run = tmp_path / "run"
