@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABCMeta, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -526,14 +526,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         :meth:`refit` brings them up to date).
         """
         self.check_fitted()
-        names = {f.name for f in fields(self.config)}
-        unknown = sorted(set(settings) - names)
-        if unknown:
-            raise AnodiffError(f"{self.name}: unknown setting(s) {unknown}")
-        trained = sorted(k for k in settings if is_dataclass(getattr(self.config, k)))
-        if trained:
-            raise AnodiffError(f"{self.name}: {trained} describe trained parts; retrain "
-                               "instead of changing them")
+        check_test_settings(self.name, self.config, settings)
         stale = sorted(set(settings) - self.state_free_settings - _RULE_SETTINGS)
         if self.is_calibrated() and stale and not keep_state:
             raise AnodiffError(
@@ -568,6 +561,20 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         if self.recipe is not None:
             meta["input_recipe"] = self.recipe.to_dict()
         return write_checkpoint(Path(path), {STATE_FILE: self.state_dict()}, meta)
+
+
+def check_test_settings(name: str, config: Any, settings: Iterable[str]) -> None:
+    """Refuse, naming method ``name``, settings its ``config`` does not have or that describe
+    trained parts (a nested config): what :meth:`Detector.retuned` may not change, checked
+    before anything is loaded by callers that only know the method."""
+    names = {f.name for f in fields(config)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise AnodiffError(f"{name}: unknown setting(s) {unknown}")
+    trained = sorted(k for k in settings if is_dataclass(getattr(config, k)))
+    if trained:
+        raise AnodiffError(f"{name}: {trained} describe trained parts; retrain "
+                           "instead of changing them")
 
 
 # Settings of the shared rules that no fitted value depends on (a calibrated threshold

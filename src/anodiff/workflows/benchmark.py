@@ -45,7 +45,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
 from anodiff.evaluation.runner import Predictions, case_figures
 from anodiff.extras import installed
 from anodiff.methods import Detector, method_class, preset_changes
+from anodiff.methods.base import check_test_settings
 from anodiff.outputs import prepare_output_folder, write_text_atomic
 from anodiff.report.figures import curves, detection_by_size, dice_distribution
 from anodiff.report.html import write_report
@@ -332,15 +333,8 @@ def _check_test_settings(entry: MethodEntry, method: str) -> None:
     method (named errors otherwise)."""
     if entry.preset:
         preset_changes(method, entry.preset)
-    config = next(iter(method_class(method).presets.values()))
-    names = {f.name: getattr(config, f.name) for f in fields(config)}
-    unknown = sorted(set(entry.settings) - set(names))
-    if unknown:
-        raise AnodiffError(f"unknown setting(s) {unknown} of {method}; see the method card")
-    trained = sorted(k for k in entry.settings if is_dataclass(names[k]))
-    if trained:
-        raise AnodiffError(f"{trained} describe trained parts; a finished run takes "
-                           "test-time settings only (leave out run: to train)")
+    check_test_settings(method, next(iter(method_class(method).presets.values())),
+                        entry.settings)
 
 
 def _compare(dataset: str, predictions: dict[str, Predictions],
