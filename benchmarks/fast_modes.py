@@ -64,7 +64,8 @@ def table(specs: list[str]) -> list[dict[str, object]]:
         ap = value(row, "pixel_ap")
         reference = cpu.get((method, track))
         difference = ap - value(reference, "pixel_ap") if reference else math.nan
-        kind = "student" if mode.startswith("student") else mode
+        # "student-4" is a student, "fast-bfloat16" a fast mode; other modes have no target
+        kind = next((k for k in TARGETS if mode.startswith(k)), mode)
         most_nfe, largest_loss = TARGETS.get(kind, (math.nan, math.nan))
         nfe = value(row, "nfe_per_image")
         meets = "" if math.isnan(most_nfe) else \

@@ -15,7 +15,9 @@ median of 5), so the wall time is also given as network evaluations per slice, e
 overhead included: ``seconds / (one batch-32 evaluation / 32 * slices localised)``, the
 unit the issue sets its targets in (<= 20 in fast mode, <= 4 with a distilled student).
 Give fast-mode runs (``anodiff export RUN --preset fast --refit DATA``) to measure fast
-mode. Run it alone on the machine.
+mode. ``--precision`` is the engine's (:mod:`anodiff.diffusion.engine`; ``auto`` takes
+bfloat16 on a CPU with AMX) and is recorded per row; the unit, one evaluation, is always
+timed in float32. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -85,14 +87,16 @@ def one_network_evaluation(detector: Any, batch: int = 32) -> float:
         return median_seconds(lambda: unet(x, t), 5)
 
 
-def one_run(run: Path, case: Path, out: Path) -> dict[str, Any]:
+def one_run(run: Path, case: Path, out: Path, precision: str) -> dict[str, Any]:
     """In this process: one batch-32 network evaluation of the run's denoiser, then
-    ``anodiff detect`` on the case; the row of figures."""
+    ``anodiff detect`` on the case at the engine's ``precision``; the row of figures."""
     import torch
 
+    from anodiff.diffusion.engine import configure, resolved_precision
     from anodiff.workflows.detect import detect_inputs
     from anodiff.workflows.run import load_run
 
+    configure(precision)
     detector, _ = load_run(run, "cpu")
     nfe_seconds = one_network_evaluation(detector)
     report = detect_inputs(run, [case], out, progress=False, device="cpu")
@@ -105,7 +109,8 @@ def one_run(run: Path, case: Path, out: Path) -> dict[str, Any]:
             "nfe_per_slice": row.nfe_per_slice, "one_nfe_batch32_s": nfe_seconds,
             "network_evaluations_per_slice_all_in": seconds / (per_image * slices),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "precision": resolved_precision(torch.device("cpu"))}
 
 
 def main() -> None:
@@ -114,10 +119,12 @@ def main() -> None:
     parser.add_argument("--run", action="append", default=[], metavar="LABEL=RUN")
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--out", type=Path, help="write the rows as CSV here")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"),
+                        default="auto", help="the engine's network precision")
     parser.add_argument("--one", nargs=3, type=Path, help=argparse.SUPPRESS)  # RUN CASE OUT
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_run(*args.one)))
+        print(json.dumps(one_run(*args.one, args.precision)))
         return
     if args.data is None or not args.run:
         parser.error("give --data and at least one --run LABEL=RUN")
@@ -128,21 +135,22 @@ def main() -> None:
             label, _, run = entry.partition("=")
             child = subprocess.run(
                 [sys.executable, __file__, "--one", run, str(case),
-                 str(Path(scratch) / "out" / label)], capture_output=True, text=True,
-                check=False)
+                 str(Path(scratch) / "out" / label), "--precision", args.precision],
+                capture_output=True, text=True, check=False)
             if child.returncode != 0:
                 raise SystemExit(f"{label}: {child.stderr.strip().splitlines()[-1:]}")
             rows.append({"label": label, "run": run, "case": case.name,
                          **json.loads(child.stdout.strip().splitlines()[-1])})
     print(f"{platform.processor() or platform.machine()}, torch (see rows), {date.today()}, "
           f"{case.name} resampled to {args.slices} slices")
-    print("| label | method | slices localised | s per case | NFE per slice (method) | "
-          "network evaluations per slice, all in | one NFE (batch 32) s | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| label | method | precision | slices localised | s per case | NFE per slice "
+          "(method) | network evaluations per slice, all in | one NFE (batch 32) s | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['label']} | {row['method']} | {row['slices']} | {row['seconds']:.1f} | "
-              f"{row['nfe_per_slice']:.1f} | {row['network_evaluations_per_slice_all_in']:.1f} "
-              f"| {row['one_nfe_batch32_s']:.3f} | {row['peak_mb']:.0f} |")
+        print(f"| {row['label']} | {row['method']} | {row['precision']} | {row['slices']} | "
+              f"{row['seconds']:.1f} | {row['nfe_per_slice']:.1f} | "
+              f"{row['network_evaluations_per_slice_all_in']:.1f} | "
+              f"{row['one_nfe_batch32_s']:.3f} | {row['peak_mb']:.0f} |")
     if args.out:
         with args.out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -14,11 +14,19 @@ import os
 import pytest
 import torch
 
+from anodiff.diffusion.engine import configure
 from anodiff.diffusion.schedule import NoiseSchedule
 
 # pytest-xdist runs the tests in several processes (pyproject's addopts): each gets one
 # torch thread, so the processes together do not oversubscribe the 2-core machine.
 THREADS = 1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _float32_networks() -> None:
+    """Networks in float32 on every machine, so figures do not depend on whether the CPU
+    has AMX (where the engine's ``auto`` takes bfloat16; tests/diffusion/test_engine.py)."""
+    configure(precision="float32")
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,18 @@ def test_user_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path
     assert err.startswith("anodiff: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("option", "value"), [("--precision", "fp8"),
+                                                 ("--network-batch", "0")])
+def test_bad_engine_settings_are_one_line_errors(monkeypatch, capsys, option: str,
+                                                 value: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["anodiff", option, value, "methods"])
+    with pytest.raises(SystemExit) as exited:
+        run()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"anodiff: error: {option} {value!r}") and err.count("\n") == 1
+
+
 def test_the_built_in_catalogue_matches_the_registry() -> None:
     """``anodiff methods`` lists from a plain-text catalogue; it must say what the classes
     say."""

@@ -608,6 +608,6 @@ KINDS: tuple[Kind, ...] = (
          lambda ws: ["distill", str(ws.run3), "--out", str(ws.work / "student")],
          r"threshold's decoder .* no few-step student", "threshold"),
     Kind("export --preset the method does not have",
-         lambda ws: ["export", str(ws.run3), "--out", str(ws.work / "fast"), "--preset", "fast"],
-         r"threshold: unknown preset 'fast'", "run3"),
+         lambda ws: ["export", str(ws.run3), "--out", str(ws.work / "fast"), "--preset", "turbo"],
+         r"threshold: unknown preset 'turbo'", "run3"),
 )

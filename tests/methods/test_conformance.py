@@ -150,11 +150,13 @@ def test_a_gpu_gives_the_cpu_results(fitted: anodiff.Detector) -> None:
     assert torch.allclose(ours.anomaly_map, theirs.anomaly_map, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS
-                                  if "fast" in anodiff.methods.method_class(n).presets])
+@pytest.mark.parametrize("name", METHODS)
 def test_a_fast_preset_is_the_cpu_model_at_other_test_time_settings(name: str) -> None:
+    """Every method has a ``fast`` preset a finished cpu run reaches by export (issue 23);
+    where the cpu preset is already within the budget, or no faster setting kept its figures,
+    it changes nothing."""
     changes = anodiff.methods.preset_changes(name, "fast")
-    assert changes and not any(dataclasses.is_dataclass(v) for v in changes.values())
+    assert not any(dataclasses.is_dataclass(v) for v in changes.values())
     cpu = anodiff.methods.method_class(name).presets["cpu"]
     assert dataclasses.replace(cpu, **changes) == anodiff.methods.method_class(name).presets["fast"]
 

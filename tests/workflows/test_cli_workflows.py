@@ -131,6 +131,7 @@ def test_benchmark_evaluates_a_finished_run_on_fewer_cases(tiny_synth: Path, tmp
     assert result.exit_code != 0 and "max_cases" in str(result.exception)
 
 
+@pytest.mark.slow  # 35 s: six evaluations and two reports; the default suite's 3-min budget
 def test_benchmark_runs_sequence_sets_against_the_better_polarity(tiny_synth: Path,
                                                                   tmp_path: Path) -> None:
     config = tmp_path / "bench.yaml"

@@ -13,7 +13,9 @@
   EMA, atomic checkpoints and exact resume; :mod:`.seeding` — seeded blocks that leave the
   caller's random state alone;
 * :mod:`.distillation` — progressive distillation of a method's DDIM decoder into a
-  few-step student (``anodiff distill``).
+  few-step student (``anodiff distill``);
+* :mod:`.engine` — how networks run at test time: precision (bfloat16 autocast where it
+  pays) and the images per network call, chosen per process and logged.
 """
 
 from anodiff.diffusion.guidance import (

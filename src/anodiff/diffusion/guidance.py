@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from anodiff.diffusion.engine import evaluate_network
 from anodiff.diffusion.schedule import NoiseSchedule
 
 Prediction = Literal["eps", "x0"]
@@ -84,7 +85,7 @@ class unet_eps:
 
     def __call__(self, x: Tensor, level: Tensor, y: Tensor | None = None) -> Tensor:
         timesteps = network_timesteps(level)
-        out = self.model(x, timesteps=timesteps, class_labels=y)
+        out = evaluate_network(self.model, x, timesteps=timesteps, class_labels=y)
         if self.prediction == "eps":
             return out
         assert self.schedule is not None

@@ -70,6 +70,7 @@ class AutoencoderDetector(Detector[AutoencoderConfig]):
         "quick": AutoencoderConfig(channels=(8, 16), latent_size=16, train=TrainConfig(
             steps=30, batch_size=8, lr=2e-3, warmup_steps=5, ema_decay=None)),
         "cpu": AutoencoderConfig(),
+        "fast": AutoencoderConfig(),  # one network evaluation already: the cpu preset
         "paper": AutoencoderConfig(channels=(64, 128, 256, 256), latent_size=512,
                                    train=TrainConfig(steps=20000, batch_size=64, lr=1e-4)),
     }

@@ -55,6 +55,7 @@ from anodiff.config import to_plain
 from anodiff.data.datasets import open_dataset
 from anodiff.data.recipe import InputRecipe, raw_batch
 from anodiff.diffusion.checkpoint import write_checkpoint
+from anodiff.diffusion.engine import inference
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult, Processed, RawResult
 from anodiff.methods.training_data import calibration_images
@@ -417,11 +418,12 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         generator = torch.Generator().manual_seed(self.config.seed)
         variants = self._level_variants()
         results = []
-        for chunk in x.split(self.config.batch_size):
-            chunk = chunk.to(self.device)
-            draws = [v.step(chunk, generator) for v in variants
-                     for _ in range(self.config.samples)]
-            results.append(self._aggregate(chunk, draws).cpu())
+        with inference(self.device):  # precision and network batch (diffusion.engine)
+            for chunk in x.split(self.config.batch_size):
+                chunk = chunk.to(self.device)
+                draws = [v.step(chunk, generator) for v in variants
+                         for _ in range(self.config.samples)]
+                results.append(self._aggregate(chunk, draws).cpu())
         return RawResult.concat(results)
 
     def _level_variants(self) -> list[Detector]:

@@ -146,6 +146,8 @@ class DDPMFeatures(Detector[DDPMFeaturesConfig]):
         # 1000 DDPM steps of batch 16 (~13 min on 2 cores) on levels <= 250 (the features
         # are read at 50, 150, 250 only), then 1000 head steps (about a minute).
         "cpu": DDPMFeaturesConfig(),
+        # Already fast: one network evaluation per feature level, 3 per slice.
+        "fast": DDPMFeaturesConfig(),
         # Baranchuk's setting: the guided-diffusion UNet, every level trained.
         "paper": DDPMFeaturesConfig(
             diffusion=DiffusionPart(net="paper", num_steps=1000, train=TrainConfig(

@@ -147,6 +147,9 @@ class InvDetect(Detector[InvDetectConfig]):
                 steps=60, batch_size=64, lr=3e-3, warmup_steps=5, ema_decay=None)),
             patch_size=8, level=30, inversion_steps=5, fit_patches=400, calibration_images=8),
         "cpu": InvDetectConfig(),
+        # 5 DDIM inversion steps instead of 20: 5, 10 and 20 gave the same pixel AP on 48
+        # tumour slices (0.583-0.587; the card), at 0.15 s per slice against 0.48 s.
+        "fast": InvDetectConfig(inversion_steps=5),
         # The paper at 128²: b = 32, T = 1000, DDIM inversion in 200 steps, Adam lr 1e-3,
         # a four-stage UNet with 64 base channels (the authors' first release).
         "paper": InvDetectConfig(

@@ -91,6 +91,10 @@ class SegDiff(Detector[SegDiffConfig]):
             steps=5, samples=2, calibration_images=16),
         # 1,800 steps of batch 16 (~24 min on 2 cores); 3 masks of 10 DPM-Solver++ steps.
         "cpu": SegDiffConfig(),
+        # One mask of 10 steps instead of the mean of 3: 10 network evaluations per slice;
+        # on the WML track 0.964 pixel AP against 0.967 (benchmarks/results/
+        # issue21_segdiff_samples_wml.csv); no uncertainty map (it needs several masks).
+        "fast": SegDiffConfig(samples=1),
         # Wolleb's code: the guided-diffusion UNet, noise prediction, AdamW 1e-4, batch 10,
         # 1000 ancestral steps per mask, an ensemble of 5.
         "paper": SegDiffConfig(

@@ -74,7 +74,7 @@ class ThresholdDetector(Detector[ThresholdConfig]):
     supervision = "unsupervised"
     description = "intensity thresholding after histogram equalisation (Meissen 2021) or " \
                   "healthy-intensity rarity"
-    presets = {name: ThresholdConfig() for name in ("quick", "cpu", "paper")}
+    presets = {name: ThresholdConfig() for name in ("quick", "cpu", "fast", "paper")}
 
     @classmethod
     def with_sequences(cls, config: ThresholdConfig, sequences: Sequence[str]) -> ThresholdConfig:

@@ -73,6 +73,7 @@ class UNetDetector(Detector[UNetConfig]):
             steps=60, batch_size=8, lr=3e-3, warmup_steps=5, ema_decay=None),
             calibration_images=16),
         "cpu": UNetConfig(),
+        "fast": UNetConfig(),  # one network evaluation per slice already: the cpu preset
         # nnU-Net's 2-D network for 64 x 64 inputs: 32 channels doubling per level, four
         # levels; its training (SGD, poly schedule, 1000 epochs) is not reproduced.
         "paper": UNetConfig(channels=(32, 64, 128, 256, 512), train=TrainConfig(
