@@ -142,3 +142,10 @@ def test_bad_network_batches_are_refused_by_name(bad: str) -> None:
 def test_a_bad_precision_is_refused_by_name() -> None:
     with pytest.raises(AnodiffError, match="--precision 'fp8': use one of auto, float32"):
         configure("fp8")
+
+
+def test_a_refused_configure_changes_nothing() -> None:
+    configure("float32", 8)
+    with pytest.raises(AnodiffError, match="--network-batch"):
+        configure("bfloat16", "0")
+    assert engine.current_settings() == engine.EngineSettings("float32", 8)

@@ -73,13 +73,15 @@ _settings = EngineSettings()
 
 def configure(precision: str | None = None, network_batch: int | str | None = None) -> None:
     """Set the engine for this process: ``precision`` in :data:`PRECISIONS`;
-    ``network_batch`` ``whole``, ``auto`` or a positive int. None leaves a setting as it is."""
+    ``network_batch`` ``whole``, ``auto`` or a positive int. None leaves a setting as it is;
+    both are checked before either is set, so a refused call changes nothing."""
+    if precision is not None and precision not in PRECISIONS:
+        raise AnodiffError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    batch = None if network_batch is None else parse_network_batch(network_batch)
     if precision is not None:
-        if precision not in PRECISIONS:
-            raise AnodiffError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         _settings.precision = precision  # type: ignore[assignment]
-    if network_batch is not None:
-        _settings.network_batch = parse_network_batch(network_batch)
+    if batch is not None:
+        _settings.network_batch = batch
 
 
 def parse_network_batch(value: int | str) -> NetworkBatch:
