@@ -58,7 +58,7 @@ def test_network_batches_give_the_whole_batch_result(unet, size: int) -> None:
     x, t, y = inputs()
     whole = unet(x, timesteps=t, class_labels=y)
     assert whole.abs().mean() > 1e-3
-    split = InferenceEngine(torch.device("cpu"), "float32", size)(unet, x, timesteps=t,
+    split = InferenceEngine("float32", size)(unet, x, timesteps=t,
                                                                     class_labels=y)
     # per-image keyword tensors (timesteps, labels) travel with their rows
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
@@ -73,7 +73,7 @@ class Sleeper(nn.Module):
 
 
 def test_the_tuner_times_every_candidate_on_real_calls_then_keeps_the_fastest(caplog) -> None:
-    runner, net, x = InferenceEngine(torch.device("cpu"), "float32", "auto"), Sleeper(), \
+    runner, net, x = InferenceEngine("float32", "auto"), Sleeper(), \
         torch.ones(32, 1, 2, 2)
     with caplog.at_level(logging.INFO, logger="anodiff.diffusion.engine"):
         for _ in range(2 * 4):  # candidates 4, 8, 16, 32, two timings each
@@ -96,9 +96,9 @@ def test_a_tuner_picks_by_best_timing_and_settles_once() -> None:
 @torch.no_grad()
 def test_bfloat16_autocast_is_close_to_float32_but_not_equal(unet) -> None:
     x, t, y = inputs()
-    full = InferenceEngine(torch.device("cpu"), "float32", 16)(unet, x, timesteps=t,
+    full = InferenceEngine("float32", 16)(unet, x, timesteps=t,
                                                                class_labels=y)
-    half = InferenceEngine(torch.device("cpu"), "bfloat16", 16)(unet, x, timesteps=t,
+    half = InferenceEngine("bfloat16", 16)(unet, x, timesteps=t,
                                                                 class_labels=y)
     assert half.dtype == torch.float32
     error = ((half - full).norm() / full.norm()).item()

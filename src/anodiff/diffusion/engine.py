@@ -156,9 +156,8 @@ class BatchTuner:
 
 @dataclass
 class InferenceEngine:
-    """Runs networks on ``device`` at one precision, in tuned or fixed network batches."""
+    """Runs networks at one precision, in the method's batch, fixed pieces or tuned pieces."""
 
-    device: torch.device
     precision: str
     network_batch: NetworkBatch
     tuners: WeakKeyDictionary[nn.Module, dict[tuple[int, ...], BatchTuner]] = field(
@@ -170,9 +169,9 @@ class InferenceEngine:
         size = self.network_batch if isinstance(self.network_batch, int) else \
             tuner.next_size() if tuner else n
         started = time.perf_counter()
-        out = torch.cat([self._forward(model, x[i:i + size], kwargs, i, size, n)
-                         for i in range(0, n, size)]) if size < n else \
-            self._forward(model, x, kwargs, 0, n, n)
+        pieces = [self._forward(model, x[i:i + size], rows(kwargs, i, size, n))
+                  for i in range(0, n, size)]
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if tuner is not None and tuner.record(size, (time.perf_counter() - started) / n):
             log.info("engine: %s on %s inputs %s evaluated in batches of %d (measured: %s), "
                      "%s", type(model).__name__, x.device.type, tuple(x.shape[1:]),
@@ -192,17 +191,20 @@ class InferenceEngine:
         tuner = per_shape[key]
         return tuner if tuner.best is not None or x.shape[0] >= max(tuner.candidates) else None
 
-    def _forward(self, model: nn.Module, x: Tensor, kwargs: dict[str, Any], start: int,
-                 size: int, n: int) -> Tensor:
-        """The network on rows ``start:start + size`` of a batch of ``n`` (per-image keyword
-        tensors sliced alike), at the engine's precision, returned as float32."""
-        sliced = {k: v[start:start + size] if isinstance(v, Tensor) and v.dim() > 0 and
-                  v.shape[0] == n else v for k, v in kwargs.items()}
+    def _forward(self, model: nn.Module, x: Tensor, kwargs: dict[str, Any]) -> Tensor:
+        """The network on ``x`` at the engine's precision, returned as float32."""
         if self.precision == "float32":
-            return model(x, **sliced)
+            return model(x, **kwargs)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = model(x, **sliced)
+            out = model(x, **kwargs)
         return out.float()
+
+
+def rows(kwargs: dict[str, Any], start: int, size: int, n: int) -> dict[str, Any]:
+    """``kwargs`` with every per-image tensor (first dimension ``n``: timesteps, labels)
+    cut to rows ``start:start + size``; other values as they are."""
+    return {k: v[start:start + size] if isinstance(v, Tensor) and v.dim() > 0 and
+            v.shape[0] == n else v for k, v in kwargs.items()}
 
 
 _engines: dict[tuple[str, str, NetworkBatch], InferenceEngine] = {}
@@ -216,7 +218,7 @@ def engine_for(device: torch.device) -> InferenceEngine:
     precision = resolved_precision(device)
     key = (str(device), precision, _settings.network_batch)
     if key not in _engines:
-        _engines[key] = InferenceEngine(device, precision, _settings.network_batch)
+        _engines[key] = InferenceEngine(precision, _settings.network_batch)
         log.info("engine: networks on %s in %s%s, network batch %s", device, precision,
                  "" if _settings.precision != "auto" else
                  " (auto: this CPU has AMX)" if precision == "bfloat16" else " (auto)",
