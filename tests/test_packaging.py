@@ -47,7 +47,19 @@ def test_an_extra_missing_is_named_with_its_install_command(
     with pytest.raises(AnodiffError, match=r"the graph cut needs maxflow, which is not "
                                            r"installed: pip install 'anodiff\[graphcut\]'"):
         require("maxflow", "graphcut", "the graph cut")
-    assert set(EXTRAS) == {"synth", "graphcut", "report"}
+    assert set(EXTRAS) == {"synth", "graphcut", "report", "serve"}
+
+
+def test_serve_without_its_extra_names_the_install(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from anodiff.cli import app
+
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    result = CliRunner().invoke(app, ["serve", str(tmp_path)])
+    assert isinstance(result.exception, AnodiffError)
+    assert "pip install 'anodiff[serve]'" in str(result.exception)
 
 
 def test_invdetect_refuses_a_graph_cut_without_pymaxflow_before_training(

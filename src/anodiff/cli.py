@@ -211,13 +211,17 @@ def detect(
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave out cases that scores.csv in --out already has as ok "
                                 "(with their maps): resume a cohort.")] = False,
+    dicom_output: Annotated[str, typer.Option(
+        help="For DICOM inputs: objects (a DICOM SEG of the mask and Parametric Maps that "
+             "viewers overlay on the source series), series (new image series, as before "
+             "0.2) or both.")] = "objects",
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
     from anodiff.workflows.detect import detect_inputs
 
     report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device,
                            layout=layout, sequence_map=_renames(rename_sequence),
-                           skip_existing=skip_existing)
+                           skip_existing=skip_existing, dicom_output=dicom_output)
     # each failure was logged as it happened ("failed: INPUT: why"), once
     done_before = f", {len(report.skipped)} done before" if report.skipped else ""
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} cases "
@@ -249,6 +253,27 @@ def evaluate(
                                                            "pixel_ap", "image_auroc")
                         if k in metrics)
     typer.echo(f"{summary}; all metrics in {out / 'metrics.json'}")
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="A run folder made by `anodiff train`.")],
+    data: Annotated[Path | None, typer.Option(help="A folder of cases to list (any layout "
+                                                   "detect reads); only read.")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on (another than 127.0.0.1 "
+                                           "needs --allow-remote).")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Listen on --host even if others can reach it.")] = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """A local web viewer: pick or upload a case, detect, scroll its planes with the maps."""
+    from anodiff.extras import require
+
+    require("starlette", "serve", "anodiff serve")
+    from anodiff.serve.server import serve as serve_viewer
+
+    serve_viewer(run, data, host=host, port=port, allow_remote=allow_remote, device=device)
 
 
 @app.command()

@@ -2,9 +2,10 @@
 
 ``pip install anodiff`` installs what every command needs; ``anodiff[synth]`` (nilearn, for
 the embedded benchmark's MNI152 template), ``anodiff[graphcut]`` (PyMaxflow, InvDetect's
-graph-cut refinement) and ``anodiff[report]`` (matplotlib, figures and report.html) add
-one feature each; ``anodiff[all]`` has them all. A feature whose extra is missing says so
-in one line naming the ``pip install`` that brings it.
+graph-cut refinement), ``anodiff[report]`` (matplotlib, figures and report.html) and
+``anodiff[serve]`` (Starlette and uvicorn, the browser viewer) add one feature each;
+``anodiff[all]`` has them all. A feature whose extra is missing says so in one line naming
+the ``pip install`` that brings it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from types import ModuleType
 from anodiff.errors import AnodiffError
 
 # The module each extra provides (as imported), for the error message and the checks.
-EXTRAS = {"synth": "nilearn", "graphcut": "maxflow", "report": "matplotlib"}
+EXTRAS = {"synth": "nilearn", "graphcut": "maxflow", "report": "matplotlib",
+          "serve": "starlette"}
 
 
 def installed(extra: str) -> bool:

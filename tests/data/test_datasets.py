@@ -254,6 +254,33 @@ def test_bad_options_fail_before_loading(volumes: Path) -> None:
         open_dataset(volumes / "nowhere")
 
 
+def test_context_slices_come_with_their_names_and_the_centre_stays_the_slice(
+        volumes: Path) -> None:
+    """2.5-D input: the slice's own channels first, then its neighbours' (named), the same
+    slices, labels and masks as without context; subsets keep the context."""
+    plain = open_dataset(volumes, size=16)
+    data = open_dataset(volumes, size=16, context=1)
+    assert data.sequences == ("flair", "t1", "flair@-1", "t1@-1", "flair@+1", "t1@+1")
+    assert data.centre_sequences == plain.sequences == plain.centre_sequences
+    np.testing.assert_array_equal(data.images[:, :2], plain.images)
+    np.testing.assert_array_equal(data.masks, plain.masks)
+    np.testing.assert_array_equal(data.indices, plain.indices)
+    rows = np.flatnonzero((data.cases[1:] == data.cases[:-1])
+                          & (data.indices[1:] == data.indices[:-1] + 1))
+    assert len(rows) > 0
+    np.testing.assert_array_equal(data.images[rows + 1, 2:4], plain.images[rows])
+    np.testing.assert_array_equal(data.images[rows, 4:6], plain.images[rows + 1])
+    assert data.split("train").healthy().options.context == 1
+
+
+def test_context_is_refused_where_there_are_no_neighbours(volumes: Path, images: Path
+                                                          ) -> None:
+    with pytest.raises(AnodiffError, match="context must be 0 to 8 neighbouring slices"):
+        open_dataset(volumes, context=9)
+    with pytest.raises(AnodiffError, match="an images dataset has no neighbouring slices"):
+        open_dataset(images, context=1)
+
+
 # ---- images layout -------------------------------------------------------------------------
 
 

@@ -57,3 +57,22 @@ def test_raw_batch_takes_slices_stacks_and_batches(shape, channels, expected) ->
 def test_raw_batch_names_what_it_cannot_use(images, channels, message) -> None:
     with pytest.raises(AnodiffError, match=message):
         raw_batch("m", images, channels)
+
+
+def test_a_2_5_d_recipe_gives_raw_slices_their_neighbours(tmp_path) -> None:
+    """A recipe recorded with context makes the neighbours from the raw slices given
+    (one volume's, inferior -> superior), as the dataset made them from the volume."""
+    recipe = InputRecipe("max", {}, 8, "resize", True,
+                         ("flair", "t1", "flair@-1", "t1@-1", "flair@+1", "t1@+1"), 1)
+    assert recipe.raw_channels == 2
+    raw = np.random.default_rng(2).uniform(1, 100, (5, 2, 8, 8)).astype(np.float32)
+    made = recipe.apply(raw)
+    centre = InputRecipe("max", {}, 8, "resize", True, ("flair", "t1")).apply(raw)
+    assert made.shape == (5, 6, 8, 8)
+    np.testing.assert_array_equal(made[:, :2], centre)
+    np.testing.assert_array_equal(made[1:, 2:4], centre[:-1])
+    np.testing.assert_array_equal(made[:-1, 4:6], centre[1:])
+    assert InputRecipe.from_dict(recipe.to_dict()) == recipe
+    flat = InputRecipe("max", {}, 8, "resize", True, ("flair", "t1"))
+    assert "context" not in flat.to_dict()  # 2-D models stay readable by earlier versions
+    assert InputRecipe.from_dict(flat.to_dict()) == flat

@@ -12,10 +12,13 @@ from anodiff.data.slicing import (
     DropEnds,
     ForegroundExtent,
     axial_axis,
+    context_names,
+    context_offsets,
     slices_to_volume,
     stack_sequences,
     take_slices,
     volume_to_slices,
+    with_context,
 )
 from anodiff.errors import AnodiffError
 
@@ -142,3 +145,34 @@ def test_geometry_round_trip_through_nifti(tmp_path: Path, size: int | None) -> 
     np.testing.assert_allclose(
         back.affine @ [*back_voxel, 1.0], image.affine @ [*voxel, 1.0], atol=1e-6
     )
+
+
+@pytest.mark.parametrize("affine", [RAS, np.diag([1.0, 1.0, -2.0, 1.0])])
+def test_context_channels_are_the_neighbouring_slices_of_the_whole_volume(affine) -> None:
+    """Each kept slice carries the slices one and two below and above it (inferior ->
+    superior in world terms, whatever the voxel order), taken from the whole volume (a
+    pruned neighbour still comes in) and repeated at the volume's ends."""
+    volume = np.random.default_rng(3).normal(size=(2, 3, 4, 7)).astype(np.float32)
+    full, _ = volume_to_slices(volume, affine)  # all 7 slices, inferior -> superior
+    kept, layout = volume_to_slices(volume, affine, keep=DropEnds(1, 2), context=2)
+    assert kept.shape == (4, 2 * 5, 4, 3) and len(layout.indices) == 4
+    for row, position in enumerate(range(1, 5)):  # positions 1..4 of 0..6 are kept
+        np.testing.assert_array_equal(kept[row, :2], full[position])
+        for k, offset in enumerate(context_offsets(2)):
+            neighbour = full[min(max(position + offset, 0), 6)]
+            np.testing.assert_array_equal(kept[row, 2 + 2 * k: 4 + 2 * k], neighbour)
+    back = slices_to_volume(kept[:, :2], layout)  # the centre channels go back as ever
+    np.testing.assert_array_equal(back[..., layout.indices], volume[..., layout.indices])
+
+
+def test_context_of_slices_cut_from_a_volume_repeats_the_ends() -> None:
+    slices = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((4, 2, 3, 3))
+    made = with_context(slices, 1)
+    assert made.shape == (4, 6, 3, 3)
+    np.testing.assert_array_equal(made[:, ::2, 0, 0], [[0, 0, 1], [1, 0, 2], [2, 1, 3],
+                                                       [3, 2, 3]])
+    assert with_context(slices, 0) is slices
+    assert context_names(("flair", "t1"), 1) == ("flair", "t1", "flair@-1", "t1@-1",
+                                                 "flair@+1", "t1@+1")
+    with pytest.raises(AnodiffError, match="context must be >= 0"):
+        context_offsets(-1)

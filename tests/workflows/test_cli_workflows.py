@@ -70,6 +70,7 @@ def test_train_refuses_other_settings_on_an_existing_run(tiny_synth: Path, tmp_p
     [("method.mode=sideways", "method.mode: 'sideways' is not one of"),
      ("method.bins=many", "method.bins: expected an integer"),
      ("data.sise=32", "data.sise: unknown setting"),
+     ("data.context=9", "context must be 0 to 8 neighbouring slices"),
      ("model.depth=3", "model: unknown section")],
 )
 def test_bad_settings_are_named(tiny_synth: Path, tmp_path: Path, setting: str, message: str
@@ -129,6 +130,29 @@ def test_benchmark_evaluates_a_finished_run_on_fewer_cases(tiny_synth: Path, tmp
     config.write_text(config.read_text().replace("max_cases: 1", "max_cases: 0"))
     result = RUNNER.invoke(app, ["benchmark", str(config), "--out", str(tmp_path / "b2")])
     assert result.exit_code != 0 and "max_cases" in str(result.exception)
+
+
+def test_benchmark_gives_a_2_5_d_run_the_same_slices_with_their_neighbours(
+        tiny_synth: Path, tmp_path: Path) -> None:
+    """A finished run trained with context slices is evaluated on the benchmark's slices
+    with their neighbours as its extra channels: a FLAIR threshold, which reads the slice's
+    own FLAIR channel only, scores exactly as its 2-D twin, on the same slices."""
+    for name, context in (("flat", 0), ("slab", 1)):
+        invoke("train", "threshold", "--data", tiny_synth, "--out", tmp_path / name,
+               "--preset", "quick", "--set", "method.channel=flair", "--set",
+               "method.mode=bright", "--set", "data.size=32", "--set", f"data.context={context}")
+    assert load(tmp_path / "slab").input_shape[0] == 9
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        f"datasets: {{tumour: {tiny_synth}}}\n"
+        "methods:\n  - {method: threshold, label: flat, run: flat}\n"
+        "  - {method: threshold, label: slab, run: slab}\n"
+        "data: {size: 32}\nresamples: 0\n")
+    invoke("benchmark", config, "--out", tmp_path / "bench")
+    flat, slab = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert slab["sequences"] == flat["sequences"] == "flair+t1+t2"
+    for key in ("n_images", "pixel_ap", "pixel_auroc", "dice_fpr", "image_auroc"):
+        assert slab[key] == flat[key], key
 
 
 @pytest.mark.slow  # 35 s: six evaluations and two reports; the default suite's 3-min budget

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image as PILImage
+from scipy import ndimage
 
 import anodiff
 from anodiff.data.datasets import find_inputs, load_input_case
@@ -381,3 +382,55 @@ def test_scores_csv_keeps_rows_across_reruns_and_separates_cases(
     with pytest.raises(AnodiffError, match=r"scores.csv: missing column\(s\) \['input', "
                                            r"'status'\]"):
         detect_inputs(run, [sick], out, progress=False)
+
+
+def test_a_2_5_d_run_detects_with_neighbours_and_writes_the_slice_s_own_outputs(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A run trained with ``data.context: 1`` records the sequences (not the context
+    channels), gives every input slice its neighbours from the input volume, and writes the
+    map and the pseudo-healthy image of each sequence once, on the input's grid;
+    ``localize(raw, normalise=True)`` makes the same neighbours from a volume's slices."""
+    data_root = volume_run[1].parent.parent / "DATA"
+    run = tmp_path / "run25d"
+    train_run("anoddpm", data_root, run, preset="quick",
+              values={"data": {"size": 16, "context": 1},
+                      "method": {"diffusion": {"train": {"steps": 4}}}})
+    assert yaml.safe_load((run / "run.yaml").read_text())["data"]["sequences"] == \
+        list(SEQUENCES)
+    det = anodiff.load(run)
+    assert det.input_shape == (6, 16, 16) and det.recipe is not None
+    report = detect_inputs(run, [volume_run[1]], tmp_path / "out", progress=False)
+    assert not report.failures
+    written = sorted(p.name for p in (tmp_path / "out").glob("sick_pseudo_healthy_*"))
+    assert written == [f"sick_pseudo_healthy_{seq}.nii.gz" for seq in SEQUENCES]
+    assert nib.load(tmp_path / "out" / "sick_anomaly_map.nii.gz").shape == SHAPE
+    case = find_inputs(volume_run[1], SEQUENCES)[0]
+    data = load_input_case(case, SEQUENCES, size=16, context=1)
+    assert data.images.shape[1] == 6 and data.centre_sequences == SEQUENCES
+    raw = np.stack([nib.load(volume_run[1] / f"sick_{s}.nii.gz").get_fdata()
+                    for s in SEQUENCES])
+    slices, layout = volume_to_slices(raw, oblique_affine())
+    rows = [int(np.flatnonzero(layout.indices == i)[0]) for i in data.indices]
+    np.testing.assert_allclose(det.normalised(slices).numpy()[rows], data.images, atol=1e-6)
+
+
+def test_every_case_gets_a_lesion_table_of_its_written_mask(volume_run: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    """``<name>_lesions.csv`` lists the connected components of the mask as written (on the
+    input's grid), their volumes from the input's voxel size; scores.csv counts them."""
+    run, case = volume_run
+    detect_inputs(run, [case], tmp_path, progress=False)
+    rows = list(csv.DictReader((tmp_path / "sick_lesions.csv").open()))
+    (score,) = read_scores(tmp_path)
+    mask = nib.load(tmp_path / "sick_mask.nii.gz")
+    flagged = mask.get_fdata() > 0
+    _, components = ndimage.label(flagged, np.ones((3, 3, 3)))
+    assert len(rows) == int(score["lesions"]) == components >= 1
+    voxel_ml = abs(np.linalg.det(mask.affine[:3, :3])) / 1000
+    assert sum(float(r["volume_ml"]) for r in rows) == pytest.approx(flagged.sum() * voxel_ml)
+    centre = np.array([np.mean([s.start, s.stop - 1]) for s in LESION])
+    assert any(all(int(r[f"box_{a}_min"]) <= c <= int(r[f"box_{a}_max"])
+                   for a, c in zip("ijk", centre, strict=True)) for r in rows)
+    world = [float(rows[0][f"centroid_{a}_mm"]) for a in "ras"]
+    index = [float(rows[0][f"centroid_{a}"]) for a in "ijk"]
+    np.testing.assert_allclose(world, (mask.affine @ [*index, 1.0])[:3], atol=1e-6)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from anodiff.data.normalise import fit_to_size, normalise_intensity
+from anodiff.data.slicing import with_context
 from anodiff.errors import AnodiffError
 
 
@@ -26,7 +27,8 @@ class InputRecipe:
 
     ``per_volume``: statistics over all slices of a volume, per sequence (volumes layout),
     or over one image (images layout). ``sequences``: the channels in order (empty for
-    images).
+    images). ``context``: neighbouring slices per side appended as channels (2.5-D input,
+    :func:`~anodiff.data.slicing.with_context`).
     """
 
     normalisation: str
@@ -35,6 +37,7 @@ class InputRecipe:
     fit: str
     per_volume: bool
     sequences: tuple[str, ...] = ()
+    context: int = 0
 
     @classmethod
     def of(cls, data: Any) -> InputRecipe | None:
@@ -44,22 +47,33 @@ class InputRecipe:
         if options is None or not hasattr(data, "volumetric"):
             return None
         return cls(options.normalisation, dict(options.normalisation_params), options.size,
-                   options.fit, bool(data.volumetric), tuple(data.sequences))
+                   options.fit, bool(data.volumetric), tuple(data.sequences), options.context)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for the saved detector's metadata."""
-        return {**asdict(self), "sequences": list(self.sequences)}
+        """Plain values for the saved detector's metadata (``context`` only where there is
+        one, so that a 2-D model stays readable by anodiff versions before it)."""
+        values = {**asdict(self), "sequences": list(self.sequences)}
+        if not self.context:
+            del values["context"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> InputRecipe:
         """Read back :meth:`to_dict`'s values."""
         return cls(**{**values, "sequences": tuple(values.get("sequences", ()))})
 
+    @property
+    def raw_channels(self) -> int:
+        """Channels of a raw slice: the model's inputs without the context channels."""
+        return len(self.sequences) // (2 * self.context + 1) if self.sequences else 0
+
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Raw images (N, C, H, W) of any H x W -> normalised inputs (N, C, size, size).
 
         Per volume: each channel over all N slices together (pass one volume's axial
-        slices); per image: each image over its channels, as the images layout does."""
+        slices, inferior -> superior, which also gives each slice its ``context``
+        neighbours: (N, C * (2k + 1), size, size)); per image: each image over its
+        channels, as the images layout does."""
         if self.per_volume:
             normalised = np.stack([normalise_intensity(raw[:, c], self.normalisation,
                                                        **self.normalisation_params)
@@ -68,7 +82,7 @@ class InputRecipe:
             normalised = np.stack([normalise_intensity(image, self.normalisation,
                                                        **self.normalisation_params)
                                    for image in raw])
-        return fit_to_size(normalised, self.size, self.fit)
+        return with_context(fit_to_size(normalised, self.size, self.fit), self.context)
 
 
 def raw_batch(name: str, images: Any, channels: int) -> np.ndarray:

@@ -15,12 +15,17 @@ Slice-range pruning (``keep``):
   largest slice's (the brain's extent: empty and nearly empty end slices go).
 - :class:`DropEnds` drops fixed counts at the inferior and superior ends, as Wolleb et al.
   (2022) do for BraTS: ``DropEnds(inferior=80, superior=26)`` keeps 49 of 155 slices.
+
+Context slices (2.5-D input, ``context`` k > 0): each kept slice is given its k inferior and
+k superior neighbours as extra channels, taken from the whole volume (so a slice at the edge
+of the kept range still sees the pruned slice next to it) and repeated at the volume's ends
+(:func:`context_offsets` fixes their order; :func:`context_names` names them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -99,22 +104,54 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.flatnonzero(io_orientation(affine)[:, 0] == 2)[0])
 
 
+def context_offsets(context: int) -> list[int]:
+    """The slice offsets of the context channels, in channel order: -k .. -1, +1 .. +k
+    (negative: inferior)."""
+    if context < 0:
+        raise AnodiffError(f"context must be >= 0 neighbouring slices, got {context}")
+    return [*range(-context, 0), *range(1, context + 1)]
+
+
+def context_names(sequences: Sequence[str], context: int) -> tuple[str, ...]:
+    """Channel names of slices with ``context`` neighbours per side: the sequences, then
+    each offset's sequences as ``<sequence>@<offset>`` (``flair@-1``: the FLAIR one slice
+    below)."""
+    return (*sequences, *(f"{name}@{offset:+d}" for offset in context_offsets(context)
+                          for name in sequences))
+
+
+def with_context(slices: np.ndarray, context: int) -> np.ndarray:
+    """Slices (N, C, H, W) of one volume, inferior -> superior and consecutive, with their
+    ``context`` neighbours per side appended as channels (N, C * (2k + 1), H, W); the end
+    slices repeat. For slices already cut from a volume (the Python API's raw input);
+    :func:`volume_to_slices` takes the neighbours from the whole volume instead."""
+    if context == 0:
+        return slices
+    rows = np.arange(len(slices))
+    return np.concatenate([slices, *(slices[np.clip(rows + offset, 0, len(slices) - 1)]
+                                     for offset in context_offsets(context))], axis=1)
+
+
 def volume_to_slices(
     volume: np.ndarray,
     affine: np.ndarray,
     keep: KeepRule | None = None,
     foreground: np.ndarray | None = None,
+    context: int = 0,
 ) -> tuple[np.ndarray, SliceLayout]:
     """Axial slices of ``volume`` (X, Y, Z) or (C, X, Y, Z): (N, H, W) or (N, C, H, W).
 
     ``keep`` prunes the slice range using ``foreground`` (bool (X, Y, Z); by default voxels
-    above the minimum in any channel). Returns the slices, inferior -> superior, and the
-    :class:`SliceLayout` that puts per-slice maps back (:func:`slices_to_volume`).
+    above the minimum in any channel). ``context`` > 0 appends each slice's neighbours as
+    channels (module docstring; a (C, X, Y, Z) volume only): (N, C * (2k + 1), H, W).
+    Returns the slices, inferior -> superior, and the :class:`SliceLayout` of the centre
+    slices that puts per-slice maps back (:func:`slices_to_volume`).
     """
     shape = tuple(int(s) for s in volume.shape[-3:])
     ornt = io_orientation(affine)
     axis, rows, cols = (int(np.flatnonzero(ornt[:, 0] == w)[0]) for w in (2, 1, 0))
     order = np.arange(shape[axis]) if ornt[axis, 1] > 0 else np.arange(shape[axis])[::-1]
+    whole = order
     if keep is not None:
         if foreground is None:
             channels = volume.reshape(-1, *shape)
@@ -123,7 +160,16 @@ def volume_to_slices(
         areas = np.asarray(foreground, dtype=bool).sum(axis=others)[order]
         order = order[keep.select(areas)]
     layout = SliceLayout(shape, axis, rows, cols, ornt[rows, 1] > 0, ornt[cols, 1] > 0, order)
-    return take_slices(volume, layout), layout
+    slices = take_slices(volume, layout)
+    if context == 0:
+        return slices, layout
+    if volume.ndim != 4:
+        raise AnodiffError("context slices need a (C, X, Y, Z) volume")
+    rank = np.empty(len(whole), dtype=np.int64)
+    rank[whole] = np.arange(len(whole))  # position of each voxel index, inferior -> superior
+    neighbours = [take_slices(volume, replace(layout, indices=whole[np.clip(
+        rank[order] + offset, 0, len(whole) - 1)])) for offset in context_offsets(context)]
+    return np.concatenate([slices, *neighbours], axis=1), layout
 
 
 def take_slices(volume: np.ndarray, layout: SliceLayout) -> np.ndarray:

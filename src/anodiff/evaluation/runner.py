@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from anodiff.data import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import CaseFigures
 from anodiff.evaluation.protocol import evaluate, per_case_dice
@@ -53,44 +55,67 @@ class Predictions:
 
 def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool = True
             ) -> Predictions:
-    """Localise every slice of ``data`` (an indexable of dicts with image, label, mask)."""
-    items = [data[i] for i in range(len(data))]
-    images = np.stack([np.asarray(item["image"], dtype=np.float32) for item in items])
-    truth = np.stack([np.asarray(item["mask"], dtype=bool) for item in items])
-    labels = np.array([bool(item["label"]) for item in items])
-    cases = [str(item.get("case", "")) for item in items]
-    slices = [int(item.get("index", i)) for i, item in enumerate(items)]
-    maps, scores, masks, healthy, uncertainty = [], [], [], [], []
+    """Localise every slice of ``data`` (a :class:`~anodiff.data.SliceDataset`, or an
+    indexable of dicts with image, label, mask).
+
+    A dataset's arrays are used as they are and every output is written into one array per
+    kind as the batches come, so the split is held once (not a list of batches and their
+    concatenation beside it). Of 2.5-D inputs (``data.centre_sequences`` fewer than the
+    channels: the rest are neighbouring slices) the predictions keep the slice's own
+    channels, for the foreground, the figures and the pseudo-healthy images."""
+    inputs, truth, labels, cases, slices = _slice_arrays(data)
+    centre = len(getattr(data, "centre_sequences", ())) or inputs.shape[1]
+    outputs: dict[str, np.ndarray] = {}
+
+    def put(kind: str, start: int, values: Tensor | None) -> None:
+        if values is None:
+            return
+        batch = values.numpy() if values.dtype == torch.bool else values.float().numpy()
+        if kind not in outputs:
+            outputs[kind] = np.empty((len(inputs), *batch.shape[1:]), dtype=batch.dtype)
+        outputs[kind][start:start + len(batch)] = batch
+
     nfe, seconds = 0.0, 0.0
-    batches = range(0, len(items), batch_size)
+    batches = range(0, len(inputs), batch_size)
     for start in progress_bar(batches, desc=f"{detector.name}: localise", enabled=progress):
-        batch = torch.from_numpy(images[start:start + batch_size])
+        batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
         begin = time.perf_counter()
         result = detector.localize(batch)
         seconds += time.perf_counter() - begin
         nfe += result.nfe * len(batch)
-        maps.append(result.anomaly_map.float().numpy())
-        scores.append(result.score.float().numpy())
-        if result.mask is not None:
-            masks.append(result.mask.numpy())
-        if result.pseudo_healthy is not None:
-            healthy.append(result.pseudo_healthy.float().numpy())
-        if result.uncertainty is not None:
-            uncertainty.append(result.uncertainty.float().numpy())
-    n = max(len(items), 1)
+        put("maps", start, result.anomaly_map)
+        put("scores", start, result.score)
+        put("masks", start, result.mask)
+        put("pseudo_healthy", start, None if result.pseudo_healthy is None
+            else result.pseudo_healthy[:, :centre])
+        put("uncertainty", start, result.uncertainty)
+    n = max(len(inputs), 1)
     voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
         if hasattr(data, "voxel_ml") else {}
     sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
         if hasattr(data, "pixel_mm") else {}
     pixel_mm = {c: size for c, size in sizes.items() if size is not None}
     return Predictions(
-        images=images, truth=truth, labels=labels, maps=np.concatenate(maps),
-        scores=np.concatenate(scores), masks=np.concatenate(masks) if masks else None,
-        pseudo_healthy=np.concatenate(healthy) if healthy else None,
-        uncertainty=np.concatenate(uncertainty) if uncertainty else None, cases=cases,
-        seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
+        images=inputs[:, :centre], truth=truth, labels=labels, maps=outputs["maps"],
+        scores=outputs["scores"], masks=outputs.get("masks"),
+        pseudo_healthy=outputs.get("pseudo_healthy"), uncertainty=outputs.get("uncertainty"),
+        cases=cases, seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
         pixel_mm=pixel_mm, slices=slices,
     )
+
+
+def _slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:
+    """Images (N, C, H, W) float32, masks (N, H, W) bool, labels (N,) bool, cases and slice
+    indices of ``data``: a dataset's own arrays (no copy), or stacked from its items."""
+    if isinstance(data, SliceDataset):
+        return (data.images, data.masks.astype(bool, copy=False), data.labels != 0,
+                data.cases.tolist(), data.indices.tolist())
+    items = [data[i] for i in range(len(data))]
+    return (np.stack([np.asarray(item["image"], dtype=np.float32) for item in items]),
+            np.stack([np.asarray(item["mask"], dtype=bool) for item in items]),
+            np.array([bool(item["label"]) for item in items]),
+            [str(item.get("case", "")) for item in items],
+            [int(item.get("index", i)) for i, item in enumerate(items)])
 
 
 def evaluate_predictions(test: Predictions, validation: Predictions | None = None,

@@ -379,8 +379,9 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         """Raw images -> model inputs (N, C, H, W) in [0, 1], as training made them (the
         recorded :class:`~anodiff.data.recipe.InputRecipe`): for a model trained on volumes,
         each sequence normalised over all the slices given together, so pass one volume's
-        axial slices (N, C, H, W), or (N, H, W) for one sequence; for a model trained on
-        2-D images, each image on its own."""
+        axial slices (N, C, H, W), or (N, H, W) for one sequence (inferior -> superior and
+        consecutive for a 2.5-D model, whose context channels are made from them); for a
+        model trained on 2-D images, each image on its own."""
         self.check_fitted()
         assert self.input_shape is not None
         if self.recipe is None:
@@ -388,7 +389,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
                                "detector was trained with, which it does not know (fitted on "
                                "arrays, or saved by an earlier anodiff); normalise the images "
                                "to [0, 1] yourself and leave normalise off")
-        batch = raw_batch(self.name, raw, self.input_shape[0])
+        batch = raw_batch(self.name, raw, self.recipe.raw_channels or self.input_shape[0])
         return torch.from_numpy(self.recipe.apply(batch))
 
     def process(self, images: Any) -> Processed:
@@ -396,11 +397,20 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         the mask and score rules, and every calibration, start from."""
         x = self.validate(images)
         raw = self.run(x)
-        fg = foreground(x)
+        fg = self.brain(x)
         sigma = self.config.smoothing_sigma
         uncertainty = None if raw.uncertainty is None else \
             postprocess_map(raw.uncertainty, fg, sigma)
         return Processed(raw, fg, postprocess_map(raw.anomaly_map, fg, sigma), uncertainty)
+
+    def brain(self, x: Tensor) -> Tensor:
+        """The foreground (N, H, W) of images ``x``: of the slice's own channels where the
+        inputs carry neighbouring slices as context channels (2.5-D; the recorded
+        :class:`~anodiff.data.recipe.InputRecipe`), so maps and masks stay in the slice's
+        brain."""
+        own = self.recipe.raw_channels if self.recipe is not None and self.recipe.context \
+            else x.shape[1]
+        return foreground(x[:, :own])
 
     def validate(self, images: Any) -> Tensor:
         """The images as a CPU float tensor, checked once for every method (
@@ -445,7 +455,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         recons = None if draws[0].pseudo_healthy is None else \
             torch.stack([d.pseudo_healthy for d in draws])  # type: ignore[misc]
         return RawResult(anomaly_map=aggregate_maps(x, maps, recons, self.config.aggregate,
-                                                    foreground(x)),
+                                                    self.brain(x)),
                          nfe=sum(d.nfe for d in draws),
                          pseudo_healthy=None if recons is None else recons.mean(0),
                          uncertainty=maps.std(0, correction=0))

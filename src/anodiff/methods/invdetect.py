@@ -55,7 +55,6 @@ from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import training_images
 from anodiff.nets.builders import net_config
-from anodiff.scoring.foreground import foreground
 from anodiff.scoring.graphcut import (
     NeighbourDistances,
     calibrate_lambda,
@@ -202,7 +201,7 @@ class InvDetect(Detector[InvDetectConfig]):
     def patches(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Patches (N, P, C, b, b) in [-1, 1] and which of them hold foreground (N, P)."""
         grid = self.grid
-        fg = foreground(images)[:, None].float()
+        fg = self.brain(images)[:, None].float()
         holds_brain = grid.extract(fg).flatten(2).amax(-1) > 0
         return grid.extract(images * 2 - 1), holds_brain
 

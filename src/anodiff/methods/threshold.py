@@ -32,7 +32,6 @@ from anodiff.methods.base import Detector, LocalizationConfig
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import training_images
-from anodiff.scoring.foreground import foreground
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class ThresholdDetector(Detector[ThresholdConfig]):
         """The healthy intensity histogram of each channel (Laplace-smoothed), for rarity."""
         images, _ = training_images(data, "unsupervised")
         self.prepare(tuple(images.shape[1:]))
-        fg = foreground(images)
+        fg = self.brain(images)
         x = self._channels(images)
         density = []
         for c in range(x.shape[1]):
@@ -125,5 +124,5 @@ class ThresholdDetector(Detector[ThresholdConfig]):
             per_channel = torch.stack([self.log_density[c][bins[:, c]]
                                        for c in range(channels.shape[1])], 1)
             return RawResult(anomaly_map=per_channel.sum(1), nfe=0)
-        eq = equalised(channels.cpu(), foreground(x).cpu()).mean(1)
+        eq = equalised(channels.cpu(), self.brain(x).cpu()).mean(1)
         return RawResult(anomaly_map=eq if self.config.mode == "bright" else 1 - eq, nfe=0)

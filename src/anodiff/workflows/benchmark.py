@@ -260,7 +260,7 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     """Train (or reuse) and evaluate every method on one dataset and sequence set, and
     compare them with the reference."""
     data = evaluation_cases(data_config.open(root), config.max_cases)
-    _check_finished_runs(config, tuple(data.sequences), base, source)
+    _check_finished_runs(config, tuple(data.centre_sequences), base, source)
     folder = dataset if tag is None else f"{dataset}/{tag}"
     measured = _Measured()
     predictions: dict[str, Predictions] = {}
@@ -272,11 +272,15 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
         else:
             run = out / "runs" / folder / entry.name
             train_seconds = _train(entry, root, run, data_config, device)
-        detector, _ = load_run(run, device)
+        detector, spec = load_run(run, device)
+        entry_data = data
+        if spec.data.context != data_config.context:  # a 2.5-D run: the same slices, with
+            entry_data = evaluation_cases(  # their neighbours as the run's extra channels
+                replace(data_config, context=spec.data.context).open(root), config.max_cases)
         if entry.run is not None:
-            detector = _retuned(detector, entry, data)
+            detector = _retuned(detector, entry, entry_data)
         metrics, test, figures = evaluate_detector(
-            detector, data, out / "eval" / folder / entry.name,
+            detector, entry_data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
             postprocess=config.postprocess, fpr=config.fpr, resamples=config.resamples)
         predictions[entry.name], metrics_of[entry.name] = test, metrics

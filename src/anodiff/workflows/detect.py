@@ -17,6 +17,8 @@ own format and geometry (a case folder's reference is its first sequence's image
     DIR/<name>_mask.<ext>                        the method's own mask, else per-image Otsu
     DIR/<name>_pseudo_healthy_<sequence>.<ext>   where the method makes one
     DIR/<name>_uncertainty.<ext>                 where the method has one (an ensemble's spread)
+    DIR/<name>_lesions.csv                       the mask's connected components: volume (ml),
+                                                 centroid (RAS mm), box, map values
     DIR/scores.csv                               one row per input case, kept across reruns
 
 ``<name>`` is the case's name: the case folder's, the file's stem, nnU-Net's case id, BIDS's
@@ -43,12 +45,13 @@ import numpy as np
 import torch
 
 from anodiff.data.datasets import InputCase, SliceDataset, find_inputs, load_input_case
-from anodiff.data.io import image_stem, write_like
+from anodiff.data.io import Image, image_stem, write_like
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, predict
 from anodiff.methods import Detector
-from anodiff.outputs import prepare_output_folder, resolved
+from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.progress import progress_bar
+from anodiff.report.lesions import lesion_csv, lesion_table
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run
 from anodiff.workflows.scores_table import ScoresTable
@@ -56,6 +59,8 @@ from anodiff.workflows.scores_table import ScoresTable
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.csv"
+DICOM_OUTPUTS = ("objects", "series", "both")
+LESIONS_SUFFIX = "_lesions.csv"  # <name>_lesions.csv: one case's lesion table
 _RGB = ("red", "green", "blue")  # channel names of an RGB image's pseudo-healthy outputs
 _PSEUDO_HEALTHY = "anodiff pseudo-healthy image (normalised [0, 1] intensities)"
 _UNCERTAINTY = "anodiff uncertainty (spread of the method's draws; higher = less sure)"
@@ -77,9 +82,10 @@ class DetectRow:
     share of the brain that the written mask flags and ``flagged_ml`` that volume in ml
     (empty for 2-D images); ``threshold`` and ``threshold_origin`` say which mask rule made
     the mask and where its threshold came from. ``anomalous_slices`` counts the slices whose
-    mask (on the model grid) has a pixel; ``seconds`` is the wall time for the case, reading
-    and writing included. The numbers are None (empty cells) when ``status`` is ``error``;
-    ``message`` then says why.
+    mask (on the model grid) has a pixel, ``lesions`` the connected components of the mask
+    on the input's grid (the rows of ``<name>_lesions.csv``); ``seconds`` is the wall time
+    for the case, reading and writing included. The numbers are None (empty cells) when
+    ``status`` is ``error``; ``message`` then says why.
     """
 
     input: str
@@ -96,6 +102,7 @@ class DetectRow:
     threshold_origin: str = ""
     n_slices: int | None = None
     anomalous_slices: int | None = None
+    lesions: int | None = None
     seconds: float | None = None
     nfe_per_slice: float | None = None
 
@@ -126,6 +133,7 @@ def detect_inputs(
     layout: str = "auto",
     sequence_map: dict[str, str] | None = None,
     skip_existing: bool = False,
+    dicom_output: str = "objects",
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
@@ -136,6 +144,10 @@ def detect_inputs(
     model trained on the images layout). ``out`` is created if missing; a ``scores.csv``
     already there keeps its rows, those of the inputs processed now are replaced, and with
     ``skip_existing`` a case with an ``ok`` row and its map in ``out`` is not run again.
+    ``dicom_output`` says what a DICOM input gets (:data:`DICOM_OUTPUTS`): ``objects``, a
+    DICOM SEG of the mask and Parametric Maps of the map and uncertainty that reference the
+    source series (:mod:`anodiff.data.dicom_objects`; pseudo-healthy images stay image
+    series), ``series``, new image series for everything, or ``both``.
     Pseudo-healthy images are written in the normalised [0, 1] intensity scale the model
     works in, not in the input's raw intensities. Problems with the run or ``out`` raise
     :class:`AnodiffError`; problems with one input are recorded in its row and the others go
@@ -147,6 +159,9 @@ def detect_inputs(
         raise AnodiffError("detect: no inputs given")
     if batch_size < 1:
         raise AnodiffError(f"detect: batch_size must be positive, got {batch_size}")
+    if dicom_output not in DICOM_OUTPUTS:
+        raise AnodiffError(f"detect: --dicom-output must be one of {', '.join(DICOM_OUTPUTS)}, "
+                           f"got {dicom_output!r}")
     detector, spec = load_run(run, device)
     # Training records the sequences it used; an images model has none.
     sequences = tuple(spec.data.sequences) if spec.data.sequences else None
@@ -173,7 +188,7 @@ def detect_inputs(
                 taken.setdefault(case.name.casefold(), case.source)
                 continue
             rows.append(_detect_one(detector, spec, sequences, case, out, protected, taken,
-                                    batch_size))
+                                    batch_size, dicom_output))
             table.put(asdict(rows[-1]))
     return DetectReport(tuple(rows), table.path, tuple(skipped))
 
@@ -187,6 +202,7 @@ def _detect_one(
     protected: frozenset[Path],
     taken: dict[str, Path],
     batch_size: int,
+    dicom_output: str,
 ) -> DetectRow:
     """Process one input case into its files and row; an AnodiffError becomes an error row."""
     start = time.perf_counter()
@@ -197,7 +213,8 @@ def _detect_one(
                                f"{taken[name.casefold()]}; rename one of them")
         taken[name.casefold()] = path
         data = load_input_case(case, sequences, size=spec.data.size, fit=spec.data.fit,
-                               normalisation=spec.data.normalisation)
+                               normalisation=spec.data.normalisation,
+                               context=spec.data.context)
         shape = tuple(data.images.shape[1:])
         if shape != tuple(detector.input_shape or ()):
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
@@ -206,7 +223,8 @@ def _detect_one(
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
-        _write_outputs(data, name, predictions, masks, out, protected)
+        lesions = _write_outputs(data, name, predictions, masks, out, protected,
+                                 DicomObjects(dicom_output, detector.name))
     except AnodiffError as err:
         return _failed(str(path), name, str(err))
     flagged = int((masks & predictions.foreground).sum())
@@ -228,6 +246,7 @@ def _detect_one(
         threshold_origin=origin,
         n_slices=len(data),
         anomalous_slices=int(masks.any(axis=(1, 2)).sum()),
+        lesions=lesions,
         seconds=round(time.perf_counter() - start, 3),
         nfe_per_slice=float(predictions.nfe_per_image),
     )
@@ -259,9 +278,12 @@ def _write_outputs(
     masks: np.ndarray,
     out: Path,
     protected: frozenset[Path],
-) -> None:
+    dicom: DicomObjects,
+) -> int:
     """Write the map, mask, pseudo-healthy images and uncertainty of one input on its own
-    grid.
+    grid (for a DICOM input, as ``dicom`` says), and its lesion table
+    (:func:`~anodiff.report.lesions.lesion_table` of the mask as written); return the number
+    of lesions.
 
     Every output is checked against the inputs before the first is written, so a refused
     input leaves no partial results behind.
@@ -272,20 +294,75 @@ def _write_outputs(
     ]
     if predictions.pseudo_healthy is not None:
         channels = predictions.pseudo_healthy.shape[1]
-        names = data.sequences if len(data.sequences) == channels else _RGB
+        names = data.centre_sequences if len(data.centre_sequences) == channels else _RGB
         outputs += [(f"{name}_pseudo_healthy_{channel}", predictions.pseudo_healthy[:, c],
                      _PSEUDO_HEALTHY) for c, channel in enumerate(names)]
     if predictions.uncertainty is not None:
         outputs.append((f"{name}_uncertainty", predictions.uncertainty, _UNCERTAINTY))
+    reference = data.reference_image(name)
+    objects = dicom.objects(reference, [stem for stem, _, description in outputs
+                                        if description != _PSEUDO_HEALTHY])
+    series = [stem for stem, _, _ in outputs if stem not in objects or dicom.series]
     folder = out.resolve()
-    for stem, _, _ in outputs:
+    for stem in series:
         # write_like keeps the stem and picks the extension, so a clash is a same-stem input
         if any(p.parent == folder and image_stem(p) == stem for p in protected):
             raise AnodiffError(f"{out / stem}: would overwrite an input of this run; choose "
                                "another --out")
-    reference = data.reference_image(name)
-    for stem, slices, description in outputs:
-        write_like(data.reassemble(name, slices), reference, out / stem, description=description)
+    lesions_file = out / f"{name}{LESIONS_SUFFIX}"
+    for path in (lesions_file, *(out / file for file in objects.values())):
+        if resolved(path) in protected:
+            raise AnodiffError(f"{path}: would overwrite an input of this run; choose "
+                               "another --out")
+    volumes = {stem: data.reassemble(name, slices) for stem, slices, _ in outputs}
+    for stem, _, description in outputs:
+        if stem in series:
+            write_like(volumes[stem], reference, out / stem, description=description)
+        if stem in objects:
+            dicom.write(volumes[stem], reference, out / objects[stem], description)
+    rows = lesion_table(volumes[f"{name}_mask"], volumes[f"{name}_anomaly_map"],
+                        reference.affine, volumes.get(f"{name}_uncertainty"))
+    write_text_atomic(lesions_file, lesion_csv(rows))
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class DicomObjects:
+    """What a DICOM input's map, mask and uncertainty become (``detect``'s
+    ``dicom_output``): DICOM SEG and Parametric Map files referencing the source series,
+    image series, or both; ``method`` names the algorithm in the objects."""
+
+    output: str
+    method: str
+
+    @property
+    def series(self) -> bool:
+        """Whether image series are written too (every output of a non-DICOM input is)."""
+        return self.output in ("series", "both")
+
+    def objects(self, reference: Image, stems: list[str]) -> dict[str, str]:
+        """``{stem: file name}`` of the outputs written as DICOM objects for ``reference``:
+        none unless it is DICOM and objects are asked for."""
+        if reference.format != "dicom" or self.output == "series":
+            return {}
+        return {stem: f"{stem}{'_seg' if stem.endswith('_mask') else '_pm'}.dcm"
+                for stem in stems}
+
+    def write(self, volume: np.ndarray, reference: Image, path: Path, description: str | None
+              ) -> None:
+        """A SEG of a bool ``volume``, a Parametric Map of a float one; a source series that
+        highdicom cannot reference is one named error."""
+        # highdicom is imported here, not with the module: only DICOM inputs pay for it
+        from anodiff.data.dicom_objects import write_parametric_map, write_segmentation
+
+        text = description or ("anodiff anomaly mask" if volume.dtype == np.bool_
+                               else "anodiff anomaly map")
+        write = write_segmentation if volume.dtype == np.bool_ else write_parametric_map
+        try:
+            write(volume, reference.header, path, method=self.method, description=text)
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            raise AnodiffError(f"{reference.path}: cannot make a DICOM object that references "
+                               f"it ({err}); use --dicom-output series") from err
 
 
 def _check_scores_name(out: Path, inputs: list[Path]) -> None:

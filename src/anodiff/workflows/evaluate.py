@@ -90,14 +90,14 @@ def evaluate_detector(
     test = predict(detector, test_split, batch_size)
     validation = predict(detector, healthy_val, batch_size)
     metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
-    metrics["method"], metrics["sequences"] = detector.name, list(data.sequences)
+    metrics["method"], metrics["sequences"] = detector.name, list(data.centre_sequences)
     write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
     if not installed("report"):
         log.warning("%s: no figures (they need matplotlib: pip install 'anodiff[report]'); "
                     "metrics.json and the tables are complete", out)
         return metrics, test, []
     figures = method_figures(test, metrics, out, title, postprocess,
-                             list(data.sequences) or None)
+                             list(data.centre_sequences) or None)
     return metrics, test, figures
 
 

@@ -32,6 +32,7 @@ from anodiff.data import (
     open_dataset,
     sequence_name,
 )
+from anodiff.data.datasets import MAX_CONTEXT
 from anodiff.devices import resolve_device
 from anodiff.diffusion.training import RESUMABLE_CHANGES
 from anodiff.errors import AnodiffError
@@ -60,6 +61,7 @@ class DataConfig:
     on_missing: Literal["raise", "skip"] = "raise"  # cases lacking one of the sequences
     layout: str = "auto"  # how the folder is read: anodiff.data.LAYOUTS
     sequence_map: dict[str, str] | None = None  # file sequence names -> names, {T1map: t1}
+    context: int = 0  # 2.5-D: neighbouring slices per side given as extra channels
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -75,6 +77,9 @@ class DataConfig:
                                f"{self.keep_fraction}")
         if self.drop_inferior < 0 or self.drop_superior < 0:
             raise AnodiffError("drop_inferior and drop_superior must be >= 0")
+        if not 0 <= self.context <= MAX_CONTEXT:
+            raise AnodiffError(f"context must be 0 to {MAX_CONTEXT} neighbouring slices per "
+                               f"side, got {self.context}")
         if self.sequences is not None and (
                 not self.sequences or len(set(self.sequences)) != len(self.sequences)):
             raise AnodiffError(f"sequences must be distinct names, got {list(self.sequences)}")
@@ -88,7 +93,8 @@ class DataConfig:
         return open_dataset(root, sequences=self.sequences, size=self.size, fit=self.fit,
                             normalisation=self.normalisation, keep=keep,
                             on_error=self.on_error, on_missing=self.on_missing,
-                            layout=self.layout, sequence_map=self.sequence_map)
+                            layout=self.layout, sequence_map=self.sequence_map,
+                            context=self.context)
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
         data = data_config.open(data_root)
         volumes_layout = not (Path(data_root) / "images").is_dir()
         if volumes_layout and data_config.sequences is None:  # record the channels used
-            data_config = replace(data_config, sequences=tuple(data.sequences))
+            data_config = replace(data_config, sequences=tuple(data.centre_sequences))
         # a setting naming a sequence (channel: flair) is recorded as the index it trains with
         method_config = method_class(method).with_sequences(method_config, data.sequences)
         spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
@@ -275,10 +281,11 @@ def _check_run_matches_model(run: Path, spec: RunSpec, detector: Detector) -> No
         raise AnodiffError(f"{run / RUN_FILE}: says method {spec.method!r}, but {meta} holds "
                            f"a {detector.name!r} model; restore run.yaml or retrain")
     channels, height, width = detector.input_shape or (0, 0, 0)
-    if spec.data.sequences is not None and len(spec.data.sequences) != channels:
+    slab = 2 * spec.data.context + 1  # the slice and its context neighbours
+    if spec.data.sequences is not None and len(spec.data.sequences) * slab != channels:
         raise AnodiffError(f"{run / RUN_FILE}: lists the sequences {list(spec.data.sequences)}"
-                           f", but the model in {meta} takes {channels} channel(s); restore "
-                           "run.yaml or retrain")
+                           f" (context {spec.data.context}), but the model in {meta} takes "
+                           f"{channels} channel(s); restore run.yaml or retrain")
     if (height, width) != (spec.data.size, spec.data.size):
         raise AnodiffError(f"{run / RUN_FILE}: says data.size {spec.data.size}, but the model "
                            f"in {meta} takes {height} x {width} slices; restore run.yaml")

@@ -63,8 +63,10 @@ from anodiff.data.layouts import (
     match_sequences,
 )
 from anodiff.data.normalise import FIT_MODES, normalisation_settings
-from anodiff.data.slicing import ForegroundExtent, KeepRule
+from anodiff.data.slicing import ForegroundExtent, KeepRule, context_names
 from anodiff.errors import AnodiffError
+
+MAX_CONTEXT = 8  # neighbouring slices per side a 2.5-D input may carry
 
 __all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "UNLABELLED", "InputCase", "SliceDataset",
            "SliceOptions", "find_inputs", "load_input_case", "open_dataset"]
@@ -84,6 +86,7 @@ def open_dataset(
     on_missing: str = "raise",
     layout: str = "auto",
     sequence_map: Mapping[str, str] | None = None,
+    context: int = 0,
 ) -> SliceDataset:
     """Load a dataset folder (layout auto-detected) as a :class:`SliceDataset`.
 
@@ -96,7 +99,9 @@ def open_dataset(
     ``on_missing``: cases of a volumes dataset that lack one of the sequences are an error
     naming them ("raise") or are left out and named ("skip"); never a silent change of the
     channels. ``layout``/``sequence_map``: see :func:`anodiff.data.layouts.discover` (``auto``
-    detects the layout; the map renames sequences, e.g. ``{"T1map": "t1"}``).
+    detects the layout; the map renames sequences, e.g. ``{"T1map": "t1"}``). ``context``:
+    the neighbouring slices per side each slice carries as extra channels (2.5-D input;
+    volumes only; :func:`~anodiff.data.slicing.volume_to_slices`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -104,11 +109,15 @@ def open_dataset(
     for name, value in (("on_error", on_error), ("on_missing", on_missing)):
         if value not in ("raise", "skip"):
             raise AnodiffError(f"{name} must be 'raise' or 'skip', got '{value}'")
-    options = slice_options(size, fit, normalisation, normalisation_params, keep, require_masks)
+    options = slice_options(size, fit, normalisation, normalisation_params, keep, require_masks,
+                            context)
     kind = find_layout(root) if layout == "auto" else layout
     if kind == "images":
         if sequences is not None:
             raise AnodiffError(f"{root}: an images dataset has no sequences to choose")
+        if context:
+            raise AnodiffError(f"{root}: an images dataset has no neighbouring slices; "
+                               "context needs volumes")
         return open_images(root, options, on_error)
     return open_volumes(discover(root, kind, sequence_map), sequences, options, on_error,
                         on_missing)
@@ -121,6 +130,7 @@ def slice_options(
     normalisation_params: dict[str, float] | None,
     keep: KeepRule | None,
     require_masks: bool,
+    context: int = 0,
 ) -> SliceOptions:
     """Checked :class:`SliceOptions` (a boundary: values come from configs and users)."""
     options = SliceOptions(
@@ -130,7 +140,11 @@ def slice_options(
         normalisation_params=tuple(sorted((normalisation_params or {}).items())),
         keep=keep,
         require_masks=require_masks,
+        context=context,
     )
+    if not 0 <= context <= MAX_CONTEXT:
+        raise AnodiffError(f"context must be 0 to {MAX_CONTEXT} neighbouring slices per side, "
+                           f"got {context}")
     if fit not in FIT_MODES or size < 1:
         raise AnodiffError(f"fit must be one of {FIT_MODES} and size positive (got {fit}, {size})")
     normalisation_settings(normalisation, **dict(options.normalisation_params))
@@ -215,10 +229,12 @@ def load_input_case(
     fit: str = "resize",
     normalisation: str = "percentile",
     normalisation_params: dict[str, float] | None = None,
+    context: int = 0,
 ) -> SliceDataset:
     """One input case made into slices exactly as training data is.
 
-    ``size``, ``fit`` and ``normalisation`` are as for :func:`open_dataset`; the case loaders
+    ``size``, ``fit``, ``normalisation`` and ``context`` are as for :func:`open_dataset`; the
+    case loaders
     are the training ones, so training and detection cannot drift apart. One difference, on
     purpose: no slice range is pruned. Every slice with foreground is kept so that a map
     covers the whole volume; slices without foreground are left out and come back as 0 from
@@ -231,9 +247,12 @@ def load_input_case(
     if case.missing:
         raise AnodiffError(f"{case.source}: missing sequence(s) {'; '.join(case.missing)}")
     options = slice_options(
-        size, fit, normalisation, normalisation_params, ForegroundExtent(0.0), False
+        size, fit, normalisation, normalisation_params, ForegroundExtent(0.0), False, context
     )
     if sequences is None:
+        if context:
+            raise AnodiffError(f"{case.source}: a 2-D image has no neighbouring slices; the "
+                               "model takes context slices of volumes")
         channels: list[int] = []
 
         def load(key: str) -> LoadedCase:
@@ -246,5 +265,5 @@ def load_input_case(
     def load_volume(key: str) -> LoadedCase:
         return load_case(key, case.files, names, options)
 
-    return collect_cases(case.source, [case.name], load_volume, {case.name: "test"}, names,
-                         options, "raise")
+    return collect_cases(case.source, [case.name], load_volume, {case.name: "test"},
+                         context_names(names, context), options, "raise")

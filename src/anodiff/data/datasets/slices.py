@@ -44,6 +44,7 @@ class SliceOptions:
     normalisation_params: tuple[tuple[str, float], ...] = ()
     keep: KeepRule | None = DEFAULT_KEEP
     require_masks: bool = False
+    context: int = 0  # neighbouring slices per side appended as channels (volumes only)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +116,12 @@ class SliceDataset(torch.utils.data.Dataset):
         """Whether the slices come from 3-D volumes (normalised per volume) rather than 2-D
         images (normalised per image)."""
         return any(g.layout is not None for g in self._geometry.values())
+
+    @property
+    def centre_sequences(self) -> tuple[str, ...]:
+        """The sequences of the slice itself: ``sequences`` without the context channels
+        (``options.context`` neighbours per side, :func:`~anodiff.data.slicing.context_names`)."""
+        return self.sequences[:len(self.sequences) // (2 * self.options.context + 1)]
 
     @property
     def case_ids(self) -> list[str]:

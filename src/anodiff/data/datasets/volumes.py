@@ -28,7 +28,7 @@ from anodiff.data.datasets.tables import read_table
 from anodiff.data.io import Image, read_image
 from anodiff.data.layouts import SEGMENTATION, CaseFiles, Found, match_sequences, sequence_name
 from anodiff.data.normalise import fit_to_size, normalise_intensity
-from anodiff.data.slicing import stack_sequences, take_slices, volume_to_slices
+from anodiff.data.slicing import context_names, stack_sequences, take_slices, volume_to_slices
 from anodiff.errors import AnodiffError
 
 _AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one grid
@@ -77,7 +77,8 @@ def open_volumes(
     def load(case: str) -> LoadedCase:
         return load_case(case, files[case], sequences, options)
 
-    return collect_cases(root, keep, load, splits, sequences, options, on_error, skipped)
+    return collect_cases(root, keep, load, splits, context_names(sequences, options.context),
+                         options, on_error, skipped)
 
 
 def _only(case: str, sequence: str, files: CaseFiles) -> Path:
@@ -115,7 +116,8 @@ def load_case(
         raise AnodiffError(f"{first.path}: no foreground (every voxel is "
                            f"{float(first.array.flat[0]):g}); nothing to analyse")
     slices, layout = volume_to_slices(
-        stack_sequences(normalised, sequences), first.affine, options.keep, foreground
+        stack_sequences(normalised, sequences), first.affine, options.keep, foreground,
+        options.context,
     )
     if len(layout.indices) == 0:
         raise AnodiffError(f"case {case}: no slice left after pruning ({options.keep})")
