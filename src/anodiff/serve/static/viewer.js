@@ -177,7 +177,7 @@ function draw() {
 
 // The canvas size of a plane: its extent in millimetres (voxel sizes from the affine's
 // columns), the longer side DISPLAY pixels.
-const DISPLAY = 320;
+const DISPLAY = 290;
 function displaySize(plane, g) {
   const a = state.meta.affine;
   const size = [0, 1, 2].map((c) => Math.hypot(a[0][c], a[1][c], a[2][c]));
