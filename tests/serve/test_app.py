@@ -95,8 +95,9 @@ def test_detection_volumes_lesions_and_downloads(client: TestClient) -> None:
 def zipped(members: dict[str, bytes], link: str | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
+        for name, data in members.items():  # a fixed date: the same bytes on every run
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
         if link:
             info = zipfile.ZipInfo(link)
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
@@ -115,7 +116,7 @@ def test_an_uploaded_case_folder_is_indexed_and_detected(client: TestClient,
     assert detected(client, case["id"])["meta"]["lesions"]
 
 
-@pytest.mark.parametrize(("name", "body", "message"), [
+REFUSED_UPLOADS = [  # name, body, the refusal it must get
     ("x.exe", b"MZ", "send one of .nii.gz"),
     ("big.nii.gz", b"0" * 2_000_001, "larger than the limit of 2000000 bytes"),
     ("slip.zip", zipped({"../evil.nii.gz": b"x"}), "leaving the archive's folder"),
@@ -125,7 +126,13 @@ def test_an_uploaded_case_folder_is_indexed_and_detected(client: TestClient,
     ("bomb.zip", zipped({"a.nii.gz": b"\0" * 3_000_001}), "unpacks to more than the limit"),
     ("broken.zip", b"PK\x03\x04 not really", "not a readable zip"),
     ("empty.nii.gz", b"", "empty"),
-])
+]
+
+
+# Ids by name: pytest would otherwise spell out every body, and a zip's bytes in an id
+# once made two xdist workers collect different tests.
+@pytest.mark.parametrize(("name", "body", "message"), REFUSED_UPLOADS,
+                         ids=[name for name, _, _ in REFUSED_UPLOADS])
 def test_uploads_are_refused_with_one_line(client: TestClient, name: str, body: bytes,
                                            message: str) -> None:
     response = client.post(f"/api/upload?name={name}", content=body, headers=HEADERS)
