@@ -8,6 +8,7 @@ exit code 2 instead of a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,13 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+DISTRIBUTED_COMMANDS = ("train", "evaluate", "detect")
+"""The commands that run under torchrun (several processes); the others refuse."""
+
+
 @app.callback()
 def main(
+    context: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
@@ -57,10 +63,19 @@ def main(
 
     if quiet and verbose:
         raise AnodiffError("--quiet and --verbose contradict each other; give one")
+    several = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
+    if several and context.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        raise AnodiffError(f"`anodiff {context.invoked_subcommand}` runs in one process; "
+                           f"under torchrun use {', '.join(DISTRIBUTED_COMMANDS)} "
+                           "(docs/scaling.md)")
     if precision != "auto" or network_batch != "whole":
         from anodiff.diffusion.engine import configure
 
         configure(precision, network_batch)
+    if _process_prefix():  # torchrun's other processes: the main one reports
+        show_logs(logging.WARNING, prefix=_process_prefix())
+        set_progress("off")
+        return
     show_logs(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     set_progress("off" if quiet or progress is False else "on" if progress else "auto")
 
@@ -127,6 +142,11 @@ LayoutOption = Annotated[str, typer.Option(
 RenameOption = Annotated[list[str] | None, typer.Option(
     "--rename-sequence", help="Name a sequence the files call otherwise, e.g. "
                               "--rename-sequence T1map=t1 (repeatable).")]
+
+
+ShardOption = Annotated[str | None, typer.Option(
+    help="Do shard I of N (0-based, e.g. 0/4) of the work into --out, resumably; `anodiff "
+         "merge OUT` combines the shards. Under torchrun each process takes its rank's.")]
 
 
 def _renames(pairs: list[str] | None) -> dict[str, str]:
@@ -215,13 +235,15 @@ def detect(
         help="For DICOM inputs: objects (a DICOM SEG of the mask and Parametric Maps that "
              "viewers overlay on the source series), series (new image series, as before "
              "0.2) or both.")] = "objects",
+    shard: ShardOption = None,
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
     from anodiff.workflows.detect import detect_inputs
 
     report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device,
                            layout=layout, sequence_map=_renames(rename_sequence),
-                           skip_existing=skip_existing, dicom_output=dicom_output)
+                           skip_existing=skip_existing, dicom_output=dicom_output,
+                           shard=shard)
     # each failure was logged as it happened ("failed: INPUT: why"), once
     done_before = f", {len(report.skipped)} done before" if report.skipped else ""
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} cases "
@@ -243,16 +265,32 @@ def evaluate(
     device: DeviceOption = "auto",
     layout: LayoutOption = "auto",
     rename_sequence: RenameOption = None,
+    batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 32,
+    shard: ShardOption = None,
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
     from anodiff.workflows.evaluate import evaluate_run
 
     metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples,
-                           layout=layout, sequence_map=_renames(rename_sequence))
+                           layout=layout, sequence_map=_renames(rename_sequence),
+                           batch_size=batch_size, shard=shard)
+    if metrics is None:
+        typer.echo(f"shard done; its batches are in {out / 'shards'}")
+        return
     summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("dice_fpr", "volume_dice_fpr",
                                                            "pixel_ap", "image_auroc")
                         if k in metrics)
     typer.echo(f"{summary}; all metrics in {out / 'metrics.json'}")
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="The --out folder the shards wrote into.")],
+) -> None:
+    """Combine the shards of `evaluate --shard` or `detect --shard` into one result."""
+    from anodiff.workflows.merge import merge_shards
+
+    typer.echo(merge_shards(out))
 
 
 @app.command()
@@ -383,8 +421,14 @@ def run() -> None:
     try:
         app()
     except (AnodiffError, OSError) as err:
-        typer.echo(f"anodiff: error: {error_line(err)}", err=True)
+        typer.echo(f"{_process_prefix()}anodiff: error: {error_line(err)}", err=True)
         sys.exit(2)
+
+
+def _process_prefix() -> str:
+    """``[process r] `` before the lines of torchrun's other processes (rank r > 0)."""
+    rank = os.environ.get("RANK", "0").strip() if "WORLD_SIZE" in os.environ else "0"
+    return "" if rank in ("", "0") else f"[process {rank}] "
 
 
 def error_line(err: AnodiffError | OSError) -> str:

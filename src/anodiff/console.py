@@ -28,14 +28,15 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def show_logs(level: int) -> None:
-    """Print anodiff's records of ``level`` and above on stderr (replacing an earlier
-    call's handler, so repeated commands in one process print each line once)."""
+def show_logs(level: int, prefix: str = "") -> None:
+    """Print anodiff's records of ``level`` and above on stderr, each after ``prefix``
+    (replacing an earlier call's handler, so repeated commands in one process print each
+    line once)."""
     global _handler
     logger = logging.getLogger("anodiff")
     if _handler is not None:
         logger.removeHandler(_handler)
     _handler = ConsoleHandler(level)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
+    _handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
     logger.addHandler(_handler)
     logger.setLevel(min(level, logging.INFO))  # run folders' log files still get INFO

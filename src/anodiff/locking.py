@@ -1,4 +1,5 @@
-"""A run folder's lock: one ``anodiff train`` at a time per run folder.
+"""A run folder's lock: one ``anodiff train`` at a time per run folder (and one process per
+shard of a sharded ``evaluate`` or ``detect``).
 
 Two processes training into the same folder would interleave checkpoints and leave a model
 that neither produced. :func:`run_lock` creates ``RUN/.lock`` exclusively (``O_EXCL``) with
@@ -40,9 +41,10 @@ class Lock:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[Lock]:
-    """Hold ``folder``'s lock while the block runs (the folder must exist)."""
-    lock = _acquire(Path(folder) / LOCK_FILE)
+def run_lock(folder: Path, name: str = LOCK_FILE) -> Iterator[Lock]:
+    """Hold ``folder``'s lock while the block runs (the folder must exist); ``name`` tells
+    apart locks of parts that may run at once (the shards of one output folder)."""
+    lock = _acquire(Path(folder) / name)
     try:
         yield lock
     finally:

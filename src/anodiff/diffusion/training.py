@@ -16,6 +16,18 @@ loss on fixed held-out samples and noise, :class:`~.objectives.FixedNoiseLoss`);
 weights so far travel in every checkpoint, training stops after ``patience`` validations
 without improvement, and the trained model is the best one (Baugh 2024 stops each fold
 model on its held-out tasks).
+
+**Several processes** (``torchrun``, :mod:`~.distributed`): inside an open process group the
+network trains as PyTorch's ``DistributedDataParallel``. ``batch_size`` stays the batch of
+one step over all processes; each process takes its equal, contiguous share of the same
+global batch (the same per-epoch permutation, so the data order does not depend on the
+number of processes), the gradients are averaged by DDP, and the reported loss is the mean
+over processes. Each process draws its noise and levels from its own generator, seeded
+from ``(seed, rank)``. Every process keeps the EMA (identical, as the weights are); the main
+process validates (the value is broadcast, so all stop together) and writes checkpoints
+holding every process's random state, after which all wait for it, and every process
+resumes from the checkpoint the main one picked. Resuming on another number of processes
+keeps the data order but not the other processes' noise streams (logged).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from anodiff.diffusion.checkpoint import (
     checkpoint_name,
@@ -43,6 +56,16 @@ from anodiff.diffusion.checkpoint import (
     read_checkpoint,
     unflatten_optimizer,
     write_checkpoint,
+)
+from anodiff.diffusion.distributed import (
+    World,
+    barrier,
+    broadcast,
+    current_world,
+    gathered,
+    mean_over_processes,
+    per_process_batch,
+    rank_seed,
 )
 from anodiff.diffusion.ema import EMA
 from anodiff.diffusion.objectives import ClassifierObjective
@@ -185,7 +208,8 @@ class Trainer:
     ``run_dir=None`` trains without checkpoints (tests, throw-away runs). ``description`` is
     stored in every checkpoint's metadata (e.g. the network's preset and channel counts)
     so a checkpoint says what it holds. ``validation`` enables early stopping (module
-    docstring); :meth:`final_model` is then the best-validated network.
+    docstring); :meth:`final_model` is then the best-validated network. Inside an open
+    process group it trains on every process together (module docstring).
     """
 
     def __init__(
@@ -204,6 +228,11 @@ class Trainer:
         self.validation = validation
         self.model = model
         self.device = next(model.parameters()).device
+        self.world: World = current_world()
+        self.process_batch = per_process_batch(config.batch_size, self.world)
+        self.network: nn.Module = model if not self.world.distributed else \
+            DistributedDataParallel(model, device_ids=None if self.device.type == "cpu"
+                                    else [self.device], static_graph=True)
         self.objective = objective
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.description = description or {}
@@ -212,7 +241,7 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = None if config.ema_decay is None else EMA(self.model, config.ema_decay)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(rank_seed(config.seed, self.world))
         self.step = 0
         self.best_value = float("inf")
         self.best_step = 0
@@ -247,15 +276,18 @@ class Trainer:
         resuming from the latest checkpoint."""
         if len(data) == 0:
             raise AnodiffError("training data is empty")
-        with seeded(self.config.seed, self.device):
+        if self.world.distributed and self.world.main:
+            log.info("training on %d processes: batch %d per process, %d in total",
+                     self.world.size, self.process_batch, self.config.batch_size)
+        with seeded(rank_seed(self.config.seed, self.world), self.device):
             return self._fit(data)
 
     def _fit(self, data: SampleSource) -> TrainHistory:
         self.resume()
         history = TrainHistory(start_step=self.step)
         self.model.train()
-        bar = progress_bar(total=self.config.steps, initial=self.step, enabled=self.progress,
-                           desc="train", unit="step")
+        bar = progress_bar(total=self.config.steps, initial=self.step,
+                           enabled=self.progress and self.world.main, desc="train", unit="step")
         started = time.perf_counter()
         while self.step < self.config.steps and not self.stopped_early:
             loss = self.train_step(data)
@@ -286,14 +318,18 @@ class Trainer:
         return history
 
     def train_step(self, data: SampleSource) -> float:
-        """One optimisation step on batch ``self.step``; returns its loss."""
+        """One optimisation step on batch ``self.step`` (this process's share of it); returns
+        its loss (the mean over processes)."""
         indices = batch_indices(self.step, self.config.batch_size, len(data), self.config.seed)
-        batch = collate(data, indices, self.device)
+        share = slice(self.world.rank * self.process_batch,
+                      (self.world.rank + 1) * self.process_batch)
+        batch = collate(data, indices[share], self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
-        loss = self.objective(self.model, batch, self.generator)
-        if not torch.isfinite(loss):
-            raise AnodiffError(f"training diverged at step {self.step}: loss is {loss.item()}; "
+        loss = self.objective(self.network, batch, self.generator)
+        mean = mean_over_processes(loss.detach(), self.world)  # the same on every process
+        if not torch.isfinite(mean):
+            raise AnodiffError(f"training diverged at step {self.step}: loss is {mean.item()}; "
                                "lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -303,18 +339,22 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, self.step)
         self.step += 1
-        return float(loss.detach())
+        return float(mean)
 
     def validate(self) -> float:
         """Score the network to sample with; keep its weights if they are the best so far,
-        and stop once ``patience`` validations in a row brought no improvement."""
+        and stop once ``patience`` validations in a row brought no improvement. With several
+        processes the main one scores and every process takes its value."""
         assert self.validation is not None
         model = self.inference_model
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            value = float(self.validation(model))
-        model.train(was_training)
+        value = math.nan
+        if self.world.main:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                value = float(self.validation(model))
+            model.train(was_training)
+        value = broadcast(value, self.world)
         if not math.isfinite(value):  # the model or the validation data is broken
             raise AnodiffError(f"validation at step {self.step} gave {value}")
         if value < self.best_value:
@@ -327,12 +367,29 @@ class Trainer:
         return value
 
     def save_checkpoint(self, last_loss: float) -> Path:
-        """Write the full training state after ``self.step`` steps (atomically)."""
+        """Write the full training state after ``self.step`` steps (atomically; with several
+        processes the main one writes, with every process's random state, and all wait)."""
         assert self.checkpoints is not None
-        optim_tensors, optim_rest = flatten_optimizer(self.optimizer.state_dict())
+        states = gathered(self._random_state(), self.world)
+        path = self.checkpoints / checkpoint_name(self.step)
+        if self.world.main:
+            self._write_checkpoint(last_loss, states)
+        barrier(self.world)
+        return path
+
+    def _random_state(self) -> dict[str, Tensor]:
+        """This process's random state: torch's global generator (dropout), the training
+        generator and, on a GPU, the device's generator."""
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
         if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _write_checkpoint(self, last_loss: float, states: list[dict[str, Tensor]]) -> Path:
+        assert self.checkpoints is not None
+        optim_tensors, optim_rest = flatten_optimizer(self.optimizer.state_dict())
+        rng = {f"{key}{_rank_suffix(rank)}": value
+               for rank, state in enumerate(states) for key, value in state.items()}
         groups = {"model": self.model.state_dict(), "optimizer": optim_tensors, "rng": rng}
         if self.ema is not None:
             groups["ema"] = self.ema.model.state_dict()
@@ -346,6 +403,7 @@ class Trainer:
             "model": self.description,
             "optimizer": optim_rest,
             "stopped_early": self.stopped_early,
+            "processes": self.world.size,
         }
         if self.best_state is not None:
             meta["best"] = {"step": self.best_step, "value": self.best_value}
@@ -356,12 +414,17 @@ class Trainer:
         return path
 
     def resume(self) -> None:
-        """Restore the latest checkpoint of ``run_dir``, if there is one."""
+        """Restore the latest checkpoint of ``run_dir``, if there is one (with several
+        processes: the one the main process finds, on every process)."""
         if self.checkpoints is None:
             return
-        found = newest_readable_checkpoint(self.checkpoints)
-        if found is None:
+        found = newest_readable_checkpoint(self.checkpoints) if self.world.main else None
+        chosen = broadcast(None if found is None else str(found[0]), self.world)
+        if chosen is None:
             return
+        if found is None:
+            groups, meta = read_checkpoint(Path(chosen))
+            found = Path(chosen), groups, meta
         path, groups, meta = found
         saved = meta.get("train_config", {})
         changed = sorted(k for k, v in asdict(self.config).items()
@@ -381,11 +444,8 @@ class Trainer:
                                                                meta["optimizer"]))
         except (KeyError, ValueError) as err:
             raise CheckpointError(f"{path}: optimiser state does not fit ({err})") from err
-        torch.set_rng_state(groups["rng"]["torch"])
-        if self.device.type == "cuda" and "cuda" in groups["rng"]:
-            torch.cuda.set_rng_state(groups["rng"]["cuda"], self.device)
-        self.generator.set_state(groups["rng"]["generator"])
         self.step = int(meta["step"])
+        self._restore_random_state(groups["rng"], int(meta.get("processes", 1)), path)
         if "best" in groups:
             self.best_state = groups["best"]
             self.best_step = int(meta["best"]["step"])
@@ -393,6 +453,30 @@ class Trainer:
         self.stopped_early = bool(meta.get("stopped_early", False))
         log.info("%s: resumed from step %d (%s)", self.run_dir or self.checkpoints, self.step,
                  path.name)
+
+    def _restore_random_state(self, rng: dict[str, Tensor], processes: int, path: Path) -> None:
+        """This process's saved random state; a process the checkpoint has none for (the run
+        now has more processes) starts fresh streams from ``(seed, rank, step)``."""
+        suffix = _rank_suffix(self.world.rank)
+        if processes != self.world.size and self.world.main:
+            log.warning("%s: written by %d process(es), resumed on %d: the data order is "
+                        "kept, the other processes' noise draws are not (not bit-identical to "
+                        "an uninterrupted run)", path, processes, self.world.size)
+        if f"generator{suffix}" not in rng:
+            seed = rank_seed(self.config.seed, self.world) + self.step
+            torch.manual_seed(seed)
+            self.generator.manual_seed(seed)
+            return
+        torch.set_rng_state(rng[f"torch{suffix}"])
+        if self.device.type == "cuda" and f"cuda{suffix}" in rng:
+            torch.cuda.set_rng_state(rng[f"cuda{suffix}"], self.device)
+        self.generator.set_state(rng[f"generator{suffix}"])
+
+
+def _rank_suffix(rank: int) -> str:
+    """Key suffix of a process's random state in a checkpoint: none for rank 0 (so a
+    one-process checkpoint reads as before), ``@r`` for rank r."""
+    return f"@{rank}" if rank else ""
 
 
 def _describe(objective: Objective) -> dict[str, Any]:

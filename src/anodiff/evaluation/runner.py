@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from anodiff.data import SliceDataset
 from anodiff.errors import AnodiffError
@@ -53,58 +52,104 @@ class Predictions:
         return foreground(torch.from_numpy(self.images)).numpy()
 
 
+@dataclass
+class BatchOutputs:
+    """What a detector produced on one batch of slices: arrays by kind (``maps``,
+    ``scores``, and ``masks``, ``pseudo_healthy``, ``uncertainty`` where it makes them),
+    the wall-clock seconds and the network evaluations spent on the whole batch."""
+
+    arrays: dict[str, np.ndarray]
+    seconds: float
+    nfe: float
+
+
+def batch_starts(count: int, batch_size: int) -> range:
+    """Where the batches of a split of ``count`` slices start: the unit of work of
+    :func:`predict`, and of a shard (so that sharding cannot change a number)."""
+    return range(0, count, batch_size)
+
+
+def predict_batch(detector: Detector, inputs: np.ndarray, centre: int) -> BatchOutputs:
+    """Localise one batch ``inputs`` (N, C, H, W); of 2.5-D inputs the pseudo-healthy
+    images keep the first ``centre`` channels (the slice's own)."""
+    batch = torch.from_numpy(np.ascontiguousarray(inputs))
+    begin = time.perf_counter()
+    result = detector.localize(batch)
+    seconds = time.perf_counter() - begin
+    arrays = {"maps": result.anomaly_map, "scores": result.score, "masks": result.mask,
+              "pseudo_healthy": None if result.pseudo_healthy is None
+              else result.pseudo_healthy[:, :centre], "uncertainty": result.uncertainty}
+    return BatchOutputs({kind: values.numpy() if values.dtype == torch.bool
+                         else values.float().numpy()
+                         for kind, values in arrays.items() if values is not None},
+                        seconds, float(result.nfe * len(batch)))
+
+
+def centre_channels(data: Any, inputs: np.ndarray) -> int:
+    """The slice's own channels of ``data``'s inputs (fewer than all for 2.5-D input)."""
+    return len(getattr(data, "centre_sequences", ())) or inputs.shape[1]
+
+
 def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool = True
             ) -> Predictions:
     """Localise every slice of ``data`` (a :class:`~anodiff.data.SliceDataset`, or an
-    indexable of dicts with image, label, mask).
+    indexable of dicts with image, label, mask), batch by batch (:func:`predict_batch`).
 
     A dataset's arrays are used as they are and every output is written into one array per
     kind as the batches come, so the split is held once (not a list of batches and their
     concatenation beside it). Of 2.5-D inputs (``data.centre_sequences`` fewer than the
     channels: the rest are neighbouring slices) the predictions keep the slice's own
     channels, for the foreground, the figures and the pseudo-healthy images."""
-    inputs, truth, labels, cases, slices = _slice_arrays(data)
-    centre = len(getattr(data, "centre_sequences", ())) or inputs.shape[1]
-    outputs: dict[str, np.ndarray] = {}
-
-    def put(kind: str, start: int, values: Tensor | None) -> None:
-        if values is None:
-            return
-        batch = values.numpy() if values.dtype == torch.bool else values.float().numpy()
-        if kind not in outputs:
-            outputs[kind] = np.empty((len(inputs), *batch.shape[1:]), dtype=batch.dtype)
-        outputs[kind][start:start + len(batch)] = batch
-
-    nfe, seconds = 0.0, 0.0
-    batches = range(0, len(inputs), batch_size)
-    for start in progress_bar(batches, desc=f"{detector.name}: localise", enabled=progress):
-        batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
-        begin = time.perf_counter()
-        result = detector.localize(batch)
-        seconds += time.perf_counter() - begin
-        nfe += result.nfe * len(batch)
-        put("maps", start, result.anomaly_map)
-        put("scores", start, result.score)
-        put("masks", start, result.mask)
-        put("pseudo_healthy", start, None if result.pseudo_healthy is None
-            else result.pseudo_healthy[:, :centre])
-        put("uncertainty", start, result.uncertainty)
-    n = max(len(inputs), 1)
-    voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
-        if hasattr(data, "voxel_ml") else {}
-    sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
-        if hasattr(data, "pixel_mm") else {}
-    pixel_mm = {c: size for c, size in sizes.items() if size is not None}
-    return Predictions(
-        images=inputs[:, :centre], truth=truth, labels=labels, maps=outputs["maps"],
-        scores=outputs["scores"], masks=outputs.get("masks"),
-        pseudo_healthy=outputs.get("pseudo_healthy"), uncertainty=outputs.get("uncertainty"),
-        cases=cases, seconds_per_image=seconds / n, nfe_per_image=nfe / n, voxel_ml=voxel_ml,
-        pixel_mm=pixel_mm, slices=slices,
-    )
+    inputs = slice_arrays(data)[0]
+    centre = centre_channels(data, inputs)
+    collected = OutputArrays(len(inputs))
+    for start in progress_bar(batch_starts(len(inputs), batch_size),
+                              desc=f"{detector.name}: localise", enabled=progress):
+        collected.put(start, predict_batch(detector, inputs[start:start + batch_size], centre))
+    return collected.predictions(data)
 
 
-def _slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:
+class OutputArrays:
+    """The outputs of a split's batches, each written into one preallocated array per kind
+    as it comes (in any order: a merge of shards), with the time and NFE summed."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.arrays: dict[str, np.ndarray] = {}
+        self.seconds = 0.0
+        self.nfe = 0.0
+
+    def put(self, start: int, outputs: BatchOutputs) -> None:
+        """Place the batch that starts at slice ``start``."""
+        for kind, values in outputs.arrays.items():
+            if kind not in self.arrays:
+                self.arrays[kind] = np.empty((self.count, *values.shape[1:]), values.dtype)
+            self.arrays[kind][start:start + len(values)] = values
+        self.seconds += outputs.seconds
+        self.nfe += outputs.nfe
+
+    def predictions(self, data: Any) -> Predictions:
+        """The :class:`Predictions` of ``data`` (whose slices the batches covered)."""
+        inputs, truth, labels, cases, slices = slice_arrays(data)
+        centre = centre_channels(data, inputs)
+        n = max(len(inputs), 1)
+        voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
+            if hasattr(data, "voxel_ml") else {}
+        sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
+            if hasattr(data, "pixel_mm") else {}
+        pixel_mm = {c: size for c, size in sizes.items() if size is not None}
+        outputs = self.arrays
+        return Predictions(
+            images=inputs[:, :centre], truth=truth, labels=labels, maps=outputs["maps"],
+            scores=outputs["scores"], masks=outputs.get("masks"),
+            pseudo_healthy=outputs.get("pseudo_healthy"),
+            uncertainty=outputs.get("uncertainty"), cases=cases,
+            seconds_per_image=self.seconds / n, nfe_per_image=self.nfe / n,
+            voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=slices,
+        )
+
+
+def slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:
     """Images (N, C, H, W) float32, masks (N, H, W) bool, labels (N,) bool, cases and slice
     indices of ``data``: a dataset's own arrays (no copy), or stacked from its items."""
     if isinstance(data, SliceDataset):

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anodiff.diffusion.distributed import current_world
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import ArrayDataset, TrainConfig, Trainer
@@ -216,7 +217,7 @@ class DDPMFeatures(Detector[DDPMFeaturesConfig]):
         self.head_labelled.fill_(len(picked.rows))
         log.info("%s: head trained on %d labelled slices (label_seed %d): %s", self.name,
                  len(picked.rows), self.config.label_seed, ", ".join(picked.names))
-        if self.run_dir is not None:
+        if self.run_dir is not None and current_world().main:  # one writer under torchrun
             write_text_atomic(self.run_dir / LABELLED_RECORD,
                               "slice\n" + "".join(f"{name}\n" for name in picked.names))
 

@@ -34,6 +34,7 @@ the second overwrite the first's maps.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -46,6 +47,8 @@ import torch
 
 from anodiff.data.datasets import InputCase, SliceDataset, find_inputs, load_input_case
 from anodiff.data.io import Image, image_stem, write_like
+from anodiff.devices import resolve_device
+from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import Predictions, predict
 from anodiff.methods import Detector
@@ -53,8 +56,21 @@ from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.progress import progress_bar
 from anodiff.report.lesions import lesion_csv, lesion_table
 from anodiff.scoring.thresholds import per_image_otsu
-from anodiff.workflows.run import RunSpec, load_run
+from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.scores_table import ScoresTable
+from anodiff.workflows.shards import (
+    SHARDS_FOLDER,
+    Shard,
+    agree_on_plan,
+    missing_units,
+    model_fingerprint,
+    read_plan,
+    shard_for,
+    shard_lock,
+    shards_folder,
+    wait_for,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +138,16 @@ class DetectReport:
         return tuple(row for row in self.rows if row.status == "error")
 
 
+@dataclass(frozen=True)
+class _Item:
+    """One unit of detection: an input case, or an input that gave no case (``error``)."""
+
+    source: str
+    name: str
+    case: InputCase | None = None
+    error: str = ""
+
+
 def detect_inputs(
     run: Path,
     inputs: Sequence[Path],
@@ -134,6 +160,7 @@ def detect_inputs(
     sequence_map: dict[str, str] | None = None,
     skip_existing: bool = False,
     dicom_output: str = "objects",
+    shard: str | None = None,
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
@@ -152,6 +179,12 @@ def detect_inputs(
     works in, not in the input's raw intensities. Problems with the run or ``out`` raise
     :class:`AnodiffError`; problems with one input are recorded in its row and the others go
     on (see the module docstring).
+
+    With ``shard`` (``"I/N"``) or under ``torchrun``, this process does every N-th case
+    (:mod:`~anodiff.workflows.shards`): each case's row is written to
+    ``OUT/shards/case-<number>.json`` after its outputs (its done marker; a rerun skips the
+    cases done ``ok``), and :func:`merge_detection` (``anodiff merge``, or the main process
+    itself under torchrun) makes ``scores.csv``. The report then holds this shard's rows.
     """
     run, out = Path(run), Path(out)
     paths = [Path(p) for p in inputs]
@@ -162,35 +195,151 @@ def detect_inputs(
     if dicom_output not in DICOM_OUTPUTS:
         raise AnodiffError(f"detect: --dicom-output must be one of {', '.join(DICOM_OUTPUTS)}, "
                            f"got {dicom_output!r}")
-    detector, spec = load_run(run, device)
-    # Training records the sequences it used; an images model has none.
-    sequences = tuple(spec.data.sequences) if spec.data.sequences else None
-    _check_scores_name(out, paths)
-    prepare_output_folder(out, paths)
-    table = ScoresTable(out / SCORES_FILE, [f.name for f in fields(DetectRow)])
-    protected = frozenset(resolved(p) for p in paths)
-    taken: dict[str, Path] = {}
-    names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
-    rows: list[DetectRow] = []
-    skipped: list[str] = []
-    for path in progress_bar(paths, desc=f"detect ({spec.method})", unit="input",
-                             enabled=progress):
+    with joined(resolve_device(device)) as (world, target):
+        part = shard_for(shard, world)
+        detector, spec = load_run(run, target)
+        # Training records the sequences it used; an images model has none.
+        sequences = tuple(spec.data.sequences) if spec.data.sequences else None
+        _check_scores_name(out, paths)
+        prepare_output_folder(out, paths)
+        names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
+        items = _items(paths, sequences, layout, names)
+        work = _Work(detector, spec, sequences, out, frozenset(resolved(p) for p in paths),
+                     batch_size, dicom_output, _name_clashes(items))
+        if part is None:
+            return _detect_all(work, items, skip_existing, progress)
+        shards_folder(out)
+        with run_log(out, f"{SHARDS_FOLDER}/detect-{part.tag}"):
+            agree_on_plan(out, {
+                "kind": "detect", "run": str(resolved(run)), "model": model_fingerprint(run),
+                "inputs": [str(p) for p in paths], "items": len(items), "layout": layout,
+                "sequence_map": sequence_map or {}, "batch_size": batch_size,
+                "dicom_output": dicom_output, "shards": part.count})
+            with shard_lock(out, part):
+                rows = _detect_shard(work, items, part, progress)
+        if world.distributed and world.main:
+            wait_for([_item_file(out, number) for number in range(len(items))])
+            return merge_detection(out)
+        return DetectReport(tuple(rows), out / SHARDS_FOLDER)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What every case of one detect call shares."""
+
+    detector: Detector
+    spec: RunSpec
+    sequences: tuple[str, ...] | None
+    out: Path
+    protected: frozenset[Path]
+    batch_size: int
+    dicom_output: str
+    clashes: dict[int, str]  # item number -> why its outputs' name is taken
+
+    def detect(self, number: int, item: _Item) -> DetectRow:
+        """The row of one item, its outputs written."""
+        if item.case is None:
+            return _failed(item.source, item.name, item.error)
+        if number in self.clashes:
+            return _failed(item.source, item.name, self.clashes[number])
+        return _detect_one(self.detector, self.spec, self.sequences, item.case, self.out,
+                           self.protected, self.batch_size, self.dicom_output)
+
+
+def _items(paths: list[Path], sequences: tuple[str, ...] | None, layout: str,
+           names: dict[str, str]) -> list[_Item]:
+    """Every case of every input in order; an input that gives none is one error item."""
+    items: list[_Item] = []
+    for path in paths:
         try:
             cases = find_inputs(path, sequences, layout=layout, sequence_map=names)
         except AnodiffError as err:
-            rows.append(_failed(str(path), path.name, str(err)))
-            table.put(asdict(rows[-1]))
+            items.append(_Item(str(path), path.name, error=str(err)))
             continue
-        for case in cases:
-            if skip_existing and table.done(str(case.source), out, case.name):
-                log.info("skipping %s: done before (%s)", case.source, table.path)
-                skipped.append(str(case.source))
-                taken.setdefault(case.name.casefold(), case.source)
-                continue
-            rows.append(_detect_one(detector, spec, sequences, case, out, protected, taken,
-                                    batch_size, dicom_output))
-            table.put(asdict(rows[-1]))
+        items += [_Item(str(case.source), case.name, case) for case in cases]
+    return items
+
+
+def _name_clashes(items: list[_Item]) -> dict[int, str]:
+    """The items whose outputs would be named like an earlier item's (casefold: on a
+    case-insensitive file system they would overwrite them), with the refusal."""
+    taken: dict[str, str] = {}
+    clashes: dict[int, str] = {}
+    for number, item in enumerate(items):
+        if item.case is None:
+            continue
+        key = item.name.casefold()
+        if key in taken:
+            clashes[number] = (f"{item.source}: its outputs would be named '{item.name}', like "
+                               f"those of {taken[key]}; rename one of them")
+        else:
+            taken[key] = item.source
+    return clashes
+
+
+def _detect_all(work: _Work, items: list[_Item], skip_existing: bool, progress: bool
+                ) -> DetectReport:
+    """One process, every item; ``scores.csv`` rewritten after each."""
+    table = ScoresTable(work.out / SCORES_FILE, [f.name for f in fields(DetectRow)])
+    rows: list[DetectRow] = []
+    skipped: list[str] = []
+    for number, item in enumerate(progress_bar(items, desc=f"detect ({work.spec.method})",
+                                               unit="case", enabled=progress)):
+        if skip_existing and item.case is not None and number not in work.clashes and \
+                table.done(item.source, work.out, item.name):
+            log.info("skipping %s: done before (%s)", item.source, table.path)
+            skipped.append(item.source)
+            continue
+        rows.append(work.detect(number, item))
+        table.put(asdict(rows[-1]))
     return DetectReport(tuple(rows), table.path, tuple(skipped))
+
+
+def _item_file(out: Path, number: int) -> Path:
+    return out / SHARDS_FOLDER / f"case-{number:07d}.json"
+
+
+def _detect_shard(work: _Work, items: list[_Item], shard: Shard, progress: bool
+                  ) -> list[DetectRow]:
+    """The shard's items not done ``ok`` before, each row written after its outputs."""
+    mine = [(number, item) for number, item in enumerate(items) if shard.takes(number)]
+    todo = [(number, item) for number, item in mine
+            if getattr(_read_row(work.out, number), "status", None) != "ok"]
+    if len(todo) < len(mine):
+        log.info("shard %s: %d of its %d cases were done before", shard, len(mine) - len(todo),
+                 len(mine))
+    rows = []
+    for number, item in progress_bar(todo, desc=f"detect ({work.spec.method}), shard {shard}",
+                                     unit="case", enabled=progress):
+        rows.append(work.detect(number, item))
+        write_json_atomic(_item_file(work.out, number), asdict(rows[-1]))
+    return rows
+
+
+def _read_row(out: Path, number: int) -> DetectRow | None:
+    """The row item ``number`` got, if it has one (None also for a damaged file: redone)."""
+    try:
+        return DetectRow(**json.loads(_item_file(out, number).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def merge_detection(out: Path) -> DetectReport:
+    """``anodiff merge`` of a sharded detect: every case's row into ``OUT/scores.csv`` in
+    input order (earlier rows of other inputs kept, as a one-process rerun does)."""
+    out = Path(out)
+    plan = read_plan(out)
+    rows = [_read_row(out, number) for number in range(plan["items"])]
+    done = {number for number, row in enumerate(rows) if row is not None}
+    missing = missing_units(done, plan["items"], plan["shards"])
+    if missing:
+        raise AnodiffError(f"{out}: not every shard is done ({missing}); run the missing "
+                           "shards, then merge again")
+    table = ScoresTable(out / SCORES_FILE, [f.name for f in fields(DetectRow)])
+    for row in rows:
+        assert row is not None
+        table.put(asdict(row))
+    return DetectReport(tuple(row for row in rows if row is not None), table.path)
 
 
 def _detect_one(
@@ -200,7 +349,6 @@ def _detect_one(
     case: InputCase,
     out: Path,
     protected: frozenset[Path],
-    taken: dict[str, Path],
     batch_size: int,
     dicom_output: str,
 ) -> DetectRow:
@@ -208,10 +356,6 @@ def _detect_one(
     start = time.perf_counter()
     path, name = case.source, case.name
     try:
-        if name.casefold() in taken:  # casefold: case-insensitive file systems
-            raise AnodiffError(f"{path}: its outputs would be named '{name}', like those of "
-                               f"{taken[name.casefold()]}; rename one of them")
-        taken[name.casefold()] = path
         data = load_input_case(case, sequences, size=spec.data.size, fit=spec.data.fit,
                                normalisation=spec.data.normalisation,
                                context=spec.data.context)

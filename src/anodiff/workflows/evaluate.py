@@ -19,12 +19,28 @@ import numpy as np
 
 from anodiff.config import to_plain
 from anodiff.data import SliceDataset
+from anodiff.devices import resolve_device
+from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
-from anodiff.evaluation.runner import Predictions, evaluate_predictions, predict
+from anodiff.evaluation.runner import (
+    BatchOutputs,
+    OutputArrays,
+    Predictions,
+    batch_starts,
+    evaluate_predictions,
+    predict,
+    predict_batch,
+)
 from anodiff.extras import installed
 from anodiff.methods import Detector
-from anodiff.outputs import prepare_output_folder, write_text_atomic
+from anodiff.outputs import (
+    prepare_output_folder,
+    replaced_atomically,
+    resolved,
+    write_text_atomic,
+)
+from anodiff.progress import progress_bar
 from anodiff.report.figures import (
     curves,
     detection_by_size,
@@ -36,7 +52,19 @@ from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
-from anodiff.workflows.run import load_run, run_log
+from anodiff.workflows.run import RunSpec, load_run, read_run, run_log
+from anodiff.workflows.shards import (
+    SHARDS_FOLDER,
+    Shard,
+    agree_on_plan,
+    missing_units,
+    model_fingerprint,
+    read_plan,
+    shard_for,
+    shard_lock,
+    shards_folder,
+    wait_for,
+)
 
 log = logging.getLogger("anodiff")
 
@@ -76,6 +104,18 @@ def evaluate_detector(
     """Localise the test split, evaluate (with ``resamples`` case-bootstrap resamples), and
     write metrics.json and the figures of :func:`method_figures`; return the metrics, the
     predictions and the (caption, figure) pairs."""
+    test_split, healthy_val = evaluation_splits(data)
+    if resamples < 0:
+        raise AnodiffError(f"resamples must be >= 0, got {resamples}")
+    test = predict(detector, test_split, batch_size)
+    validation = predict(detector, healthy_val, batch_size)
+    return score_predictions(test, validation, out, method=detector.name,
+                             sequences=list(data.centre_sequences), title=title,
+                             postprocess=postprocess, fpr=fpr, resamples=resamples)
+
+
+def evaluation_splits(data: SliceDataset) -> tuple[SliceDataset, SliceDataset]:
+    """The test split and the healthy validation slices, or a named error without them."""
     test_split = data.split("test")
     if len(test_split) == 0:
         raise AnodiffError("the dataset has no test split (splits.csv: case,split)")
@@ -84,20 +124,25 @@ def evaluate_detector(
         raise AnodiffError("the dataset has no healthy validation slices, so no threshold at "
                            "a healthy false-positive rate can be calibrated; give it a val "
                            "split with healthy cases (splits.csv: case,val)")
-    if resamples < 0:
-        raise AnodiffError(f"resamples must be >= 0, got {resamples}")
+    return test_split, healthy_val
+
+
+def score_predictions(
+    test: Predictions, validation: Predictions, out: Path, *, method: str,
+    sequences: list[str], title: str, postprocess: PostProcess | None = None,
+    fpr: float = 0.01, resamples: int = DEFAULT_RESAMPLES,
+) -> tuple[dict[str, Any], Predictions, list[tuple[str, Path]]]:
+    """metrics.json and the figures of ``method``'s predictions (one process's, or the
+    merged shards'): the metrics, the test predictions and the (caption, figure) pairs."""
     out.mkdir(parents=True, exist_ok=True)  # its callers checked and probed the location
-    test = predict(detector, test_split, batch_size)
-    validation = predict(detector, healthy_val, batch_size)
     metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
-    metrics["method"], metrics["sequences"] = detector.name, list(data.centre_sequences)
+    metrics["method"], metrics["sequences"] = method, sequences
     write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
     if not installed("report"):
         log.warning("%s: no figures (they need matplotlib: pip install 'anodiff[report]'); "
                     "metrics.json and the tables are complete", out)
         return metrics, test, []
-    figures = method_figures(test, metrics, out, title, postprocess,
-                             list(data.centre_sequences) or None)
+    figures = method_figures(test, metrics, out, title, postprocess, sequences or None)
     return metrics, test, figures
 
 
@@ -150,34 +195,169 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
                  batch_size: int = 32, device: str = "auto",
                  resamples: int = DEFAULT_RESAMPLES, layout: str = "auto",
-                 sequence_map: dict[str, str] | None = None) -> dict[str, Any]:
+                 sequence_map: dict[str, str] | None = None, shard: str | None = None
+                 ) -> dict[str, Any] | None:
     """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``.
 
     The dataset is read with the run's data options, its sequences picked by name from
     whatever the folder holds; ``layout`` (default: detected) and ``sequence_map`` (over the
     run's own) say how to read this folder, which need not be laid out like the training
-    data."""
+    data. With ``shard`` (``"I/N"``) or under ``torchrun`` this process localises its share
+    of the batches into ``OUT/shards`` (:mod:`~anodiff.workflows.shards`) and returns None;
+    under torchrun the main process then waits for the others' and merges (returning the
+    metrics), otherwise ``anodiff merge OUT`` does once every shard is done."""
     if not 0 < fpr < 1:
         raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
-    detector, spec = load_run(run, device)
-    out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
+    if batch_size < 1 or resamples < 0:
+        raise AnodiffError(f"need batch_size >= 1 and resamples >= 0, got {batch_size} and "
+                           f"{resamples}")
+    with joined(resolve_device(device)) as (world, target):
+        part = shard_for(shard, world)
+        detector, spec = load_run(run, target)
+        out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
+        if part is None:
+            with run_log(out, "evaluate"):
+                data = open_evaluation_data(spec, data_root, layout, sequence_map)
+                title = f"{spec.method} on {Path(data_root).name}"
+                metrics, _, figures = evaluate_detector(
+                    detector, data, out, title=title, fpr=fpr, batch_size=batch_size,
+                    resamples=resamples)
+                write_evaluation_report(out, title, metrics, figures, {
+                    "run": str(run), "data": str(data_root), "fpr": fpr,
+                    "resamples": resamples, "run settings": to_plain(spec)})
+            return metrics
+        shards_folder(out)
+        with run_log(out, f"{SHARDS_FOLDER}/evaluate-{part.tag}"):
+            data = open_evaluation_data(spec, data_root, layout, sequence_map)
+            evaluate_shard(detector, data, out, part, {
+                "kind": "evaluate", "run": str(resolved(Path(run))),
+                "model": model_fingerprint(run), "data": str(resolved(Path(data_root))),
+                "layout": layout, "sequence_map": sequence_map or {}, "fpr": fpr,
+                "resamples": resamples, "batch_size": batch_size, "shards": part.count})
+        if not world.distributed:
+            log.info("shard %s of %s done; `anodiff merge %s` once all %d are", part, out, out,
+                     part.count)
+            return None
+        if not world.main:
+            return None
+        wait_for([_unit_file(out, name, start) for name, _, start in _units(data, batch_size)])
+        return merge_evaluation(out)
+
+
+def evaluate_shard(detector: Detector, data: SliceDataset, out: Path, shard: Shard,
+                   plan: dict[str, Any]) -> None:
+    """Agree on the folder's plan (the settings, plus the split sizes), then localise the
+    shard's batches under its lock."""
+    plan = {**plan, "slices": {"test": len(data.split("test")),
+                               "val_healthy": len(data.split("val").healthy())}}
+    agree_on_plan(out, plan)
+    with shard_lock(out, shard):
+        localise_shard(detector, data, out, shard, plan["batch_size"])
+
+
+def open_evaluation_data(spec: RunSpec, data_root: Path, layout: str,
+                         sequence_map: dict[str, str] | None) -> SliceDataset:
+    """The dataset read with the run's data options and this folder's layout and names."""
+    names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
+    data = replace(spec.data, layout=layout, sequence_map=names or None).open(data_root)
+    for case, problem in data.skipped:
+        log.warning("skipped case %s: %s", case, problem)
+    return data
+
+
+def write_evaluation_report(out: Path, title: str, metrics: dict[str, Any],
+                            figures: list[tuple[str, Path]], settings: dict[str, Any]) -> None:
+    """report.html of one evaluation."""
+    write_report(out / "report.html", title,
+                 [{**metrics, "dataset": Path(str(settings["data"])).name,
+                   "sequences": "+".join(metrics["sequences"]) or "image"}],
+                 RESULT_COLUMNS, figures, settings=settings,
+                 notes=[f"*_fpr figures threshold at the value reached by "
+                        f"{settings['fpr']:.0%} of healthy validation brain pixels (the "
+                        "deployable operating point); intervals: 95 % case bootstrap."])
+    log.info("metrics written to %s, report to %s", out / "metrics.json", out / "report.html")
+
+
+def _units(data: SliceDataset, batch_size: int) -> list[tuple[str, SliceDataset, int]]:
+    """The units of a sharded evaluation in order: (split name, slices, first slice) of
+    every batch of the test split, then of the healthy validation slices."""
+    test_split, healthy_val = evaluation_splits(data)
+    return [(name, split, start) for name, split in (("test", test_split),
+                                                     ("val", healthy_val))
+            for start in batch_starts(len(split), batch_size)]
+
+
+def _unit_file(out: Path, name: str, start: int) -> Path:
+    return Path(out) / SHARDS_FOLDER / f"{name}-{start:07d}.npz"
+
+
+def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Shard,
+                   batch_size: int) -> None:
+    """Localise the shard's batches that are not done yet, each written atomically into
+    ``OUT/shards/<split>-<first slice>.npz`` (its done marker)."""
+    units = [(number, unit) for number, unit in enumerate(_units(data, batch_size))
+             if shard.takes(number)]
+    todo = [(name, split, start) for _, (name, split, start) in units
+            if not _unit_file(out, name, start).is_file()]
+    if len(todo) < len(units):
+        log.info("shard %s: %d of its %d batches were done before", shard,
+                 len(units) - len(todo), len(units))
+    centre = len(data.centre_sequences) or data.images.shape[1]
+    for name, split, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
+                                           unit="batch"):
+        outputs = predict_batch(detector, split.images[start:start + batch_size], centre)
+        with replaced_atomically(_unit_file(out, name, start)) as path:
+            np.savez(path, seconds=outputs.seconds, nfe=outputs.nfe, **outputs.arrays)
+
+
+def merge_evaluation(out: Path) -> dict[str, Any]:
+    """``anodiff merge`` of an evaluation: the shards' batches put together, then the
+    metrics, figures and report of a one-process run (the same numbers: each batch is the
+    one-process run's batch)."""
+    out = Path(out)
+    plan = read_plan(out)
+    run, data_root = Path(plan["run"]), Path(plan["data"])
+    spec = read_run(run)
+    if model_fingerprint(run) != plan["model"]:
+        raise AnodiffError(f"{run}: its model changed since the shards in {out} were made; "
+                           "rerun them into another --out")
     with run_log(out, "evaluate"):
-        names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
-        data = replace(spec.data, layout=layout, sequence_map=names or None).open(data_root)
-        for case, problem in data.skipped:
-            log.warning("skipped case %s: %s", case, problem)
-        title = f"{spec.method} on {Path(data_root).name}"
-        metrics, _, figures = evaluate_detector(detector, data, out, title=title, fpr=fpr,
-                                                batch_size=batch_size, resamples=resamples)
-        write_report(out / "report.html", title,
-                     [{**metrics, "dataset": Path(data_root).name,
-                       "sequences": "+".join(metrics["sequences"]) or "image"}],
-                     RESULT_COLUMNS, figures,
-                     settings={"run": str(run), "data": str(data_root), "fpr": fpr,
-                               "resamples": resamples, "run settings": to_plain(spec)},
-                     notes=[f"*_fpr figures threshold at the value reached by {fpr:.0%} of "
-                            "healthy validation brain pixels (the deployable operating "
-                            "point); intervals: 95 % case bootstrap."])
-        log.info("metrics written to %s, report to %s", out / "metrics.json",
-                 out / "report.html")
+        data = open_evaluation_data(spec, data_root, plan["layout"],
+                                    plan["sequence_map"] or None)
+        counts = {"test": len(data.split("test")),
+                  "val_healthy": len(data.split("val").healthy())}
+        if counts != plan["slices"]:
+            raise AnodiffError(f"{data_root}: holds other slices than when the shards were made "
+                               f"({plan['slices']} -> {counts}); rerun them")
+        units = _units(data, plan["batch_size"])
+        done = {number for number, (name, _, start) in enumerate(units)
+                if _unit_file(out, name, start).is_file()}
+        missing = missing_units(done, len(units), plan["shards"])
+        if missing:
+            raise AnodiffError(f"{out}: not every shard is done ({missing}); run the missing "
+                               "shards, then merge again")
+        collected = {"test": OutputArrays(counts["test"]),
+                     "val": OutputArrays(counts["val_healthy"])}
+        for name, _, start in units:
+            collected[name].put(start, _read_unit(_unit_file(out, name, start)))
+        test_split, healthy_val = evaluation_splits(data)
+        title = f"{spec.method} on {data_root.name}"
+        metrics, _, figures = score_predictions(
+            collected["test"].predictions(test_split), collected["val"].predictions(healthy_val),
+            out, method=spec.method, sequences=list(data.centre_sequences), title=title,
+            fpr=plan["fpr"], resamples=plan["resamples"])
+        write_evaluation_report(out, title, metrics, figures, {
+            "run": str(run), "data": str(data_root), "fpr": plan["fpr"],
+            "resamples": plan["resamples"], "run settings": to_plain(spec),
+            "shards": plan["shards"]})
     return metrics
+
+
+def _read_unit(path: Path) -> BatchOutputs:
+    """One batch's outputs, or a named error for a damaged file."""
+    try:
+        with np.load(path, allow_pickle=False) as unit:
+            arrays = {kind: unit[kind] for kind in unit.files if kind not in ("seconds", "nfe")}
+            return BatchOutputs(arrays, float(unit["seconds"]), float(unit["nfe"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise AnodiffError(f"{path}: damaged ({err}); delete it and rerun its shard") from err

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 import re
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from anodiff._version import __version__
 from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
 from anodiff.data import (
     LAYOUTS,
@@ -34,9 +36,17 @@ from anodiff.data import (
 )
 from anodiff.data.datasets import MAX_CONTEXT
 from anodiff.devices import resolve_device
+from anodiff.diffusion.distributed import (
+    World,
+    backend_for,
+    barrier,
+    check_same_settings,
+    joined,
+    on_main,
+)
 from anodiff.diffusion.training import RESUMABLE_CHANGES
 from anodiff.errors import AnodiffError
-from anodiff.locking import run_lock
+from anodiff.locking import Lock, run_lock
 from anodiff.methods import Detector, load, method_class
 from anodiff.outputs import TEMPORARY_MARK, prepare_output_folder, remove, write_text_atomic
 
@@ -168,44 +178,68 @@ def train_run(method: str, data_root: Path, run: Path, preset: str = "cpu",
     """``anodiff train``: fit ``method`` on the dataset, resumably, into the run folder, on
     ``device`` (see :func:`anodiff.devices.resolve_device`).
 
-    ``values`` holds the ``method`` and ``data`` sections (see :func:`config_values`).
+    ``values`` holds the ``method`` and ``data`` sections (see :func:`config_values`). Under
+    ``torchrun`` every process runs this: the networks train together
+    (:class:`~anodiff.diffusion.training.Trainer`), the processes first check that they
+    were started with the same settings, and the main process alone holds the lock, writes
+    run.yaml, train.log and the model; a refusal there stops every process.
     """
     run = Path(run)
-    target = resolve_device(device)
     method_config, data_config = resolve_settings(method, preset, values or {})
-    prepare_output_folder(run, [Path(data_root)])
-    with run_lock(run) as lock:
-        data = data_config.open(data_root)
-        volumes_layout = not (Path(data_root) / "images").is_dir()
-        if volumes_layout and data_config.sequences is None:  # record the channels used
-            data_config = replace(data_config, sequences=tuple(data.centre_sequences))
-        # a setting naming a sequence (channel: flair) is recorded as the index it trains with
-        method_config = method_class(method).with_sequences(method_config, data.sequences)
-        spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
-                       to_plain(method_config))
-        if (run / RUN_FILE).is_file():
-            _check_same_settings(run, read_run(run), spec)
-        write_text_atomic(run / RUN_FILE, yaml.safe_dump({
-            "method": method, "preset": preset, "data_root": spec.data_root,
-            "data": to_plain(data_config), "method_config": spec.method_config},
-            sort_keys=False))
-        with run_log(run, "train"):
-            log.info("train %s (preset %s) on %s into %s", method, preset, data_root, run)
-            if lock.taken_from is not None:
-                log.warning("took over the lock of process %s, which is no longer running",
-                            lock.taken_from)
-            _remove_orphans(run)
-            for case, problem in data.skipped:
-                log.warning("skipped case %s: %s", case, problem)
-            log.info("%d slices (%d train), channels %s", len(data), len(data.split("train")),
-                     ", ".join(data.sequences) or "-")
-            log.info("device: %s", target)
-            detector = method_class(method)(method_config).to(target)
-            detector.run_dir = run
-            detector.fit(data)
-            detector.save(run / "model")
-            log.info("saved the fitted detector to %s", run / "model")
+    with joined(resolve_device(device)) as (world, target):
+        on_main(world, lambda: prepare_output_folder(run, [Path(data_root)]))
+        with _lock_on_main(run, world) as lock:
+            data = data_config.open(data_root)
+            volumes_layout = not (Path(data_root) / "images").is_dir()
+            if volumes_layout and data_config.sequences is None:  # record the channels used
+                data_config = replace(data_config, sequences=tuple(data.centre_sequences))
+            # a setting naming a sequence (channel: flair) is recorded as the index it trains
+            # with
+            method_config = method_class(method).with_sequences(method_config, data.sequences)
+            spec = RunSpec(method, preset, str(Path(data_root).resolve()), data_config,
+                           to_plain(method_config))
+            check_same_settings({**_flat(to_plain(spec), ""), "device": target.type,
+                                 "anodiff": __version__, "slices": len(data)}, world)
+            on_main(world, lambda: _write_spec(run, spec))
+            with run_log(run, "train") if world.main else nullcontext():
+                log.info("train %s (preset %s) on %s into %s", method, preset, data_root, run)
+                if lock is not None and lock.taken_from is not None:
+                    log.warning("took over the lock of process %s, which is no longer running",
+                                lock.taken_from)
+                if world.main:
+                    _remove_orphans(run)
+                for case, problem in data.skipped:
+                    log.warning("skipped case %s: %s", case, problem)
+                log.info("%d slices (%d train), channels %s", len(data),
+                         len(data.split("train")), ", ".join(data.sequences) or "-")
+                log.info("device: %s%s", target, f" ({world.size} processes, "
+                         f"{backend_for(target)})" if world.distributed else "")
+                detector = method_class(method)(method_config).to(target)
+                detector.run_dir = run
+                detector.fit(data)
+                if world.main:
+                    detector.save(run / "model")
+                    log.info("saved the fitted detector to %s", run / "model")
+                barrier(world)
     return detector
+
+
+@contextmanager
+def _lock_on_main(run: Path, world: World) -> Iterator[Lock | None]:
+    """The run folder's lock, held by the main process (None on the others); a lock held
+    by another job stops every process."""
+    with ExitStack() as stack:
+        yield on_main(world, lambda: stack.enter_context(run_lock(run)))
+
+
+def _write_spec(run: Path, spec: RunSpec) -> None:
+    """Write run.yaml, after checking that a run already in the folder has the same
+    settings (a resume)."""
+    if (run / RUN_FILE).is_file():
+        _check_same_settings(run, read_run(run), spec)
+    write_text_atomic(run / RUN_FILE, yaml.safe_dump({
+        "method": spec.method, "preset": spec.preset, "data_root": spec.data_root,
+        "data": to_plain(spec.data), "method_config": spec.method_config}, sort_keys=False))
 
 
 def _check_same_settings(run: Path, previous: RunSpec, spec: RunSpec) -> None:
