@@ -18,7 +18,8 @@ without improvement, and the trained model is the best one (Baugh 2024 stops eac
 model on its held-out tasks).
 
 **Several processes** (``torchrun``, :mod:`~.distributed`): inside an open process group the
-network trains as PyTorch's ``DistributedDataParallel``. ``batch_size`` stays the batch of
+network trains as PyTorch's ``DistributedDataParallel`` (Li 2020: gradients all-reduced in
+buckets while the backward pass runs). ``batch_size`` stays the batch of
 one step over all processes; each process takes its equal, contiguous share of the same
 global batch (the same per-epoch permutation, so the data order does not depend on the
 number of processes), the gradients are averaged by DDP, and the reported loss is the mean

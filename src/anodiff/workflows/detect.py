@@ -220,6 +220,9 @@ def detect_inputs(
         if world.distributed and world.main:
             wait_for([_item_file(out, number) for number in range(len(items))])
             return merge_detection(out)
+        if not world.distributed:
+            log.info("shard %s of %s done; `anodiff merge %s` once all %d are", part, out, out,
+                     part.count)
         return DetectReport(tuple(rows), out / SHARDS_FOLDER)
 
 
