@@ -212,7 +212,7 @@ def detect_inputs(
         with run_log(out, f"{SHARDS_FOLDER}/detect-{part.tag}"):
             agree_on_plan(out, {
                 "kind": "detect", "run": str(resolved(run)), "model": model_fingerprint(run),
-                "inputs": [str(p) for p in paths], "items": len(items), "layout": layout,
+                "inputs": [str(resolved(p)) for p in paths], "items": len(items), "layout": layout,
                 "sequence_map": sequence_map or {}, "batch_size": batch_size,
                 "dicom_output": dicom_output, "shards": part.count})
             with shard_lock(out, part):

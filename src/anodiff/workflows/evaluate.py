@@ -28,6 +28,7 @@ from anodiff.evaluation.runner import (
     OutputArrays,
     Predictions,
     batch_starts,
+    centre_channels,
     evaluate_predictions,
     predict,
     predict_batch,
@@ -302,7 +303,7 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
     if len(todo) < len(units):
         log.info("shard %s: %d of its %d batches were done before", shard,
                  len(units) - len(todo), len(units))
-    centre = len(data.centre_sequences) or data.images.shape[1]
+    centre = centre_channels(data, data.images)
     for name, split, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
                                            unit="batch"):
         outputs = predict_batch(detector, split.images[start:start + batch_size], centre)
