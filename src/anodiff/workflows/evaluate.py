@@ -249,8 +249,7 @@ def evaluate_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
                    plan: dict[str, Any]) -> None:
     """Agree on the folder's plan (the settings, plus the split sizes), then localise the
     shard's batches under its lock."""
-    plan = {**plan, "slices": {"test": len(data.split("test")),
-                               "val_healthy": len(data.split("val").healthy())}}
+    plan = {**plan, "slices": _split_sizes(data)}
     agree_on_plan(out, plan)
     with shard_lock(out, shard):
         localise_shard(detector, data, out, shard, plan["batch_size"])
@@ -277,6 +276,13 @@ def write_evaluation_report(out: Path, title: str, metrics: dict[str, Any],
                         f"{settings['fpr']:.0%} of healthy validation brain pixels (the "
                         "deployable operating point); intervals: 95 % case bootstrap."])
     log.info("metrics written to %s, report to %s", out / "metrics.json", out / "report.html")
+
+
+def _split_sizes(data: SliceDataset) -> dict[str, int]:
+    """Slices of the test split and healthy validation slices: the plan records them, so a
+    merge notices a dataset that changed under the shards."""
+    test_split, healthy_val = evaluation_splits(data)
+    return {"test": len(test_split), "val_healthy": len(healthy_val)}
 
 
 def _units(data: SliceDataset, batch_size: int) -> list[tuple[str, SliceDataset, int]]:
@@ -325,8 +331,7 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
     with run_log(out, "evaluate"):
         data = open_evaluation_data(spec, data_root, plan["layout"],
                                     plan["sequence_map"] or None)
-        counts = {"test": len(data.split("test")),
-                  "val_healthy": len(data.split("val").healthy())}
+        counts = _split_sizes(data)
         if counts != plan["slices"]:
             raise AnodiffError(f"{data_root}: holds other slices than when the shards were made "
                                f"({plan['slices']} -> {counts}); rerun them")
