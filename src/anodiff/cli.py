@@ -267,13 +267,22 @@ def evaluate(
     rename_sequence: RenameOption = None,
     batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 32,
     shard: ShardOption = None,
+    postprocess: Annotated[list[str] | None, typer.Option(
+        help="Post-process every map before thresholds and metrics, e.g. --postprocess "
+             "interslice_median=3 (the median over 3 neighbouring slices of a case; also "
+             "median_size, erode_brain, min_lesion_ml, opening_radius, closing_radius, "
+             "min_component_size; repeatable).")] = None,
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
+    from anodiff.config import build, parse_overrides
+    from anodiff.scoring.postprocess import PostProcess
     from anodiff.workflows.evaluate import evaluate_run
 
+    post = build(PostProcess, parse_overrides(postprocess or [], "--postprocess",
+                                              "interslice_median=3"), "--postprocess")
     metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples,
                            layout=layout, sequence_map=_renames(rename_sequence),
-                           batch_size=batch_size, shard=shard)
+                           batch_size=batch_size, shard=shard, postprocess=post)
     if metrics is None:
         typer.echo(f"shard done; its batches are in {out / 'shards'}")
         return

@@ -59,24 +59,26 @@ def one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.lr=1e-3", "method.steps=20"]`` -> nested dict; values are parsed as YAML."""
+def parse_overrides(pairs: list[str], flag: str = "--set",
+                    example: str = "train.lr=0.001") -> dict[str, Any]:
+    """``["train.lr=1e-3", "method.steps=20"]`` -> nested dict; values are parsed as YAML.
+    Errors name the command-line ``flag`` the pairs came from, with ``example``."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise AnodiffError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+            raise AnodiffError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {example}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise AnodiffError(f"--set {pair!r}: cannot parse the value ({one_line(err)})"
+            raise AnodiffError(f"{flag} {pair!r}: cannot parse the value ({one_line(err)})"
                                ) from err
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise AnodiffError(f"--set {pair!r}: {part} is set both as a value and a group")
+                raise AnodiffError(f"{flag} {pair!r}: {part} is set both as a value and a group")
         node[leaf] = value
     return out
 

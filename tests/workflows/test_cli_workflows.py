@@ -373,6 +373,35 @@ def test_evaluate_names_what_it_cannot_calibrate(tiny_synth: Path, tmp_path: Pat
     assert "splits.csv" in str(refused.exception)
 
 
+def test_evaluate_post_processes_validation_and_test_maps_alike(tiny_synth: Path,
+                                                                 tmp_path: Path) -> None:
+    """--postprocess reaches the thresholds and the metrics, is recorded, and bad settings
+    are one line naming the flag."""
+    run = tmp_path / "run"
+    invoke("train", "threshold", "--data", tiny_synth, "--out", run, "--preset", "quick",
+           "--set", "method.channel=0", "--set", "method.mode=bright", "--set", "data.size=32")
+    invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "plain", "--resamples", 0)
+    invoke("evaluate", run, "--data", tiny_synth, "--out", tmp_path / "median", "--resamples", 0,
+           "--postprocess", "interslice_median=3", "--postprocess", "median_size=3")
+    plain, median = (json.loads((tmp_path / name / "metrics.json").read_text())
+                     for name in ("plain", "median"))
+    assert plain["postprocess"]["interslice_median"] == 1
+    assert median["postprocess"]["interslice_median"] == 3
+    assert median["postprocess"]["median_size"] == 3
+    assert median["pixel_threshold"] != plain["pixel_threshold"]  # calibrated on filtered maps
+    assert median["pixel_ap"] != plain["pixel_ap"]
+    assert "interslice_median: 3" in (tmp_path / "median" / "report.html").read_text()
+    for pair, message in (("interslice_median=2", "interslice_median must be odd"),
+                          ("radius=3", "--postprocess.radius: unknown setting"),
+                          ("interslice_median", "--postprocess 'interslice_median': expected "
+                                                "KEY=VALUE, e.g. interslice_median=3")):
+        refused = RUNNER.invoke(app, ["evaluate", str(run), "--data", str(tiny_synth), "--out",
+                                      str(tmp_path / "refused"), "--postprocess", pair])
+        assert isinstance(refused.exception, AnodiffError) and message in str(
+            refused.exception), refused.exception
+        assert not (tmp_path / "refused").exists()
+
+
 def test_a_new_users_first_commands(tiny_synth: Path, tmp_path: Path) -> None:
     """Issue 20's walls replayed: sequences and channels by name, one FLAIR file on a
     FLAIR-only run, a folder inspected first, plain log lines off a terminal, -q, and each

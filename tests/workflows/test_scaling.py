@@ -19,6 +19,7 @@ from anodiff.data.synth import SynthConfig, build
 from anodiff.diffusion.checkpoint import read_meta
 from anodiff.errors import AnodiffError
 from anodiff.methods import load
+from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.detect import detect_inputs
 from anodiff.workflows.evaluate import evaluate_run
 from anodiff.workflows.merge import merge_shards
@@ -124,33 +125,40 @@ def test_a_global_batch_two_processes_cannot_split_is_one_line(data: Path, tmp_p
     assert "Traceback" not in result.stderr.split("anodiff: error")[0][-200:]
 
 
-def sharded_evaluation(run: Path, data: Path, out: Path) -> dict:
+def sharded_evaluation(run: Path, data: Path, out: Path, post: PostProcess) -> dict:
     for shard in ("1/2", "0/2"):
-        assert evaluate_run(run, data, out, shard=shard, resamples=50, batch_size=16) is None
+        assert evaluate_run(run, data, out, shard=shard, resamples=50, batch_size=16,
+                            postprocess=post) is None
     return json.loads(merge_shards(out) and (out / "metrics.json").read_text())
 
 
 def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
         trained: Path, data: Path, tmp_path: Path) -> None:
-    run = trained
-    whole = evaluate_run(run, data, tmp_path / "whole", resamples=50, batch_size=16)
-    merged = sharded_evaluation(run, data, tmp_path / "sharded")
+    """With a post-processing across slices: the plan carries it to the merge."""
+    run, post = trained, PostProcess(interslice_median=3)
+    evaluate_run(run, data, tmp_path / "whole", resamples=50, batch_size=16, postprocess=post)
+    merged = sharded_evaluation(run, data, tmp_path / "sharded", post)
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     timing = {"seconds_per_image"}
     assert {k: v for k, v in merged.items() if k not in timing} == \
         {k: v for k, v in whole.items() if k not in timing}
+    assert merged["postprocess"]["interslice_median"] == 3
     assert (tmp_path / "sharded" / "report.html").is_file()
     # a rerun of a finished shard does nothing again; the plan refuses other settings
     units = sorted((tmp_path / "sharded" / "shards").glob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in units]
-    evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16)
+    evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16,
+                 postprocess=post)
     assert [p.stat().st_mtime_ns for p in units] == stamps
     with pytest.raises(AnodiffError, match=r"plan.json: the shards in .* were started with "
                                            r"other settings \(batch_size 16 -> 32"):
-        evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50)
+        evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50,
+                     postprocess=post)
+    with pytest.raises(AnodiffError, match=r"plan.json: the shards .* \(postprocess "):
+        evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16)
     with pytest.raises(AnodiffError, match=r"plan.json: the shards .* \(shards 2 -> 3\)"):
         evaluate_run(run, data, tmp_path / "sharded", shard="2/3", resamples=50,
-                     batch_size=16)
+                     batch_size=16, postprocess=post)
 
 
 def test_merge_names_the_shards_not_done(

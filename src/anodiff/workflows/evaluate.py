@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from anodiff.config import to_plain
+from anodiff.config import build, to_plain
 from anodiff.data import SliceDataset
 from anodiff.devices import resolve_device
 from anodiff.diffusion.distributed import joined
@@ -196,22 +196,26 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
 def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
                  batch_size: int = 32, device: str = "auto",
                  resamples: int = DEFAULT_RESAMPLES, layout: str = "auto",
-                 sequence_map: dict[str, str] | None = None, shard: str | None = None
-                 ) -> dict[str, Any] | None:
+                 sequence_map: dict[str, str] | None = None, shard: str | None = None,
+                 postprocess: PostProcess | None = None) -> dict[str, Any] | None:
     """``anodiff evaluate RUN --data DIR --out DIR`` on ``device``.
 
     The dataset is read with the run's data options, its sequences picked by name from
     whatever the folder holds; ``layout`` (default: detected) and ``sequence_map`` (over the
     run's own) say how to read this folder, which need not be laid out like the training
-    data. With ``shard`` (``"I/N"``) or under ``torchrun`` this process localises its share
-    of the batches into ``OUT/shards`` (:mod:`~anodiff.workflows.shards`) and returns None;
-    under torchrun the main process then waits for the others' and merges (returning the
-    metrics), otherwise ``anodiff merge OUT`` does once every shard is done."""
+    data. ``postprocess`` (:class:`~anodiff.scoring.postprocess.PostProcess`: the inter-slice
+    median over a case's neighbouring slices, small-lesion removal, ...) is applied to the
+    healthy validation maps the thresholds are calibrated on and to the test maps alike, and
+    recorded in metrics.json. With ``shard`` (``"I/N"``) or under ``torchrun`` this process
+    localises its share of the batches into ``OUT/shards`` (:mod:`~anodiff.workflows.shards`)
+    and returns None; under torchrun the main process then waits for the others' and merges
+    (returning the metrics), otherwise ``anodiff merge OUT`` does once every shard is done."""
     if not 0 < fpr < 1:
         raise AnodiffError(f"--fpr: the healthy false-positive rate must be in (0, 1), got {fpr}")
     if batch_size < 1 or resamples < 0:
         raise AnodiffError(f"need batch_size >= 1 and resamples >= 0, got {batch_size} and "
                            f"{resamples}")
+    post = postprocess or PostProcess()
     with joined(resolve_device(device)) as (world, target):
         part = shard_for(shard, world)
         detector, spec = load_run(run, target)
@@ -221,11 +225,12 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
                 data = open_evaluation_data(spec, data_root, layout, sequence_map)
                 title = f"{spec.method} on {Path(data_root).name}"
                 metrics, _, figures = evaluate_detector(
-                    detector, data, out, title=title, fpr=fpr, batch_size=batch_size,
-                    resamples=resamples)
+                    detector, data, out, title=title, postprocess=post, fpr=fpr,
+                    batch_size=batch_size, resamples=resamples)
                 write_evaluation_report(out, title, metrics, figures, {
                     "run": str(run), "data": str(data_root), "fpr": fpr,
-                    "resamples": resamples, "run settings": to_plain(spec)})
+                    "resamples": resamples, "postprocess": post.to_dict(),
+                    "run settings": to_plain(spec)})
             return metrics
         shards_folder(out)
         with run_log(out, f"{SHARDS_FOLDER}/evaluate-{part.tag}"):
@@ -234,7 +239,8 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
                 "kind": "evaluate", "run": str(resolved(Path(run))),
                 "model": model_fingerprint(run), "data": str(resolved(Path(data_root))),
                 "layout": layout, "sequence_map": sequence_map or {}, "fpr": fpr,
-                "resamples": resamples, "batch_size": batch_size, "shards": part.count})
+                "resamples": resamples, "postprocess": post.to_dict(), "batch_size": batch_size,
+                "shards": part.count})
         if not world.distributed:
             log.info("shard %s of %s done; `anodiff merge %s` once all %d are", part, out, out,
                      part.count)
@@ -348,14 +354,15 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
             collected[name].put(start, _read_unit(_unit_file(out, name, start)))
         test_split, healthy_val = evaluation_splits(data)
         title = f"{spec.method} on {data_root.name}"
+        post = build(PostProcess, plan.get("postprocess", {}), "postprocess")
         metrics, _, figures = score_predictions(
             collected["test"].predictions(test_split), collected["val"].predictions(healthy_val),
             out, method=spec.method, sequences=list(data.centre_sequences), title=title,
-            fpr=plan["fpr"], resamples=plan["resamples"])
+            postprocess=post, fpr=plan["fpr"], resamples=plan["resamples"])
         write_evaluation_report(out, title, metrics, figures, {
             "run": str(run), "data": str(data_root), "fpr": plan["fpr"],
-            "resamples": plan["resamples"], "run settings": to_plain(spec),
-            "shards": plan["shards"]})
+            "resamples": plan["resamples"], "postprocess": post.to_dict(),
+            "run settings": to_plain(spec), "shards": plan["shards"]})
     return metrics
 
 
