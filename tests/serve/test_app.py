@@ -12,10 +12,13 @@ import pytest
 from starlette.testclient import TestClient
 from viewer_data import SHAPE, write_case
 
+import anodiff.serve.worker
+from anodiff.data.io import read_image
 from anodiff.errors import AnodiffError
 from anodiff.serve.app import make_app
 from anodiff.serve.server import open_session, serve
 from anodiff.serve.uploads import Limits
+from anodiff.workflows.detect import detect_inputs
 
 TOKEN = "test-token"
 HEADERS = {"X-Anodiff-Token": TOKEN}
@@ -103,6 +106,26 @@ def zipped(members: dict[str, bytes], link: str | None = None) -> bytes:
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, "/etc/passwd")
     return buffer.getvalue()
+
+
+def test_the_worker_loads_the_model_once_and_detects_as_detect_does(
+        client: TestClient, viewer_run: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+    load_run = anodiff.serve.worker.load_run
+    monkeypatch.setattr(anodiff.serve.worker, "load_run",
+                        lambda *args: loads.append(args) or load_run(*args))
+    cases = {c["name"]: c["id"] for c in client.get("/api/cases", headers=HEADERS).json()}
+    for name in ("sick", "well"):
+        detected(client, cases[name])
+    assert len(loads) == 1
+    run, data = viewer_run
+    alone = detect_inputs(run, [data / "well"], tmp_path / "alone", progress=False,
+                          device="cpu")
+    assert alone.rows[0].status == "ok"
+    served = client.session.worker.job(cases["well"]).out / "well_anomaly_map.nii.gz"
+    np.testing.assert_array_equal(read_image(served).array,
+                                  read_image(tmp_path / "alone" / "well_anomaly_map.nii.gz").array)
 
 
 def test_an_uploaded_case_folder_is_indexed_and_detected(client: TestClient,

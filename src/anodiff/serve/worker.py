@@ -3,7 +3,8 @@
 One worker, because the networks already use every core (two detections at once would
 each run at half speed or worse). A case's results go to its own folder of the session's
 cache and are reused by every later request (``done``); a failed detection keeps its
-message. The state of each case is polled by the page.
+message. The state of each case is polled by the page. The run's model is loaded once, by
+the worker's thread when the first case comes, and serves every case after it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anodiff.devices import resolve_device
 from anodiff.errors import AnodiffError
+from anodiff.methods import Detector
 from anodiff.serve.index import Case
 from anodiff.workflows.detect import detect_inputs
+from anodiff.workflows.run import RunSpec, load_run
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class DetectionWorker:
     def __init__(self, run: Path, cache: Path, device: str = "auto") -> None:
         self.run, self.cache, self.device = run, cache, device
         self.jobs: dict[str, Job] = {}
+        self._loaded: tuple[Detector, RunSpec] | None = None  # the run, once a case needs it
         self._queue: queue.Queue[Case | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="anodiff-detect", daemon=True)
@@ -74,8 +79,11 @@ class DetectionWorker:
             job.state, job.started = "running", time.perf_counter()
             out = self.cache / case.id
             try:
+                if self._loaded is None:
+                    self._loaded = load_run(self.run, resolve_device(self.device))
                 report = detect_inputs(self.run, [case.source], out, progress=False,
-                                       device=self.device, dicom_output="both")
+                                       device=self.device, dicom_output="both",
+                                       loaded=self._loaded)
                 failures = report.failures
                 if failures:
                     raise AnodiffError(failures[0].message)

@@ -161,6 +161,7 @@ def detect_inputs(
     skip_existing: bool = False,
     dicom_output: str = "objects",
     shard: str | None = None,
+    loaded: tuple[Detector, RunSpec] | None = None,
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
@@ -185,6 +186,10 @@ def detect_inputs(
     ``OUT/shards/case-<number>.json`` after its outputs (its done marker; a rerun skips the
     cases done ``ok``), and :func:`merge_detection` (``anodiff merge``, or the main process
     itself under torchrun) makes ``scores.csv``. The report then holds this shard's rows.
+
+    ``loaded``: the run as :func:`~anodiff.workflows.run.load_run` returned it, for a caller
+    that detects case after case with one model (the viewer's worker): it is used as it is,
+    on its own device, instead of loading ``run`` again for every call.
     """
     run, out = Path(run), Path(out)
     paths = [Path(p) for p in inputs]
@@ -197,7 +202,7 @@ def detect_inputs(
                            f"got {dicom_output!r}")
     with joined(resolve_device(device)) as (world, target):
         part = shard_for(shard, world)
-        detector, spec = load_run(run, target)
+        detector, spec = loaded if loaded is not None else load_run(run, target)
         # Training records the sequences it used; an images model has none.
         sequences = tuple(spec.data.sequences) if spec.data.sequences else None
         _check_scores_name(out, paths)
