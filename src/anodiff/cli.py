@@ -397,12 +397,14 @@ def export(
 
 @app.command()
 def distill(
-    run: Annotated[Path, typer.Argument(help="A finished anoddpm run folder (the teacher).")],
+    run: Annotated[Path, typer.Argument(help="A finished anoddpm or counterfactual run folder (the "
+                                             "teacher).")],
     out: Annotated[Path, typer.Option(help="New run folder for the student; rerun on it to "
                                            "resume.")],
     steps: Annotated[int, typer.Option(help="Network evaluations per slice of the student's "
-                                            "decoder (1-4 is the point).")] = 2,
-    data: Annotated[Path | None, typer.Option(help="Dataset folder with the healthy training "
+                                            "decoder (1-4 is the point; the counterfactual "
+                                            "method's encoding adds its own).")] = 2,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder with the run's training "
                                                    "slices (default: the run's own).")] = None,
     teacher_steps: Annotated[int | None, typer.Option(
         help="The teacher's DDIM hops, steps x a power of two (default: the first at or "

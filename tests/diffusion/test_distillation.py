@@ -4,6 +4,9 @@ For Gaussian data the optimal noise predictor is affine in ``x`` (conftest's
 ``GaussianOracle``), and so is every DDIM hop with it: a student that is affine per level
 can match any number of teacher hops exactly. Distilling the oracle's 4-hop DDIM decoder
 into one hop must therefore reproduce the 4-hop output, which one plain hop misses by far.
+The same holds for a classifier-free-guided decoder of class-conditional affine predictors
+(the guided noise prediction is affine too): a one-evaluation student under the healthy
+label must reproduce the guided four hops, which the healthy model alone misses.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from anodiff.diffusion.distillation import (
     hop_grids,
     teacher_steps_for,
 )
-from anodiff.diffusion.guidance import unet_eps
+from anodiff.diffusion.guidance import class_conditioned, unet_eps
 from anodiff.diffusion.samplers import decode
 from anodiff.diffusion.schedule import NoiseSchedule
 from anodiff.diffusion.training import ArrayDataset, TrainConfig
@@ -69,8 +72,8 @@ def test_halvings_and_grids() -> None:
 
 def test_the_target_is_the_clean_image_whose_one_hop_lands_on_the_teachers(
         linear_schedule: NoiseSchedule) -> None:
-    objective = ProgressiveObjective(AffineEps(linear_schedule, MU, S), linear_schedule,
-                                     LEVEL, steps=2)
+    objective = ProgressiveObjective(unet_eps(AffineEps(linear_schedule, MU, S)),
+                                     linear_schedule, LEVEL, steps=2)
     x0, x_t = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
     start, end = torch.tensor([200, 200, 100]), torch.tensor([100, 100, 0])
     alpha_t, sigma_t = linear_schedule.alpha_sigma(start, x_t)
@@ -85,7 +88,7 @@ def test_a_student_equal_to_an_exact_teacher_has_nothing_to_learn_on_a_point_mas
     """With all data at one point the oracle's DDIM is exact at any hop count, so two hops
     equal one and the loss of the teacher itself is zero."""
     teacher = AffineEps(linear_schedule, MU, 1e-4)
-    objective = ProgressiveObjective(teacher, linear_schedule, LEVEL, steps=2)
+    objective = ProgressiveObjective(unet_eps(teacher), linear_schedule, LEVEL, steps=2)
     batch = {"image": torch.full((8, 1, 4, 4), MU)}
     loss = objective(AffineEps(linear_schedule, MU, 1e-4), batch, torch.Generator())
     assert float(loss.detach()) < 1e-6
@@ -126,3 +129,51 @@ def test_checkpoints_per_halving_and_resume(linear_schedule: NoiseSchedule, tmp_
                             steps=1, config=config, run_dir=tmp_path, progress=False)
     assert all(stage["trained_steps"] == 0 for stage in history.stages)  # all resumed
     assert torch.equal(first.slope, again.slope)
+
+
+class ClassAffineEps(nn.Module):
+    """:class:`AffineEps` per class label (0 healthy, 1 anomalous, 2 null): the exact
+    predictor of N(mu_c, s_c^2) data for each, as a class-conditional network."""
+
+    def __init__(self, schedule: NoiseSchedule, classes: list[tuple[float, float]]) -> None:
+        super().__init__()
+        self.classes = nn.ModuleList(AffineEps(schedule, mu, s) for mu, s in classes)
+
+    def forward(self, x: Tensor, timesteps: Tensor, class_labels: Tensor | None = None
+                ) -> Tensor:
+        assert class_labels is not None
+        out = torch.empty_like(x)
+        for label, predictor in enumerate(self.classes):
+            rows = class_labels == label
+            if rows.any():
+                out[rows] = predictor(x[rows], timesteps[rows])
+        return out
+
+
+def test_a_one_evaluation_student_folds_classifier_free_guidance_into_its_hops(
+        linear_schedule: NoiseSchedule) -> None:
+    network = ClassAffineEps(linear_schedule, [(0.2, 0.3), (0.8, 0.3), (0.4, 0.5)])
+    guided = class_conditioned(unet_eps(network), y=0, cfg_scale=3.0, null_label=2)
+    healthy = class_conditioned(unet_eps(network), y=0)
+    config = TrainConfig(steps=300, batch_size=64, lr=0.02, warmup_steps=0, ema_decay=None,
+                         grad_clip=None)
+    student, history = distil(network, ArrayDataset(gaussian_images(512, 1)), linear_schedule,
+                              level=LEVEL, teacher_steps=4, steps=1, config=config,
+                              teacher=guided, as_eps=lambda m: class_conditioned(unet_eps(m),
+                                                                                 y=0),
+                              progress=False)
+    assert [stage["steps"] for stage in history.stages] == [2, 1]
+    x0 = gaussian_images(256, 2)
+    x_l = linear_schedule.q_sample(x0, LEVEL, torch.randn(
+        x0.shape, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        four = decode(guided, x_l, linear_schedule, LEVEL, 4, "ddim").x
+        plain = decode(healthy, x_l, linear_schedule, LEVEL, 1, "ddim").x
+        distilled = decode(class_conditioned(unet_eps(student), y=0), x_l, linear_schedule,
+                           LEVEL, 1, "ddim")
+    assert distilled.nfe == 1 and guided.nfe_per_call == 2
+    plain_error = (plain - four).abs().mean()
+    assert plain_error > 0.05  # the healthy model alone, in one hop, is far from the guided
+    assert (distilled.x - four).abs().mean() < 0.05 * plain_error
+    assert torch.equal(network.classes[0].slope,
+                       AffineEps(linear_schedule, 0.2, 0.3).slope)  # the teacher untouched

@@ -1,5 +1,6 @@
 """``anodiff distill`` end to end on a tiny embedded benchmark: a quick AnoDDPM run becomes
-a 2-step student run that the other commands take, resumes, and refuses what it cannot do."""
+a 2-step student run that the other commands take, resumes, and refuses what it cannot do;
+a quick counterfactual run gets a one-evaluation-per-hop student of its guided decoder."""
 
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build
 from anodiff.methods import load
+from anodiff.methods.parts import StudentPart
 from anodiff.workflows.run import load_run
 
 RUNNER = CliRunner()
@@ -102,3 +104,41 @@ def test_export_preset_fast_gives_a_cpu_run_its_fast_decoder(anoddpm_run: tuple[
     record = yaml.safe_load((tmp_path / "fast" / "run.yaml").read_text())["exported_from"]
     assert record["preset"] == "fast" and record["changed_settings"] == {"solver": "ddim",
                                                                          "steps": 1}
+
+
+def test_a_counterfactual_run_gets_a_student_of_its_guided_decoder(
+        anoddpm_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = anoddpm_run
+    run, out = tmp_path / "cf", tmp_path / "cf2"
+    invoke("train", "counterfactual", "--data", data, "--out", run, "--preset", "quick",
+           "--set", "data.size=32", "--set", "method.diffusion.train.steps=10")
+    invoke("distill", run, "--out", out, "--steps", 2, "--teacher-steps", 4, "--iterations", 3)
+    teacher, student = load(run / "model"), load(out / "model")
+    assert teacher.config.student is None
+    assert student.config.student == StudentPart(steps=2, level=teacher.config.level)
+    for a, b in zip(teacher.unet.parameters(), student.unet.parameters(), strict=True):
+        assert torch.equal(a, b)  # the encoding keeps the trained network
+    assert any(not torch.equal(a, b) for a, b in zip(teacher.unet.parameters(),
+                                                       student.student.parameters(),
+                                                       strict=True))
+    calls = []
+    hooks = [net.register_forward_hook(lambda _m, args, _o, name=name:
+                                       calls.append((name, args[0].shape[0])))
+             for name, net in (("unet", student.unet), ("student", student.student))]
+    images = torch.rand(3, *student.input_shape)
+    result = student.localize(images)
+    for hook in hooks:
+        hook.remove()
+    steps = student.config.steps
+    assert result.nfe == steps + 2  # the encoding's hops, then two of the student's
+    assert sum(n for name, n in calls if name == "unet") == 3 * steps
+    assert sum(n for name, n in calls if name == "student") == 3 * 2  # one batch per hop
+    assert teacher.localize(images).nfe == steps + 2 * steps  # guided: two per hop
+    load_run(out, "cpu")
+    invoke("distill", out, "--out", tmp_path / "cf1", "--steps", 1, "--iterations", 2)
+    further = load(tmp_path / "cf1" / "model")  # one more halving, from the 2-hop student
+    assert further.config.student == StudentPart(steps=1, level=teacher.config.level)
+    assert further.localize(images).nfe == steps + 1
+    assert "trained parts" in refused("export", run, "--out", tmp_path / "fake",
+                                      "--set", "student.steps=2", "--set", "student.level=50",
+                                      "--refit", data)

@@ -20,6 +20,15 @@ halving's training step (Salimans & Ho, Alg. 2):
    student's noise prediction: the paper's "truncated SNR" weighting, which is the usual
    noise-prediction loss wherever ``SNR >= 1``.
 
+A guided decoder distils the same way (Meng et al. 2023, "On Distillation of Guided
+Diffusion Models"): the first halving's teacher is the method's own guided predictor (the
+counterfactual method's classifier-free guidance, two evaluations per hop), and the student
+is the class-conditional network evaluated under the healthy label alone, starting from the
+teacher's weights, so that each student hop costs one evaluation instead of two. Meng et al.
+first train a student to match the guided noise prediction level by level and then halve;
+here the first halving does both at once (one training run fewer on a CPU; the card says
+what it gives).
+
 What is changed from the paper, and why: the paper distils the whole trajectory [0, T] and
 therefore switches the network to ``v``- or ``x``-prediction, because a noise prediction
 cannot give ``x0`` at ``alpha ~ 0``. An anomaly method only ever decodes from its own L
@@ -42,6 +51,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -49,7 +59,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from anodiff.diffusion.guidance import network_timesteps
+from anodiff.diffusion.guidance import EpsFn, unet_eps
 from anodiff.diffusion.noise import draw_noise
 from anodiff.diffusion.samplers import level_sequence
 from anodiff.diffusion.schedule import NoiseSchedule
@@ -59,32 +69,45 @@ from anodiff.errors import AnodiffError
 log = logging.getLogger("anodiff")
 
 
+# How a student network is evaluated as a noise predictor (unet_eps: plainly; a
+# class-conditional student: under its fixed label).
+AsEps = Callable[[nn.Module], EpsFn]
+
+
 @dataclass(frozen=True)
 class DecoderSegment:
-    """What a method decodes with, as a distillation needs it: the noise predictor's
-    attribute name on the detector, its schedule, the level L it decodes from, its own hop
-    count, and the kind of noise its states carry."""
+    """What a method decodes with, as a distillation needs it: the decoder's noise predictor
+    (``teacher``, as the method calls it: guided where the method guides), the network the
+    student starts from and how the method will evaluate it (``as_eps``), the schedule, the
+    level L it decodes from, its own hop count, and the kind of noise its states carry."""
 
-    network: str
+    teacher: EpsFn
+    start: nn.Module
     schedule: NoiseSchedule
     level: int
     steps: int
     noise: str = "gaussian"
     noise_options: dict[str, float] = field(default_factory=dict)
+    as_eps: AsEps = unet_eps
 
 
 @runtime_checkable
 class Distillable(Protocol):
-    """A detector whose decoder is one trajectory from its level to clean data with an
-    unconditional noise predictor, which a few-step student can replace."""
+    """A detector whose decoder is one trajectory from its level to clean data, which a
+    few-step student network can replace."""
 
     def decoder_segment(self) -> DecoderSegment:
         """The decoder to distil (a named error when the current settings have none)."""
         ...
 
-    def student_settings(self, steps: int) -> dict[str, Any]:
-        """The test-time settings that make the method decode with a ``steps``-hop DDIM
-        student."""
+    def distillation_images(self, data: Any) -> Tensor:
+        """The training images of ``data`` the student learns from (N, C, H, W), in the
+        range the decoder's network works in."""
+        ...
+
+    def with_student(self, student: nn.Module, steps: int) -> Any:
+        """A detector sharing this one's networks that decodes with ``student`` in ``steps``
+        DDIM hops (its fitted values still to be refitted)."""
         ...
 
 
@@ -146,21 +169,21 @@ def ddim_hop(x: Tensor, eps: Tensor, start: Tensor, end: Tensor, schedule: Noise
 
 @dataclass(frozen=True)
 class ProgressiveObjective:
-    """One halving's loss (module docstring, steps 1-4): the student, with ``steps`` hops
-    from ``level``, matches two hops of the frozen ``teacher`` (an unconditional noise
-    predictor ``teacher(x, timesteps=...)``)."""
+    """One halving's loss (module docstring, steps 1-4): the student network, evaluated as
+    ``as_eps(model)``, with ``steps`` hops from ``level``, matches two hops of the frozen
+    ``teacher`` noise predictor."""
 
-    teacher: nn.Module
+    teacher: EpsFn
     schedule: NoiseSchedule
     level: int
     steps: int
     noise: str = "gaussian"
     noise_options: dict[str, float] = field(default_factory=dict)
+    as_eps: AsEps = unet_eps
 
     def __post_init__(self) -> None:
         self.schedule.check_level(self.level)
         hop_grids(self.level, self.steps)  # refuses impossible grids before training
-        self.teacher.requires_grad_(False).eval()
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
                  ) -> Tensor:
@@ -173,12 +196,10 @@ class ProgressiveObjective:
         start, middle, end = (v.to(x0.device) for v in (start, middle, end))
         x_t = self.schedule.q_sample(x0, start, z)
         with torch.no_grad():
-            x_mid = ddim_hop(x_t, self.eps(self.teacher, x_t, start), start, middle,
-                             self.schedule)
-            x_end = ddim_hop(x_mid, self.eps(self.teacher, x_mid, middle), middle, end,
-                             self.schedule)
+            x_mid = ddim_hop(x_t, self.teacher(x_t, start), start, middle, self.schedule)
+            x_end = ddim_hop(x_mid, self.teacher(x_mid, middle), middle, end, self.schedule)
             target = self.one_hop_x0(x_t, x_end, start, end)
-        predicted = self.schedule.predict_x0(x_t, start, self.eps(model, x_t, start))
+        predicted = self.schedule.predict_x0(x_t, start, self.as_eps(model)(x_t, start))
         alpha, sigma = self.schedule.alpha_sigma(start, x0)
         weight = (alpha.square() / sigma.square()).clamp(min=1.0)
         return (weight * (predicted - target).square()).mean()
@@ -189,10 +210,6 @@ class ProgressiveObjective:
         alpha_e, sigma_e = self.schedule.alpha_sigma(end, x_t)
         ratio = sigma_e / sigma_t
         return (x_end - ratio * x_t) / (alpha_e - ratio * alpha_t)
-
-    @staticmethod
-    def eps(network: nn.Module, x: Tensor, level: Tensor) -> Tensor:
-        return network(x, timesteps=network_timesteps(level))
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly settings, stored in checkpoints."""
@@ -225,7 +242,7 @@ class DistillationHistory:
 
 
 def distil(
-    teacher: nn.Module,
+    start: nn.Module,
     data: SampleSource,
     schedule: NoiseSchedule,
     *,
@@ -233,24 +250,30 @@ def distil(
     teacher_steps: int,
     steps: int,
     config: TrainConfig,
+    teacher: EpsFn | None = None,
+    as_eps: AsEps = unet_eps,
     noise: str = "gaussian",
     noise_options: dict[str, float] | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, DistillationHistory]:
-    """A ``steps``-hop student of ``teacher`` (decoding from ``level`` with DDIM in
-    ``teacher_steps`` hops), by progressive halving, each halving ``config.steps`` training
-    steps on ``data`` (clean images in [-1, 1] under ``image``).
+    """A ``steps``-hop student of a decoder from ``level`` (DDIM in ``teacher_steps`` hops),
+    by progressive halving, each halving ``config.steps`` training steps on ``data`` (clean
+    images in [-1, 1] under ``image``).
 
-    Halving ``i`` checkpoints into ``run_dir/halving-<i>-<steps>`` and resumes there; the
-    student of one halving (its EMA weights, when ``config.ema_decay`` is set) is the next
-    one's teacher. ``teacher`` itself is left unchanged.
+    The first student is a copy of ``start``, evaluated as ``as_eps(network)``; the first
+    halving's teacher is ``teacher`` (default: ``as_eps(start)``, the network itself; a
+    guided predictor for a student that folds the guidance in). Halving ``i`` checkpoints
+    into ``run_dir/halving-<i>-<steps>`` and resumes there; the student of one halving (its
+    EMA weights, when ``config.ema_decay`` is set) is the next one's teacher. ``start`` itself
+    is left unchanged.
     """
-    current = copy.deepcopy(teacher).eval()
+    current = copy.deepcopy(start).eval().requires_grad_(False)
+    predictor = teacher if teacher is not None else as_eps(current)
     history = DistillationHistory()
     for index, target in enumerate(halving_plan(level, teacher_steps, steps)):
-        objective = ProgressiveObjective(current, schedule, level, target, noise,
-                                         dict(noise_options or {}))
+        objective = ProgressiveObjective(predictor, schedule, level, target, noise,
+                                         dict(noise_options or {}), as_eps)
         student = copy.deepcopy(current).requires_grad_(True)
         folder = None if run_dir is None else Path(run_dir) / f"halving-{index + 1}-{target}"
         log.info("distillation: %d -> %d hops from L = %d", 2 * target, target, level)
@@ -258,5 +281,6 @@ def distil(
                           {"distillation": {**objective.describe(), "halving": index + 1}},
                           progress)
         history.add(target, trainer.fit(data))
-        current = copy.deepcopy(trainer.final_model()).eval()
-    return current.requires_grad_(False), history
+        current = copy.deepcopy(trainer.final_model()).eval().requires_grad_(False)
+        predictor = as_eps(current)
+    return current, history

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from anodiff.diffusion.distillation import DecoderSegment
 from anodiff.diffusion.guidance import unet_eps
@@ -43,6 +43,7 @@ from anodiff.methods.noised_ddpm import AnoDDPMConfig, NoisedDDPM, noise_options
 from anodiff.methods.parts import DiffusionPart
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
+from anodiff.methods.training_data import training_images
 from anodiff.scoring.residuals import squared_residual
 
 __all__ = ["AnoDDPM", "AnoDDPMConfig", "noise_options"]
@@ -89,9 +90,17 @@ class AnoDDPM(NoisedDDPM[AnoDDPMConfig]):
         if self.config.levels:
             raise AnodiffError("anoddpm: a few-step student decodes from one L; distil a run "
                                "without `levels`")
-        return DecoderSegment("unet", self.schedule, self.config.level, self.config.steps,
-                              self.config.noise, self.noise_options())
+        return DecoderSegment(unet_eps(self.unet), self.unet, self.schedule, self.config.level,
+                              self.config.steps, self.config.noise, self.noise_options())
 
-    def student_settings(self, steps: int) -> dict[str, Any]:
-        """A student decodes deterministically (DDIM) in its own ``steps`` hops."""
-        return {"solver": "ddim", "steps": steps}
+    def distillation_images(self, data: Any) -> Tensor:
+        """The healthy training slices, in the DDPM's [-1, 1]."""
+        images, _ = training_images(data, self.supervision)
+        return images * 2 - 1
+
+    def with_student(self, student: nn.Module, steps: int) -> AnoDDPM:
+        """The student replaces the UNet and decodes deterministically (DDIM) in its own
+        ``steps`` hops."""
+        distilled = self.retuned(keep_state=True, solver="ddim", steps=steps)
+        distilled.unet = student
+        return distilled

@@ -45,7 +45,7 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_type_hints
 
 import torch
 from torch import Tensor, nn
@@ -545,15 +545,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
                 f"{self.name}: its fitted values were calibrated with the current settings "
                 f"and would be stale after changing {stale}; refit them (anodiff export "
                 "--refit DATA) or train with these settings")
-        config = build_config(type(self.config), {**to_plain(self.config), **settings},
-                              self.name)
-        other = type(self)(config)
-        other.input_shape, other.recipe = self.input_shape, self.recipe
-        for key, module in self.named_children():
-            setattr(other, key, module)
-        saved = self.state_dict(keep_vars=True)
-        for key, buffer in self.named_buffers(recurse=False):
-            other.register_buffer(key, buffer, persistent=key in saved)
+        other = self.sharing(build_config(type(self.config),
+                                          {**to_plain(self.config), **settings}, self.name))
         if stale and not keep_state:  # the case calibration holds for the old settings only
             for key in ("flag_threshold", "case_threshold"):
                 other.register_buffer(key, torch.full_like(getattr(self, key), math.inf))
@@ -561,6 +554,19 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
                 not torch.isfinite(other.threshold):
             raise AnodiffError(f"{self.name}: mask healthy_fpr needs a threshold calibrated "
                                "on healthy slices; refit with anodiff export --refit DATA")
+        return other
+
+    def sharing(self, config: ConfigT) -> Detector:
+        """A detector of ``config`` that shares this one's networks, fitted buffers and input
+        recipe (:meth:`retuned` checks which settings may change first; a distillation adds
+        a student part this way)."""
+        other = type(self)(config)
+        other.input_shape, other.recipe = self.input_shape, self.recipe
+        for key, module in self.named_children():
+            setattr(other, key, module)
+        saved = self.state_dict(keep_vars=True)
+        for key, buffer in self.named_buffers(recurse=False):
+            other.register_buffer(key, buffer, persistent=key in saved)
         return other
 
     def save(self, path: str | Path) -> Path:
@@ -583,10 +589,17 @@ def check_test_settings(name: str, config: Any, settings: Iterable[str]) -> None
     unknown = sorted(set(settings) - names)
     if unknown:
         raise AnodiffError(f"{name}: unknown setting(s) {unknown}")
-    trained = sorted(k for k in settings if is_dataclass(getattr(config, k)))
+    trained = sorted(k for k in settings if _describes_a_part(type(config), k))
     if trained:
         raise AnodiffError(f"{name}: {trained} describe trained parts; retrain "
                            "instead of changing them")
+
+
+def _describes_a_part(config_type: type, name: str) -> bool:
+    """Whether setting ``name`` holds a nested config (a trained part), also where it may
+    be None (a distilled student that a run does not have)."""
+    hint = get_type_hints(config_type)[name]
+    return any(is_dataclass(option) for option in (hint, *get_args(hint)))
 
 
 # Settings of the shared rules that no fitted value depends on (a calibrated threshold

@@ -17,22 +17,34 @@ appear without the pathology?":
 NFE per image: the encoding steps plus 2 per decoding step (the conditional and the
 unconditional evaluation run as one batch of 2N); w = 1 (the healthy-conditional model
 alone) and w = 0 (the unconditional model alone) need one evaluation per step.
+
+``anodiff distill`` gives a run a few-step student of the guided decoder (Meng et al. 2023;
+:mod:`anodiff.diffusion.distillation`): a copy of the network, under the healthy label
+alone, that decodes from L in ``student.steps`` DDIM hops of one evaluation each, while the
+encoding keeps the trained network (``steps`` hops): NFE = ``steps + student.steps``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from anodiff.diffusion.distillation import DecoderSegment
 from anodiff.diffusion.guidance import EpsFn, class_conditioned, unet_eps
 from anodiff.diffusion.seeding import seeded
 from anodiff.diffusion.training import TrainConfig
+from anodiff.diffusion.translation import Denoising, Inversion, Translator
 from anodiff.errors import AnodiffError
 from anodiff.methods.base import Detector
-from anodiff.methods.parts import DiffusionPart, build_diffusion_unet, train_diffusion_unet
+from anodiff.methods.parts import (
+    DiffusionPart,
+    StudentPart,
+    build_diffusion_unet,
+    train_diffusion_unet,
+)
 from anodiff.methods.registry import register
 from anodiff.methods.results import RawResult
 from anodiff.methods.training_data import labelled_training_images
@@ -49,13 +61,16 @@ class CounterfactualConfig(TranslationConfig):
     ``cfg_scale`` is w (1 = the healthy-conditional model alone, > 1 pushes further away from
     the unconditional model, 0 = unconditional); ``label_dropout`` the probability of training
     a sample with the null label; ``encode_label`` the class the DDIM encoding is conditioned
-    on (``anomalous`` = 1 - ``healthy_label``, or ``null``). Defaults: the ``cpu`` preset.
+    on (``anomalous`` = 1 - ``healthy_label``, or ``null``); ``student``, set by
+    ``anodiff distill`` only, the distilled decoder (None: the guided one). Defaults: the
+    ``cpu`` preset.
     """
 
     level: int = 50
     cfg_scale: float = 6.0
     label_dropout: float = 0.15
     encode_label: Literal["anomalous", "null"] = "anomalous"
+    student: StudentPart | None = None
 
     def check(self) -> None:
         super().check()
@@ -67,6 +82,19 @@ class CounterfactualConfig(TranslationConfig):
                                f"{self.encode_label!r}")
         if not self.cfg_scale >= 0:
             raise AnodiffError(f"cfg_scale (w) must be >= 0, got {self.cfg_scale}")
+        if self.student is not None and (self.encoding != "ddim" or self.levels or
+                                         self.level != self.student.level):
+            raise AnodiffError(f"the distilled student decodes a DDIM encoding from level "
+                               f"{self.student.level} only; keep encoding ddim, level "
+                               f"{self.student.level} and no levels")
+
+    def translator(self) -> Translator:
+        """The guided translation; with a student, the DDIM encoding in ``steps`` hops and
+        the student's ``student.steps`` DDIM hops back."""
+        if self.student is None:
+            return super().translator()
+        return Translator(Inversion(self.level, self.steps, self.solver),
+                          Denoising(self.level, self.student.steps, "ddim"))
 
 
 @register("counterfactual")
@@ -104,6 +132,9 @@ class Counterfactual(Detector[CounterfactualConfig]):
         with seeded(self.config.seed):
             self.unet = build_diffusion_unet(self.config.diffusion, self.input_shape[0],
                                              num_class_embeds=NUM_CLASS_EMBEDS)
+        if self.config.student is not None:  # its weights come with the distilled run
+            self.student = build_diffusion_unet(self.config.diffusion, self.input_shape[0],
+                                                num_class_embeds=NUM_CLASS_EMBEDS)
 
     def fit_parts(self, data: Any) -> None:
         """Train the one class-conditional UNet with label dropout on all labelled train
@@ -120,13 +151,48 @@ class Counterfactual(Detector[CounterfactualConfig]):
         return translate_to_healthy(x, encoder, decoder, self.config, self.schedule, generator)
 
     def predictors(self) -> tuple[EpsFn, EpsFn]:
-        """The encoding predictor (anomalous or null label) and the guided healthy decoder."""
+        """The encoding predictor (anomalous or null label) and the healthy decoder: the
+        guided one, or the distilled student's."""
         eps = unet_eps(self.unet)
-        healthy = self.config.healthy_label
-        encode_label = 1 - healthy if self.config.encode_label == "anomalous" else NULL_LABEL
-        w = self.config.cfg_scale
-        if w in (0, 1):  # the unconditional or the healthy model alone: one evaluation
-            decoder = class_conditioned(eps, y=NULL_LABEL if w == 0 else healthy)
-        else:
-            decoder = class_conditioned(eps, y=healthy, cfg_scale=w, null_label=NULL_LABEL)
+        encode_label = 1 - self.config.healthy_label \
+            if self.config.encode_label == "anomalous" else NULL_LABEL
+        decoder = self.student_eps(self.student) if self.config.student is not None \
+            else self.guided_decoder()
         return class_conditioned(eps, y=encode_label), decoder
+
+    def guided_decoder(self) -> EpsFn:
+        """Classifier-free guidance toward the healthy label with weight w."""
+        eps, healthy, w = unet_eps(self.unet), self.config.healthy_label, self.config.cfg_scale
+        if w in (0, 1):  # the unconditional or the healthy model alone: one evaluation
+            return class_conditioned(eps, y=NULL_LABEL if w == 0 else healthy)
+        return class_conditioned(eps, y=healthy, cfg_scale=w, null_label=NULL_LABEL)
+
+    def student_eps(self, network: nn.Module) -> EpsFn:
+        """A student network as the decoder evaluates it: under the healthy label, once."""
+        return class_conditioned(unet_eps(network), y=self.config.healthy_label)
+
+    # --- few-step students (anodiff distill) ---------------------------------------------
+    def decoder_segment(self) -> DecoderSegment:
+        """The guided decoder from L, whose student starts from the trained network; on a
+        distilled run, its student (a further halving starts from it)."""
+        if self.config.encoding != "ddim" or self.config.levels:
+            raise AnodiffError("counterfactual: a few-step student decodes a DDIM encoding "
+                               "from one L; distil a run with encoding ddim and no levels")
+        if self.config.student is not None:
+            return DecoderSegment(self.student_eps(self.student), self.student, self.schedule,
+                                  self.config.level, self.config.student.steps,
+                                  as_eps=self.student_eps)
+        return DecoderSegment(self.guided_decoder(), self.unet, self.schedule,
+                              self.config.level, self.config.steps, as_eps=self.student_eps)
+
+    def distillation_images(self, data: Any) -> Tensor:
+        """Every labelled training slice (those the network trained on), in [0, 1]."""
+        images, _ = labelled_training_images(self.name, data)
+        return images
+
+    def with_student(self, student: nn.Module, steps: int) -> Counterfactual:
+        """This run with ``student`` as its decoder in ``steps`` DDIM hops."""
+        distilled = self.sharing(replace(self.config,
+                                         student=StudentPart(steps, self.config.level)))
+        distilled.student = student
+        return distilled

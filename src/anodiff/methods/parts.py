@@ -73,6 +73,21 @@ class ClassifierPart:
         check_max_level(self.max_level, None)
 
 
+@dataclass(frozen=True)
+class StudentPart:
+    """A few-step student of a method's decoder, made by ``anodiff distill``
+    (:mod:`anodiff.diffusion.distillation`): it decodes from ``level`` in ``steps`` DDIM hops,
+    the segment it was distilled on."""
+
+    steps: int
+    level: int
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.level < self.steps:
+            raise AnodiffError(f"student: {self.steps} hops from level {self.level} is no "
+                               "decoder; distil again")
+
+
 def check_network(net: str, presets: Iterable[str]) -> None:
     """Refuse a network preset that does not exist."""
     if net not in presets:

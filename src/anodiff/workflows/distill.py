@@ -1,10 +1,12 @@
 """``anodiff distill RUN --steps K --out RUN2``: a run whose decoder needs K network
 evaluations, distilled from RUN's (:mod:`anodiff.diffusion.distillation`).
 
-The student trains on the healthy training slices RUN trained on (``--data`` names another
+The student trains on the training slices RUN's network trained on (``--data`` names another
 copy of them), halving the teacher's DDIM hops until K are left; each halving checkpoints
 under ``RUN2/distillation`` and a rerun with the same settings resumes it. The student
-then replaces the teacher's network, the method decodes with DDIM in K hops, and everything
+then decodes in K DDIM hops in place of the teacher's decoder (AnoDDPM: the student replaces
+its UNet; the counterfactual method: a student under the healthy label replaces the guided
+decoder, the encoding keeps the trained network), and everything
 fitted after training (the healthy-FPR threshold, the case thresholds) is refitted on the
 dataset's healthy slices with the student's maps. ``RUN2`` is an ordinary run folder
 (``run.yaml`` + ``model/``) that ``detect``, ``evaluate`` and ``benchmark`` take; its
@@ -32,7 +34,6 @@ from anodiff.diffusion.training import ArrayDataset, TrainConfig
 from anodiff.errors import AnodiffError
 from anodiff.locking import LOCK_FILE, run_lock
 from anodiff.methods import Detector
-from anodiff.methods.training_data import training_images
 from anodiff.outputs import prepare_output_folder, write_text_atomic
 from anodiff.workflows.run import RUN_FILE, load_run, run_log
 
@@ -54,8 +55,8 @@ def distill_run(run: Path, out: Path, steps: int, *, data_root: Path | None = No
     detector, spec = load_run(run, device)
     if not isinstance(detector, Distillable):
         raise AnodiffError(f"{run}: {detector.name}'s decoder is not one trajectory from its "
-                           "level with a plain noise predictor, so it has no few-step student; "
-                           "distil an anoddpm run")
+                           "level, so it has no few-step student; distil an anoddpm or "
+                           "counterfactual run")
     segment = detector.decoder_segment()
     teacher_steps = teacher_steps or teacher_steps_for(steps, segment.steps, segment.level)
     halving_plan(segment.level, teacher_steps, steps)  # refused before anything is written
@@ -72,21 +73,21 @@ def distill_run(run: Path, out: Path, steps: int, *, data_root: Path | None = No
                      "hops, on %s into %s", run, detector.name, segment.steps, segment.level,
                      steps, teacher_steps, data_root, out)
             data = spec.data.open(data_root)
-            images, _ = training_images(data, detector.supervision)
-            teacher = getattr(detector, segment.network)
             student, history = distil(
-                teacher, ArrayDataset((images * 2 - 1).to(detector.device)), segment.schedule,
-                level=segment.level, teacher_steps=teacher_steps, steps=steps, config=train,
+                segment.start, ArrayDataset(detector.distillation_images(data)
+                                            .to(detector.device)),
+                segment.schedule, level=segment.level, teacher_steps=teacher_steps,
+                steps=steps, config=train, teacher=segment.teacher, as_eps=segment.as_eps,
                 noise=segment.noise, noise_options=segment.noise_options,
                 run_dir=out / "distillation")
-            distilled = detector.retuned(keep_state=True, **detector.student_settings(steps))
-            setattr(distilled, segment.network, student)
+            distilled = detector.with_student(student, steps)
             distilled.refit(data)
             distilled.save(out / "model")
             write_text_atomic(out / RUN_FILE, yaml.safe_dump(
                 _run_spec(run, distilled, request, history.to_dict()), sort_keys=False))
             log.info("distilled in %.0f s; the student decodes in %d network evaluations "
-                     "(the teacher run: %d)", history.seconds, steps, segment.steps)
+                     "(the teacher run: %d)", history.seconds, steps,
+                     segment.steps * segment.teacher.nfe_per_call)
     return distilled
 
 
