@@ -236,14 +236,24 @@ def detect(
              "viewers overlay on the source series), series (new image series, as before "
              "0.2) or both.")] = "objects",
     shard: ShardOption = None,
+    postprocess: Annotated[list[str] | None, typer.Option(
+        help="Clean each case's mask before it is written and counted, e.g. --postprocess "
+             "min_lesion_ml=0.1 (drop 3-D lesions under 0.1 ml; volumes only); also "
+             "opening_radius, closing_radius, min_component_size (pixels; repeatable). The "
+             "map steps of `evaluate --postprocess` are refused: the run's threshold was "
+             "calibrated on unfiltered maps.")] = None,
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
+    from anodiff.config import build, parse_overrides
+    from anodiff.scoring.postprocess import PostProcess
     from anodiff.workflows.detect import detect_inputs
 
+    post = build(PostProcess, parse_overrides(postprocess or [], "--postprocess",
+                                              "min_lesion_ml=0.1"), "--postprocess")
     report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device,
                            layout=layout, sequence_map=_renames(rename_sequence),
                            skip_existing=skip_existing, dicom_output=dicom_output,
-                           shard=shard)
+                           shard=shard, postprocess=post)
     # each failure was logged as it happened ("failed: INPUT: why"), once
     done_before = f", {len(report.skipped)} done before" if report.skipped else ""
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} cases "

@@ -610,4 +610,13 @@ KINDS: tuple[Kind, ...] = (
     Kind("export --preset the method does not have",
          lambda ws: ["export", str(ws.run3), "--out", str(ws.work / "fast"), "--preset", "turbo"],
          r"threshold: unknown preset 'turbo'", "run3"),
+    # post-processing detect cannot apply honestly
+    Kind("detect --postprocess with a map step",
+         lambda ws: [*_detect(ws, ws.volume)[:-2], "--out", str(ws.work / "maps"),
+                     "--postprocess", "interslice_median=3"],
+         r"interslice_median=3 would change the maps .* mask steps only", "--postprocess"),
+    Kind("detect --postprocess min_lesion_ml on a 2-D image",
+         lambda ws: ["detect", str(ws.run_images), str(ws.images / "images" / "a0.png"),
+                     "--out", str(ws.work / "maps"), "--postprocess", "min_lesion_ml=0.1"],
+         r"failed: .*a0.png: min_lesion_ml needs the voxel size of case 'a0'", "a0.png"),
 )

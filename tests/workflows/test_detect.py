@@ -20,8 +20,9 @@ from anodiff.data.slicing import volume_to_slices
 from anodiff.errors import AnodiffError
 from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
+from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.detect import detect_inputs
-from anodiff.workflows.run import train_run
+from anodiff.workflows.run import load_run, train_run
 
 SHAPE = (24, 24, 10)
 SEQUENCES = ("flair", "t1")
@@ -434,3 +435,42 @@ def test_every_case_gets_a_lesion_table_of_its_written_mask(volume_run: tuple[Pa
     world = [float(rows[0][f"centroid_{a}_mm"]) for a in "ras"]
     index = [float(rows[0][f"centroid_{a}"]) for a in "ijk"]
     np.testing.assert_allclose(world, (mask.affine @ [*index, 1.0])[:3], atol=1e-6)
+
+
+def test_mask_steps_clean_the_written_mask_and_map_steps_are_refused(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``postprocess`` cleans each case's mask before it is written, counted and tabled (here
+    3-D lesions under ``min_lesion_ml``), leaves the map alone, and says so in scores.csv; a
+    map step is refused before anything is written, since the run's threshold was calibrated
+    on unfiltered maps."""
+    run, case = volume_run
+    detector, spec = load_run(run, "cpu")
+    detector.threshold.fill_(float(detector.threshold) * 0.8)  # noise specks beside the lesion
+    kept_ml = 0.01  # about 2 voxels of the 16 x 16 model grid; the lesion has about 5
+    outputs = {}
+    for name, post in (("plain", None), ("cleaned", PostProcess(min_lesion_ml=kept_ml)),
+                       ("nothing", PostProcess(min_lesion_ml=10.0))):
+        report = detect_inputs(run, [case], tmp_path / name, progress=False,
+                               loaded=(detector, spec), postprocess=post)
+        assert not report.failures
+        outputs[name] = (nib.load(tmp_path / name / "sick_mask.nii.gz").get_fdata() > 0,
+                         nib.load(tmp_path / name / "sick_anomaly_map.nii.gz").get_fdata(),
+                         read_scores(tmp_path / name)[0])
+    (plain, plain_map, plain_row), (cleaned, cleaned_map, row) = outputs["plain"], \
+        outputs["cleaned"]
+    lesion = nib.load(case / "sick_seg.nii.gz").get_fdata() > 0
+    assert int(plain_row["lesions"]) > int(row["lesions"]) >= 1, "specks dropped, lesion kept"
+    assert not (cleaned & ~plain).any() and cleaned[lesion].mean() > 0.5
+    assert float(row["flagged_ml"]) < float(plain_row["flagged_ml"])
+    assert int(row["lesions"]) == len(list(csv.DictReader(
+        (tmp_path / "cleaned" / "sick_lesions.csv").open())))
+    assert (row["postprocess"], plain_row["postprocess"]) == (f"min_lesion_ml={kept_ml}", "")
+    np.testing.assert_array_equal(cleaned_map, plain_map)
+    empty, _, none_row = outputs["nothing"]
+    assert not empty.any() and (none_row["lesions"], none_row["anomalous_slices"],
+                                float(none_row["flagged_ml"])) == ("0", "0", 0.0)
+
+    with pytest.raises(AnodiffError, match=r"interslice_median=3.*mask steps only"):
+        detect_inputs(run, [case], tmp_path / "median", progress=False,
+                      postprocess=PostProcess(interslice_median=3))
+    assert not (tmp_path / "median").exists()

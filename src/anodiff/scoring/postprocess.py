@@ -24,6 +24,10 @@ from skimage import morphology
 
 from anodiff.errors import AnodiffError
 
+MAP_STEPS = ("mask_background", "median_size", "interslice_median", "erode_brain")
+"""The settings that change maps (so a threshold calibrated on unfiltered maps no longer
+holds its false-positive rate); the others clean masks after a threshold."""
+
 
 @dataclass(frozen=True)
 class PostProcess:
@@ -49,6 +53,15 @@ class PostProcess:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def changes(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (the steps that do something)."""
+        default = PostProcess()
+        return {k: v for k, v in self.to_dict().items() if v != getattr(default, k)}
+
+    def map_changes(self) -> dict[str, Any]:
+        """:meth:`changes` among :data:`MAP_STEPS`."""
+        return {k: v for k, v in self.changes().items() if k in MAP_STEPS}
 
     @property
     def needs_cases(self) -> bool:
@@ -95,10 +108,11 @@ class PostProcess:
         if self.min_lesion_ml > 0:
             ids = np.asarray(case_ids)
             for rows in _case_rows(self, case_ids, len(out)):
-                ml = (voxel_ml or {}).get(str(ids[rows][0]), float("nan"))
+                case = str(ids[rows][0])
+                ml = (voxel_ml or {}).get(case, float("nan"))
                 if not ml > 0:
-                    raise AnodiffError(f"min_lesion_ml needs the voxel size of case "
-                                       f"{ids[rows][0]!r} (3-D volumes only)")
+                    raise AnodiffError(f"min_lesion_ml needs the voxel size of case {case!r}, "
+                                       "which a 2-D image lacks (3-D volumes only)")
                 out[rows] = _drop_small(out[rows], self.min_lesion_ml / ml)
         return out
 

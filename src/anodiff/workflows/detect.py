@@ -21,6 +21,14 @@ own format and geometry (a case folder's reference is its first sequence's image
                                                  centroid (RAS mm), box, map values
     DIR/scores.csv                               one row per input case, kept across reruns
 
+The mask can be cleaned before it is written and counted with the shared post-processing's
+mask steps (:class:`~anodiff.scoring.postprocess.PostProcess`: opening, closing, small 2-D
+components, and 3-D lesions under ``min_lesion_ml`` of the case). Its map steps (median
+filters, the inter-slice median, brain erosion) are refused here: they change the map whose
+threshold the run calibrated, so the mask would no longer flag the calibrated share of
+healthy brain; ``anodiff evaluate --postprocess`` measures them with thresholds calibrated on
+filtered validation maps.
+
 ``<name>`` is the case's name: the case folder's, the file's stem, nnU-Net's case id, BIDS's
 ``sub-<id>[_ses-<id>]``. A bad case (unreadable, a missing sequence, the wrong number of
 channels, not 2-D/3-D as the model needs) or an input with no case is logged and recorded in
@@ -55,6 +63,7 @@ from anodiff.methods import Detector
 from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.progress import progress_bar
 from anodiff.report.lesions import lesion_csv, lesion_table
+from anodiff.scoring.postprocess import MAP_STEPS, PostProcess
 from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.scores_table import ScoresTable
@@ -99,9 +108,10 @@ class DetectRow:
     (empty for 2-D images); ``threshold`` and ``threshold_origin`` say which mask rule made
     the mask and where its threshold came from. ``anomalous_slices`` counts the slices whose
     mask (on the model grid) has a pixel, ``lesions`` the connected components of the mask
-    on the input's grid (the rows of ``<name>_lesions.csv``); ``seconds`` is the wall time
-    for the case, reading and writing included. The numbers are None (empty cells) when
-    ``status`` is ``error``; ``message`` then says why.
+    on the input's grid (the rows of ``<name>_lesions.csv``); ``postprocess`` lists the mask
+    steps that cleaned the mask first (``min_lesion_ml=0.1``; empty: none); ``seconds`` is
+    the wall time for the case, reading and writing included. The numbers are None (empty
+    cells) when ``status`` is ``error``; ``message`` then says why.
     """
 
     input: str
@@ -116,6 +126,7 @@ class DetectRow:
     flagged_ml: float | None = None
     threshold: float | None = None
     threshold_origin: str = ""
+    postprocess: str = ""
     n_slices: int | None = None
     anomalous_slices: int | None = None
     lesions: int | None = None
@@ -162,6 +173,7 @@ def detect_inputs(
     dicom_output: str = "objects",
     shard: str | None = None,
     loaded: tuple[Detector, RunSpec] | None = None,
+    postprocess: PostProcess | None = None,
 ) -> DetectReport:
     """Localise anomalies in every input with the run's model; write maps and ``scores.csv``.
 
@@ -187,6 +199,11 @@ def detect_inputs(
     cases done ``ok``), and :func:`merge_detection` (``anodiff merge``, or the main process
     itself under torchrun) makes ``scores.csv``. The report then holds this shard's rows.
 
+    ``postprocess``: mask steps of the shared post-processing, applied to each case's mask
+    (whichever rule made it) before it is written, counted and tabled; map steps are refused
+    (see the module docstring), and ``min_lesion_ml`` fails a 2-D image's case (it has no
+    voxel volume) with a named error.
+
     ``loaded``: the run as :func:`~anodiff.workflows.run.load_run` returned it, for a caller
     that detects case after case with one model (the viewer's worker): it is used as it is,
     on its own device, instead of loading ``run`` again for every call.
@@ -200,6 +217,13 @@ def detect_inputs(
     if dicom_output not in DICOM_OUTPUTS:
         raise AnodiffError(f"detect: --dicom-output must be one of {', '.join(DICOM_OUTPUTS)}, "
                            f"got {dicom_output!r}")
+    post = postprocess or PostProcess()
+    if post.map_changes():
+        raise AnodiffError(
+            f"detect: --postprocess {_listed(post.map_changes())} would change the maps whose "
+            "threshold the run calibrated on unfiltered healthy maps; detect takes the mask "
+            f"steps only ({', '.join(k for k in post.to_dict() if k not in MAP_STEPS)}); "
+            "`anodiff evaluate --postprocess` measures the map steps")
     with joined(resolve_device(device)) as (world, target):
         part = shard_for(shard, world)
         detector, spec = loaded if loaded is not None else load_run(run, target)
@@ -210,7 +234,7 @@ def detect_inputs(
         names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
         items = _items(paths, sequences, layout, names)
         work = _Work(detector, spec, sequences, out, frozenset(resolved(p) for p in paths),
-                     batch_size, dicom_output, _name_clashes(items))
+                     batch_size, dicom_output, _name_clashes(items), post)
         if part is None:
             return _detect_all(work, items, skip_existing, progress)
         shards_folder(out)
@@ -219,7 +243,8 @@ def detect_inputs(
                 "kind": "detect", "run": str(resolved(run)), "model": model_fingerprint(run),
                 "inputs": [str(resolved(p)) for p in paths], "items": len(items), "layout": layout,
                 "sequence_map": sequence_map or {}, "batch_size": batch_size,
-                "dicom_output": dicom_output, "shards": part.count})
+                "dicom_output": dicom_output, "postprocess": post.changes(),
+                "shards": part.count})
             with shard_lock(out, part):
                 rows = _detect_shard(work, items, part, progress)
         if world.distributed and world.main:
@@ -243,6 +268,7 @@ class _Work:
     batch_size: int
     dicom_output: str
     clashes: dict[int, str]  # item number -> why its outputs' name is taken
+    post: PostProcess  # mask steps only
 
     def detect(self, number: int, item: _Item) -> DetectRow:
         """The row of one item, its outputs written."""
@@ -251,7 +277,7 @@ class _Work:
         if number in self.clashes:
             return _failed(item.source, item.name, self.clashes[number])
         return _detect_one(self.detector, self.spec, self.sequences, item.case, self.out,
-                           self.protected, self.batch_size, self.dicom_output)
+                           self.protected, self.batch_size, self.dicom_output, self.post)
 
 
 def _items(paths: list[Path], sequences: tuple[str, ...] | None, layout: str,
@@ -359,6 +385,7 @@ def _detect_one(
     protected: frozenset[Path],
     batch_size: int,
     dicom_output: str,
+    post: PostProcess,
 ) -> DetectRow:
     """Process one input case into its files and row; an AnodiffError becomes an error row."""
     start = time.perf_counter()
@@ -375,12 +402,14 @@ def _detect_one(
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
+        voxel_ml = data.voxel_ml(name)
+        if post.changes():
+            masks = post.masks(masks, [name] * len(masks), {name: voxel_ml})
         lesions = _write_outputs(data, name, predictions, masks, out, protected,
                                  DicomObjects(dicom_output, detector.name))
     except AnodiffError as err:
         return _failed(str(path), name, str(err))
     flagged = int((masks & predictions.foreground).sum())
-    voxel_ml = data.voxel_ml(name)
     threshold, origin = mask_origin(detector)
     case = detector.case_score(torch.as_tensor(predictions.maps),
                                torch.as_tensor(predictions.foreground))
@@ -396,6 +425,7 @@ def _detect_one(
         flagged_ml=None if math.isnan(voxel_ml) else round(flagged * voxel_ml, 3),
         threshold=threshold,
         threshold_origin=origin,
+        postprocess=_listed(post.changes()),
         n_slices=len(data),
         anomalous_slices=int(masks.any(axis=(1, 2)).sum()),
         lesions=lesions,
@@ -414,6 +444,11 @@ def mask_origin(detector: Detector) -> tuple[float | None, str]:
     if config.mask == "otsu":
         return None, "otsu: each slice's own Otsu threshold (not calibrated)"
     return None, f"own: {detector.name}'s own mask rule"
+
+
+def _listed(settings: dict[str, object]) -> str:
+    """``key=value`` pairs, comma-separated (scores.csv, messages)."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _failed(source: str, name: str, message: str) -> DetectRow:
