@@ -12,13 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from anodiff import __version__
 from anodiff.devices import DEVICE_HELP  # imports PyTorch only when a device is resolved
 from anodiff.errors import AnodiffError
+
+if TYPE_CHECKING:  # the command line starts without PyTorch and scipy
+    from anodiff.scoring.postprocess import PostProcess
 
 app = typer.Typer(
     help="Anomaly detection and localisation in medical images with diffusion models.",
@@ -161,6 +164,16 @@ def _renames(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _postprocess(pairs: list[str] | None, example: str) -> PostProcess | None:
+    """``--postprocess`` pairs as the shared post-processing settings (None: none given)."""
+    from anodiff.config import build, parse_overrides
+    from anodiff.scoring.postprocess import PostProcess
+
+    if pairs is None:
+        return None
+    return build(PostProcess, parse_overrides(pairs, "--postprocess", example), "--postprocess")
+
+
 @data_app.command("inspect")
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="A dataset folder, a case folder or files.")],
@@ -239,21 +252,18 @@ def detect(
     postprocess: Annotated[list[str] | None, typer.Option(
         help="Clean each case's mask before it is written and counted, e.g. --postprocess "
              "min_lesion_ml=0.1 (drop 3-D lesions under 0.1 ml; volumes only); also "
-             "opening_radius, closing_radius, min_component_size (pixels; repeatable). The "
-             "map steps of `evaluate --postprocess` are refused: the run's threshold was "
-             "calibrated on unfiltered maps.")] = None,
+             "opening_radius, closing_radius, min_component_size (pixels; repeatable). Map "
+             "steps (interslice_median, ...) are refused here: `export --postprocess ... "
+             "--refit DATA` gives a run them, with thresholds calibrated on them.")] = None,
 ) -> None:
     """Anomaly maps, masks and pseudo-healthy images in each input's own format and geometry."""
-    from anodiff.config import build, parse_overrides
-    from anodiff.scoring.postprocess import PostProcess
     from anodiff.workflows.detect import detect_inputs
 
-    post = build(PostProcess, parse_overrides(postprocess or [], "--postprocess",
-                                              "min_lesion_ml=0.1"), "--postprocess")
     report = detect_inputs(run, inputs, out, batch_size=batch_size, device=device,
                            layout=layout, sequence_map=_renames(rename_sequence),
                            skip_existing=skip_existing, dicom_output=dicom_output,
-                           shard=shard, postprocess=post)
+                           shard=shard, postprocess=_postprocess(postprocess,
+                                                                 "min_lesion_ml=0.1"))
     # each failure was logged as it happened ("failed: INPUT: why"), once
     done_before = f", {len(report.skipped)} done before" if report.skipped else ""
     typer.echo(f"{len(report.rows) - len(report.failures)} of {len(report.rows)} cases "
@@ -281,15 +291,13 @@ def evaluate(
         help="Post-process every map before thresholds and metrics, e.g. --postprocess "
              "interslice_median=3 (the median over 3 neighbouring slices of a case; also "
              "median_size, erode_brain, min_lesion_ml, opening_radius, closing_radius, "
-             "min_component_size; repeatable).")] = None,
+             "min_component_size; repeatable). Default: what the run records (export "
+             "--postprocess), else none.")] = None,
 ) -> None:
     """Evaluate a trained run on a dataset's test split (metrics.json, curves, examples)."""
-    from anodiff.config import build, parse_overrides
-    from anodiff.scoring.postprocess import PostProcess
     from anodiff.workflows.evaluate import evaluate_run
 
-    post = build(PostProcess, parse_overrides(postprocess or [], "--postprocess",
-                                              "interslice_median=3"), "--postprocess")
+    post = _postprocess(postprocess, "interslice_median=3")
     metrics = evaluate_run(run, data, out, fpr=fpr, device=device, resamples=resamples,
                            layout=layout, sequence_map=_renames(rename_sequence),
                            batch_size=batch_size, shard=shard, postprocess=post)
@@ -392,13 +400,20 @@ def export(
         help="Take this preset's test-time settings where they differ from cpu (fast: "
              "fewer network evaluations per slice); usually needs --refit.")] = None,
     device: DeviceOption = "auto",
+    postprocess: Annotated[list[str] | None, typer.Option(
+        help="Post-processing that `detect` applies to this run's maps and masks, e.g. "
+             "--postprocess interslice_median=3 (the median over 3 neighbouring slices of a "
+             "case; also median_size, erode_brain: map steps, which need --refit to calibrate "
+             "the thresholds on filtered healthy maps; min_lesion_ml, opening_radius, "
+             "closing_radius, min_component_size: mask steps; repeatable).")] = None,
 ) -> None:
     """Copy a run's model without training checkpoints or logs, to share or archive it."""
     from anodiff.config import parse_overrides
     from anodiff.workflows.export import export_run, size_bytes, weight_rounding_error
 
     export_run(run, out, half=half, settings=parse_overrides(set_ or []), refit_data=refit,
-               device=device, method=method, preset=preset)
+               device=device, method=method, preset=preset,
+               postprocess=_postprocess(postprocess, "interslice_median=3"))
     message = f"exported {run} to {out} ({size_bytes(out) / 1e6:.1f} MB)"
     if half:
         message += f"; largest weight change {weight_rounding_error(run, out):.2e}"

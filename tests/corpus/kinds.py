@@ -619,4 +619,9 @@ KINDS: tuple[Kind, ...] = (
          lambda ws: ["detect", str(ws.run_images), str(ws.images / "images" / "a0.png"),
                      "--out", str(ws.work / "maps"), "--postprocess", "min_lesion_ml=0.1"],
          r"failed: .*a0.png: min_lesion_ml needs the voxel size of case 'a0'", "a0.png"),
+    Kind("export --postprocess with a map step but no refit",
+         lambda ws: ["export", str(ws.run3), "--out", str(ws.work / "median"), "--postprocess",
+                     "interslice_median=3"],
+         r"interslice_median=3: the thresholds must be calibrated .* add --refit DATA",
+         "--postprocess"),
 )

@@ -18,10 +18,13 @@ import anodiff
 from anodiff.data.datasets import find_inputs, load_input_case
 from anodiff.data.slicing import volume_to_slices
 from anodiff.errors import AnodiffError
+from anodiff.evaluation.runner import predict
 from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.detect import detect_inputs
+from anodiff.workflows.evaluate import evaluate_run
+from anodiff.workflows.export import export_run
 from anodiff.workflows.run import load_run, train_run
 
 SHAPE = (24, 24, 10)
@@ -474,3 +477,58 @@ def test_mask_steps_clean_the_written_mask_and_map_steps_are_refused(
         detect_inputs(run, [case], tmp_path / "median", progress=False,
                       postprocess=PostProcess(interslice_median=3))
     assert not (tmp_path / "median").exists()
+
+
+def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_them(
+        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``export --postprocess interslice_median=3 --refit DATA`` calibrates the threshold on
+    healthy maps filtered by the inter-slice median (checked against scipy's median over each
+    case's slices and numpy's quantile), records the step in run.yaml, and ``detect`` filters
+    each case's maps with it before the mask and the case score; ``evaluate`` takes it as its
+    default and calibrates the same threshold. Without a refit, or as a detect option, a map
+    step is refused."""
+    run, case = volume_run
+    data = tmp_path / "data"  # the training cases, one for validation, and the lesioned one
+    shutil.copytree(run.parent / "DATA", data)
+    shutil.copytree(case, data / case.name)
+    (data / "splits.csv").write_text("case,split\ncase0,train\ncase1,val\ncase2,val\n"
+                                     f"case3,test\n{case.name},test\n")
+    post = PostProcess(interslice_median=3)
+    filtered = export_run(run, tmp_path / "filtered", refit_data=data, postprocess=post)
+    detector, spec = load_run(filtered, "cpu")
+    assert spec.postprocess == post
+    assert yaml.safe_load((filtered / "run.yaml").read_text())["postprocess"] == {
+        "interslice_median": 3}
+
+    healthy = spec.data.open(data).for_regime("self", split="val")
+    found = predict(anodiff.load(run / "model"), healthy, progress=False)
+    cases = np.asarray(found.cases)
+    maps = found.maps.copy()
+    for name in dict.fromkeys(found.cases):
+        maps[cases == name] = ndimage.median_filter(maps[cases == name], size=(3, 1, 1),
+                                                    mode="nearest")
+    pixels = maps[found.foreground]
+    expected = np.quantile(pixels, 1 - detector.config.fpr, method="higher")
+    assert float(detector.threshold) == pytest.approx(expected, rel=1e-6)
+    assert float(detector.threshold) != pytest.approx(float(anodiff.load(run / "model")
+                                                            .threshold), rel=1e-3)
+
+    detect_inputs(filtered, [case], tmp_path / "maps", progress=False)
+    detect_inputs(run, [case], tmp_path / "plain", progress=False)
+    (row,), (plain,) = read_scores(tmp_path / "maps"), read_scores(tmp_path / "plain")
+    assert (row["postprocess"], plain["postprocess"]) == ("interslice_median=3", "")
+    assert float(row["threshold"]) == pytest.approx(float(detector.threshold), rel=1e-6)
+    written = nib.load(tmp_path / "maps" / "sick_anomaly_map.nii.gz").get_fdata()
+    unfiltered = nib.load(tmp_path / "plain" / "sick_anomaly_map.nii.gz").get_fdata()
+    assert not np.allclose(written, unfiltered)
+    lesion = nib.load(case / "sick_seg.nii.gz").get_fdata() > 0
+    assert (nib.load(tmp_path / "maps" / "sick_mask.nii.gz").get_fdata()[lesion] > 0).mean() > 0.5
+
+    metrics = evaluate_run(filtered, data, tmp_path / "eval", resamples=0)
+    assert metrics is not None and metrics["postprocess"]["interslice_median"] == 3
+    assert metrics["pixel_threshold"] == pytest.approx(float(detector.threshold), rel=1e-6)
+
+    with pytest.raises(AnodiffError, match="add --refit DATA"):
+        export_run(run, tmp_path / "unrefitted", postprocess=post)
+    with pytest.raises(AnodiffError, match="anodiff export RUN --postprocess"):
+        detect_inputs(run, [case], tmp_path / "refused", progress=False, postprocess=post)

@@ -21,13 +21,16 @@ own format and geometry (a case folder's reference is its first sequence's image
                                                  centroid (RAS mm), box, map values
     DIR/scores.csv                               one row per input case, kept across reruns
 
-The mask can be cleaned before it is written and counted with the shared post-processing's
-mask steps (:class:`~anodiff.scoring.postprocess.PostProcess`: opening, closing, small 2-D
-components, and 3-D lesions under ``min_lesion_ml`` of the case). Its map steps (median
-filters, the inter-slice median, brain erosion) are refused here: they change the map whose
-threshold the run calibrated, so the mask would no longer flag the calibrated share of
-healthy brain; ``anodiff evaluate --postprocess`` measures them with thresholds calibrated on
-filtered validation maps.
+The shared post-processing (:class:`~anodiff.scoring.postprocess.PostProcess`) comes from
+two places. A run exported with ``anodiff export --postprocess ... --refit DATA`` records it,
+its map steps (the inter-slice median over the case's neighbouring slices, an in-plane
+median, brain erosion) with thresholds calibrated on healthy maps filtered so: detect
+filters each case's maps with them and makes the ``healthy_fpr`` and ``otsu`` masks, the
+image scores and the case score from the filtered maps (a method's own mask stays its own).
+``detect --postprocess`` adds mask steps (opening, closing, small 2-D components, 3-D
+lesions under ``min_lesion_ml`` of the case), which clean the mask before it is written and
+counted; map steps are refused there, since the run's thresholds were not calibrated on maps
+filtered so.
 
 ``<name>`` is the case's name: the case folder's, the file's stem, nnU-Net's case id, BIDS's
 ``sub-<id>[_ses-<id>]``. A bad case (unreadable, a missing sequence, the wrong number of
@@ -47,7 +50,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +67,7 @@ from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.progress import progress_bar
 from anodiff.report.lesions import lesion_csv, lesion_table
 from anodiff.scoring.postprocess import MAP_STEPS, PostProcess
-from anodiff.scoring.thresholds import per_image_otsu
+from anodiff.scoring.thresholds import above_threshold, per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.scores_table import ScoresTable
 from anodiff.workflows.shards import (
@@ -108,8 +111,9 @@ class DetectRow:
     (empty for 2-D images); ``threshold`` and ``threshold_origin`` say which mask rule made
     the mask and where its threshold came from. ``anomalous_slices`` counts the slices whose
     mask (on the model grid) has a pixel, ``lesions`` the connected components of the mask
-    on the input's grid (the rows of ``<name>_lesions.csv``); ``postprocess`` lists the mask
-    steps that cleaned the mask first (``min_lesion_ml=0.1``; empty: none); ``seconds`` is
+    on the input's grid (the rows of ``<name>_lesions.csv``); ``postprocess`` lists the
+    post-processing applied (``interslice_median=3, min_lesion_ml=0.1``; empty: none; the
+    run's own and ``--postprocess``'s); ``seconds`` is
     the wall time for the case, reading and writing included. The numbers are None (empty
     cells) when ``status`` is ``error``; ``message`` then says why.
     """
@@ -199,10 +203,10 @@ def detect_inputs(
     cases done ``ok``), and :func:`merge_detection` (``anodiff merge``, or the main process
     itself under torchrun) makes ``scores.csv``. The report then holds this shard's rows.
 
-    ``postprocess``: mask steps of the shared post-processing, applied to each case's mask
-    (whichever rule made it) before it is written, counted and tabled; map steps are refused
-    (see the module docstring), and ``min_lesion_ml`` fails a 2-D image's case (it has no
-    voxel volume) with a named error.
+    ``postprocess``: mask steps of the shared post-processing, over those the run records,
+    applied to each case's mask (whichever rule made it) before it is written, counted and
+    tabled; map steps are refused (see the module docstring), and ``min_lesion_ml`` fails a
+    2-D image's case (it has no voxel volume) with a named error.
 
     ``loaded``: the run as :func:`~anodiff.workflows.run.load_run` returned it, for a caller
     that detects case after case with one model (the viewer's worker): it is used as it is,
@@ -217,16 +221,17 @@ def detect_inputs(
     if dicom_output not in DICOM_OUTPUTS:
         raise AnodiffError(f"detect: --dicom-output must be one of {', '.join(DICOM_OUTPUTS)}, "
                            f"got {dicom_output!r}")
-    post = postprocess or PostProcess()
-    if post.map_changes():
+    masks_only = postprocess or PostProcess()
+    if masks_only.map_changes():
         raise AnodiffError(
-            f"detect: --postprocess {_listed(post.map_changes())} would change the maps whose "
-            "threshold the run calibrated on unfiltered healthy maps; detect takes the mask "
-            f"steps only ({', '.join(k for k in post.to_dict() if k not in MAP_STEPS)}); "
-            "`anodiff evaluate --postprocess` measures the map steps")
+            f"detect: --postprocess {_listed(masks_only.map_changes())} would change the maps "
+            "whose threshold the run calibrated without it; detect takes the mask steps only "
+            f"({', '.join(k for k in masks_only.to_dict() if k not in MAP_STEPS)}); give the "
+            "run map steps with `anodiff export RUN --postprocess ... --refit DATA --out NEW`")
     with joined(resolve_device(device)) as (world, target):
         part = shard_for(shard, world)
         detector, spec = loaded if loaded is not None else load_run(run, target)
+        post = replace(spec.postprocess, **masks_only.changes())
         # Training records the sequences it used; an images model has none.
         sequences = tuple(spec.data.sequences) if spec.data.sequences else None
         _check_scores_name(out, paths)
@@ -399,6 +404,8 @@ def _detect_one(
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
                                f"the model takes {tuple(detector.input_shape or ())}")
         predictions = predict(detector, data, batch_size, progress=False)
+        if post.map_changes():
+            _filter_maps(detector, predictions, post, name)
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
@@ -432,6 +439,19 @@ def _detect_one(
         seconds=round(time.perf_counter() - start, 3),
         nfe_per_slice=float(predictions.nfe_per_image),
     )
+
+
+def _filter_maps(detector: Detector, found: Predictions, post: PostProcess, name: str) -> None:
+    """Apply ``post``'s map steps to the maps of one case (``name``), and make the image
+    scores and the ``healthy_fpr`` / ``otsu`` masks from the filtered maps, as the run's
+    thresholds were calibrated (:func:`~anodiff.workflows.export.calibrate_filtered`)."""
+    fg = found.foreground
+    found.maps = post.maps(found.maps, fg, [name] * len(found.maps))
+    found.scores = detector.scores(torch.from_numpy(found.maps), torch.from_numpy(fg)).numpy()
+    if detector.config.mask == "healthy_fpr":
+        found.masks = above_threshold(found.maps, float(detector.threshold), fg)
+    elif detector.config.mask == "otsu":
+        found.masks = per_image_otsu(found.maps, fg)
 
 
 def mask_origin(detector: Detector) -> tuple[float | None, str]:

@@ -206,7 +206,9 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
     data. ``postprocess`` (:class:`~anodiff.scoring.postprocess.PostProcess`: the inter-slice
     median over a case's neighbouring slices, small-lesion removal, ...) is applied to the
     healthy validation maps the thresholds are calibrated on and to the test maps alike, and
-    recorded in metrics.json. With ``shard`` (``"I/N"``) or under ``torchrun`` this process
+    recorded in metrics.json; None takes the post-processing the run records (``anodiff
+    export --postprocess``: what ``detect`` applies), so its figures describe ``detect``.
+    With ``shard`` (``"I/N"``) or under ``torchrun`` this process
     localises its share of the batches into ``OUT/shards`` (:mod:`~anodiff.workflows.shards`)
     and returns None; under torchrun the main process then waits for the others' and merges
     (returning the metrics), otherwise ``anodiff merge OUT`` does once every shard is done."""
@@ -215,10 +217,10 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
     if batch_size < 1 or resamples < 0:
         raise AnodiffError(f"need batch_size >= 1 and resamples >= 0, got {batch_size} and "
                            f"{resamples}")
-    post = postprocess or PostProcess()
     with joined(resolve_device(device)) as (world, target):
         part = shard_for(shard, world)
         detector, spec = load_run(run, target)
+        post = spec.postprocess if postprocess is None else postprocess
         out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
         if part is None:
             with run_log(out, "evaluate"):

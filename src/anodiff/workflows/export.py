@@ -8,6 +8,12 @@ threshold, a memory bank, a one-class model) keep their precision. The rounding 
 weights (relative error <= 2^-11) changes the maps slightly; :func:`weight_rounding_error`
 reports the largest weight change, and the CLI prints it. A run saved by an earlier anodiff
 (checkpoint format 1) is written in the current format.
+
+``postprocess`` records the shared post-processing that ``detect`` then applies to the run's
+maps and masks. Its map steps (the inter-slice median over a case's neighbouring slices, an
+in-plane median, brain erosion) change the maps the thresholds are calibrated on, so they
+need a refit: :func:`calibrate_filtered` calibrates the thresholds on the filtered maps of
+the refit data's healthy validation slices, as ``anodiff evaluate --postprocess`` does.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ import yaml
 from anodiff.config import build as build_config
 from anodiff.config import to_plain
 from anodiff.errors import AnodiffError
+from anodiff.evaluation.runner import predict
 from anodiff.methods import Detector, load, method_class, preset_changes
 from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
+from anodiff.scoring.postprocess import PostProcess
+from anodiff.scoring.thresholds import above_threshold, case_shares, healthy_fpr_threshold
 from anodiff.workflows.run import RUN_FILE, load_run
 
 log = logging.getLogger(__name__)
@@ -86,6 +95,32 @@ def retuned_on(detector: Detector, settings: dict[str, Any], data: Any) -> Detec
     return detector
 
 
+def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
+                       batch_size: int = 32) -> None:
+    """Calibrate ``detector``'s thresholds on its maps of ``data``'s healthy validation slices
+    (healthy training slices without a val split) filtered by ``post``'s map steps, grouped
+    by case: the pixel threshold that a fraction ``fpr`` of their foreground reaches (the
+    ``healthy_fpr`` rule's ``threshold`` and ``flag_threshold``) and the case threshold (the
+    largest case share above it), as :meth:`Detector.calibrate` does on unfiltered maps.
+    Every healthy validation slice is localised (the inter-slice median needs a case's
+    slices in order), where :meth:`Detector.calibrate` picks ``calibration_images`` of them;
+    this is the calibration of ``anodiff evaluate --postprocess``."""
+    healthy = data.for_regime("self", split="val")
+    if len(healthy) == 0:
+        healthy = data.for_regime("self")
+    found = predict(detector, healthy, batch_size, progress=False)
+    fg = found.foreground
+    maps = post.maps(found.maps, fg, found.cases)
+    pixel = healthy_fpr_threshold(maps, detector.config.fpr, fg)
+    if detector.config.mask == "healthy_fpr":
+        detector.threshold.fill_(pixel)
+    detector.flag_threshold.fill_(pixel)
+    shares = case_shares(above_threshold(maps, pixel, fg), fg, found.cases)
+    detector.case_threshold.fill_(max(shares.values()))
+    log.info("thresholds calibrated on %d healthy slices filtered by %s: pixel %.6g, case %.6g",
+             len(found.maps), _listed(post.map_changes()), pixel, max(shares.values()))
+
+
 def _listed(settings: dict[str, Any]) -> str:
     """``key=value`` pairs, comma-separated, for a log line."""
     return ", ".join(f"{k}={v}" for k, v in settings.items())
@@ -94,7 +129,7 @@ def _listed(settings: dict[str, Any]) -> str:
 def export_run(run: Path, out: Path, half: bool = False,
                settings: dict[str, Any] | None = None, refit_data: Path | None = None,
                device: str = "auto", method: str | None = None,
-               preset: str | None = None) -> Path:
+               preset: str | None = None, postprocess: PostProcess | None = None) -> Path:
     """Write ``out/run.yaml`` and ``out/model`` from the finished run folder ``run``.
 
     ``settings`` change test-time settings of the exported model (for example the L and s a
@@ -108,30 +143,40 @@ def export_run(run: Path, out: Path, half: bool = False,
     ``method`` puts the trained networks under another method that trains the same parts
     (:func:`as_method`; needs ``refit_data``). ``preset`` (``fast``) applies the test-time
     settings in which that preset differs from ``cpu`` (:func:`preset_changes`) before
-    ``settings``.
+    ``settings``. ``postprocess`` replaces the post-processing the run records (kept when
+    None); with map steps it needs ``refit_data`` (:func:`calibrate_filtered`), and a refit
+    recalibrates on the recorded map steps too.
     """
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()):
         raise AnodiffError(f"{out}: exists and is not empty; export into a new folder")
     check_outside_inputs(out, [run] + ([Path(refit_data)] if refit_data is not None else []))
     detector, run_spec = load_run(run, device if refit_data is not None else "cpu")
+    post = run_spec.postprocess if postprocess is None else postprocess
+    if refit_data is None and post.map_changes() != run_spec.postprocess.map_changes():
+        raise AnodiffError(f"--postprocess {_listed(post.map_changes()) or 'without map steps'}:"
+                           " the thresholds must be calibrated on maps filtered so; add --refit "
+                           "DATA (a dataset with healthy validation cases)")
     if preset is not None:
         try:
             settings = {**preset_changes(method or detector.name, preset), **(settings or {})}
         except AnodiffError as err:
             raise AnodiffError(f"{run}: {err}") from err
     converted_from = None
+    refit = None if refit_data is None else run_spec.data.open(Path(refit_data))
     if method is not None and method != detector.name:
         if refit_data is None:
             raise AnodiffError(f"--method {method}: its thresholds must be calibrated on its "
                                "own maps; add --refit DATA (a dataset with healthy slices)")
         converted_from = detector.name
         detector = as_method(detector, method, run_spec.preset, settings)
-        detector.refit(run_spec.data.open(Path(refit_data)))
-    elif refit_data is None:
+        detector.refit(refit)
+    elif refit is None:
         detector = detector.retuned(**(settings or {}))
     else:
-        detector = retuned_on(detector, settings or {}, run_spec.data.open(Path(refit_data)))
+        detector = retuned_on(detector, settings or {}, refit)
+    if refit is not None and post.map_changes():
+        calibrate_filtered(detector, refit, post)
     if half:
         for network in detector.children():
             if any(True for _ in network.parameters()):
@@ -144,6 +189,9 @@ def export_run(run: Path, out: Path, half: bool = False,
                              "weights": "float16" if half else "float32",
                              "refitted_on": None if refit_data is None
                              else str(Path(refit_data).resolve())}
+    spec.pop("postprocess", None)
+    if post.changes():
+        spec["postprocess"] = post.changes()
     prepare_output_folder(out)
     detector.save(out / "model")
     write_text_atomic(out / RUN_FILE, yaml.safe_dump(spec, sort_keys=False))

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ from anodiff.errors import AnodiffError
 from anodiff.locking import Lock, run_lock
 from anodiff.methods import Detector, load, method_class
 from anodiff.outputs import TEMPORARY_MARK, prepare_output_folder, remove, write_text_atomic
+from anodiff.scoring.postprocess import PostProcess
 
 RUN_FILE = "run.yaml"
 LEGACY_TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+$")  # earlier versions' temporary names
@@ -109,13 +110,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """The content of ``run.yaml``."""
+    """The content of ``run.yaml``. ``postprocess`` is written by ``anodiff export
+    --postprocess`` only: the post-processing ``detect`` applies to this run's maps and masks,
+    its map steps the ones the model's thresholds were calibrated with."""
 
     method: str
     preset: str
     data_root: str
     data: DataConfig
     method_config: dict[str, Any]
+    postprocess: PostProcess = field(default_factory=PostProcess)
 
 
 def config_values(config_file: Path | None, overrides: list[str]) -> dict[str, Any]:
@@ -149,7 +153,9 @@ def read_run(run: Path) -> RunSpec:
         return RunSpec(method=values["method"], preset=values["preset"],
                        data_root=values["data_root"],
                        data=build(DataConfig, values.get("data", {}), "data"),
-                       method_config=values.get("method_config", {}))
+                       method_config=values.get("method_config", {}),
+                       postprocess=build(PostProcess, values.get("postprocess") or {},
+                                         "postprocess"))
     except KeyError as err:
         raise AnodiffError(f"{spec_file}: missing key {err}") from err
     except AnodiffError as err:
