@@ -47,6 +47,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_type_hints
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,12 +65,11 @@ from anodiff.scoring.foreground import foreground
 from anodiff.scoring.rules import (
     MASK_RULES,
     SCORE_RULES,
-    calibrate_threshold,
     image_scores,
     otsu_masks,
     postprocess_map,
 )
-from anodiff.scoring.thresholds import above_threshold, case_shares
+from anodiff.scoring.thresholds import above_threshold, case_shares, healthy_fpr_threshold
 
 SUPERVISION = ("supervised", "semi", "weak", "self", "unsupervised", "none")
 # The layout Detector.save writes: one tensor group, the state_dict (version 1 had one file
@@ -335,19 +335,28 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
             images, cases = calibration_images(data, self.config.calibration_images,
                                                self.config.seed)
             healthy = self.process(images)
-            pixel = calibrate_threshold(healthy.anomaly_map, healthy.foreground,
-                                        self.config.fpr)
+            self.calibrate_on(healthy.anomaly_map.float().cpu().numpy(),
+                              healthy.foreground.cpu().numpy(), cases)
         except AnodiffError as err:
             if self.config.mask == "healthy_fpr":
                 raise
             log.warning("%s: no case score (%s)", self.name, err)
-            return
+
+    def calibrate_on(self, maps: np.ndarray, fg: np.ndarray, cases: Sequence[str]
+                     ) -> tuple[float, float]:
+        """Set the thresholds from healthy maps (N, H, W), their foreground and each slice's
+        case: the pixel threshold a fraction ``fpr`` of the foreground reaches (the
+        ``healthy_fpr`` rule's ``threshold``; ``flag_threshold`` for every rule) and the case
+        threshold, the largest case share reaching it. Returns both. :meth:`calibrate` gives
+        it the maps of its picked slices; ``anodiff export --postprocess`` the filtered maps
+        of every healthy validation slice."""
+        pixel = healthy_fpr_threshold(maps, self.config.fpr, fg)
         if self.config.mask == "healthy_fpr":
             self.threshold.fill_(pixel)
         self.flag_threshold.fill_(pixel)
-        fg = healthy.foreground
-        shares = case_shares(above_threshold(healthy.anomaly_map, pixel, fg), fg, cases)
-        self.case_threshold.fill_(max(shares.values()))
+        case = max(case_shares(above_threshold(maps, pixel, fg), fg, cases).values())
+        self.case_threshold.fill_(case)
+        return pixel, case
 
     def refit(self, data: Any) -> None:
         """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)

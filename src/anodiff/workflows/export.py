@@ -32,7 +32,6 @@ from anodiff.evaluation.runner import predict
 from anodiff.methods import Detector, load, method_class, preset_changes
 from anodiff.outputs import check_outside_inputs, prepare_output_folder, write_text_atomic
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, case_shares, healthy_fpr_threshold
 from anodiff.workflows.run import RUN_FILE, load_run
 
 log = logging.getLogger(__name__)
@@ -99,9 +98,8 @@ def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
                        batch_size: int = 32) -> None:
     """Calibrate ``detector``'s thresholds on its maps of ``data``'s healthy validation slices
     (healthy training slices without a val split) filtered by ``post``'s map steps, grouped
-    by case: the pixel threshold that a fraction ``fpr`` of their foreground reaches (the
-    ``healthy_fpr`` rule's ``threshold`` and ``flag_threshold``) and the case threshold (the
-    largest case share above it), as :meth:`Detector.calibrate` does on unfiltered maps.
+    by case (:meth:`Detector.calibrate_on`, as :meth:`Detector.calibrate` does on unfiltered
+    maps).
     Every healthy validation slice is localised (the inter-slice median needs a case's
     slices in order), where :meth:`Detector.calibrate` picks ``calibration_images`` of them;
     this is the calibration of ``anodiff evaluate --postprocess``."""
@@ -110,15 +108,9 @@ def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
         healthy = data.for_regime("self")
     found = predict(detector, healthy, batch_size, progress=False)
     fg = found.foreground
-    maps = post.maps(found.maps, fg, found.cases)
-    pixel = healthy_fpr_threshold(maps, detector.config.fpr, fg)
-    if detector.config.mask == "healthy_fpr":
-        detector.threshold.fill_(pixel)
-    detector.flag_threshold.fill_(pixel)
-    shares = case_shares(above_threshold(maps, pixel, fg), fg, found.cases)
-    detector.case_threshold.fill_(max(shares.values()))
+    pixel, case = detector.calibrate_on(post.maps(found.maps, fg, found.cases), fg, found.cases)
     log.info("thresholds calibrated on %d healthy slices filtered by %s: pixel %.6g, case %.6g",
-             len(found.maps), _listed(post.map_changes()), pixel, max(shares.values()))
+             len(found.maps), _listed(post.map_changes()), pixel, case)
 
 
 def _listed(settings: dict[str, Any]) -> str:
