@@ -83,6 +83,12 @@ def parse_overrides(pairs: list[str], flag: str = "--set",
     return out
 
 
+def listed(settings: dict[str, Any]) -> str:
+    """``{"steps": 6, "solver": "ddim"}`` -> ``steps=6, solver=ddim``: settings as
+    ``parse_overrides`` reads them, for log lines, messages and tables."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``overrides`` into a copy of ``base`` (overrides win)."""
     out = dict(base)

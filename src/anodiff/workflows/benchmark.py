@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from anodiff.config import build, load_yaml, to_plain
+from anodiff.config import build, listed, load_yaml, to_plain
 from anodiff.data.datasets import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
@@ -304,7 +304,7 @@ def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset) -> Dete
     if not settings:
         return detector
     log.info("benchmark: %s with %s, refitted on the dataset", entry.name,
-             ", ".join(f"{k}={v}" for k, v in settings.items()))
+             listed(settings))
     return retuned_on(detector, settings, data)
 
 

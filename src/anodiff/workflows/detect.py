@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anodiff.config import listed
 from anodiff.data.datasets import InputCase, SliceDataset, find_inputs, load_input_case
 from anodiff.data.io import Image, image_stem, write_like
 from anodiff.devices import resolve_device
@@ -224,7 +225,7 @@ def detect_inputs(
     masks_only = postprocess or PostProcess()
     if masks_only.map_changes():
         raise AnodiffError(
-            f"detect: --postprocess {_listed(masks_only.map_changes())} would change the maps "
+            f"detect: --postprocess {listed(masks_only.map_changes())} would change the maps "
             "whose threshold the run calibrated without it; detect takes the mask steps only "
             f"({', '.join(k for k in masks_only.to_dict() if k not in MAP_STEPS)}); give the "
             "run map steps with `anodiff export RUN --postprocess ... --refit DATA --out NEW`")
@@ -432,7 +433,7 @@ def _detect_one(
         flagged_ml=None if math.isnan(voxel_ml) else round(flagged * voxel_ml, 3),
         threshold=threshold,
         threshold_origin=origin,
-        postprocess=_listed(post.changes()),
+        postprocess=listed(post.changes()),
         n_slices=len(data),
         anomalous_slices=int(masks.any(axis=(1, 2)).sum()),
         lesions=lesions,
@@ -464,11 +465,6 @@ def mask_origin(detector: Detector) -> tuple[float | None, str]:
     if config.mask == "otsu":
         return None, "otsu: each slice's own Otsu threshold (not calibrated)"
     return None, f"own: {detector.name}'s own mask rule"
-
-
-def _listed(settings: dict[str, object]) -> str:
-    """``key=value`` pairs, comma-separated (scores.csv, messages)."""
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _failed(source: str, name: str, message: str) -> DetectRow:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from anodiff.config import build as build_config
-from anodiff.config import to_plain
+from anodiff.config import listed, to_plain
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import predict
 from anodiff.methods import Detector, load, method_class, preset_changes
@@ -67,8 +67,8 @@ def as_method(detector: Detector, method: str, preset: str,
             if k not in (settings or {}) and v != preset_values[k] and not isinstance(v, dict)}
     if kept:
         log.info("%s keeps the %s run's %s (its %s preset has %s); --set changes them", method,
-                 detector.name, _listed(kept), preset,
-                 _listed({k: preset_values[k] for k in kept}))
+                 detector.name, listed(kept), preset,
+                 listed({k: preset_values[k] for k in kept}))
     config = build_config(type(base), {**preset_values, **shared, **(settings or {})}, method)
     converted = target(config)
     assert detector.input_shape is not None  # load() gives fitted detectors only
@@ -110,12 +110,7 @@ def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
     fg = found.foreground
     pixel, case = detector.calibrate_on(post.maps(found.maps, fg, found.cases), fg, found.cases)
     log.info("thresholds calibrated on %d healthy slices filtered by %s: pixel %.6g, case %.6g",
-             len(found.maps), _listed(post.map_changes()), pixel, case)
-
-
-def _listed(settings: dict[str, Any]) -> str:
-    """``key=value`` pairs, comma-separated, for a log line."""
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
+             len(found.maps), listed(post.map_changes()), pixel, case)
 
 
 def export_run(run: Path, out: Path, half: bool = False,
@@ -146,7 +141,7 @@ def export_run(run: Path, out: Path, half: bool = False,
     detector, run_spec = load_run(run, device if refit_data is not None else "cpu")
     post = run_spec.postprocess if postprocess is None else postprocess
     if refit_data is None and post.map_changes() != run_spec.postprocess.map_changes():
-        raise AnodiffError(f"--postprocess {_listed(post.map_changes()) or 'without map steps'}:"
+        raise AnodiffError(f"--postprocess {listed(post.map_changes()) or 'without map steps'}:"
                            " the thresholds must be calibrated on maps filtered so; add --refit "
                            "DATA (a dataset with healthy validation cases)")
     if preset is not None:
