@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 import anodiff
+from anodiff.config import build
 from anodiff.data.datasets import find_inputs, load_input_case
 from anodiff.data.slicing import volume_to_slices
 from anodiff.errors import AnodiffError
@@ -22,6 +23,7 @@ from anodiff.evaluation.runner import predict
 from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
 from anodiff.scoring.postprocess import PostProcess
+from anodiff.workflows.benchmark import BenchmarkConfig, run_benchmark_config
 from anodiff.workflows.detect import detect_inputs
 from anodiff.workflows.evaluate import evaluate_run
 from anodiff.workflows.export import export_run
@@ -480,7 +482,7 @@ def test_mask_steps_clean_the_written_mask_and_map_steps_are_refused(
 
 
 def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_them(
-        volume_run: tuple[Path, Path], tmp_path: Path) -> None:
+        volume_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``export --postprocess interslice_median=3 --refit DATA`` calibrates the threshold on
     healthy maps filtered by the inter-slice median (checked against scipy's median over each
     case's slices and numpy's quantile), records the step in run.yaml, and ``detect`` filters
@@ -494,7 +496,9 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
     (data / "splits.csv").write_text("case,split\ncase0,train\ncase1,val\ncase2,val\n"
                                      f"case3,test\n{case.name},test\n")
     post = PostProcess(interslice_median=3)
-    filtered = export_run(run, tmp_path / "filtered", refit_data=data, postprocess=post)
+    with monkeypatch.context() as patch:  # no calibration on unfiltered maps first
+        patch.setattr(anodiff.Detector, "calibrate", lambda *_: pytest.fail("unfiltered"))
+        filtered = export_run(run, tmp_path / "filtered", refit_data=data, postprocess=post)
     detector, spec = load_run(filtered, "cpu")
     assert spec.postprocess == post
     assert yaml.safe_load((filtered / "run.yaml").read_text())["postprocess"] == {
@@ -527,6 +531,31 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
     metrics = evaluate_run(filtered, data, tmp_path / "eval", resamples=0)
     assert metrics is not None and metrics["postprocess"]["interslice_median"] == 3
     assert metrics["pixel_threshold"] == pytest.approx(float(detector.threshold), rel=1e-6)
+
+    # a benchmark evaluates the run with its recorded step too, unless the entry switches it
+    # off; the benchmark-wide steps add to it
+    config = build(BenchmarkConfig, {
+        "datasets": {"d": str(data)}, "data": {"size": 16}, "resamples": 20,
+        "postprocess": {"min_lesion_ml": 0.001},
+        "methods": [{"method": "threshold", "label": "recorded", "run": str(filtered)},
+                    {"method": "threshold", "label": "off", "run": str(filtered),
+                     "postprocess": {"interslice_median": 1}}],
+        "reference": "off"})
+    rows = {row["method"]: row for row in run_benchmark_config(
+        config, tmp_path, tmp_path / "bench", source="test")}
+    assert rows["recorded"]["postprocess"] == {**PostProcess().to_dict(),
+                                               "interslice_median": 3, "min_lesion_ml": 0.001}
+    assert rows["recorded"]["pixel_threshold"] == pytest.approx(metrics["pixel_threshold"])
+    assert rows["off"]["postprocess"]["interslice_median"] == 1
+    assert rows["off"]["pixel_threshold"] != pytest.approx(metrics["pixel_threshold"], rel=1e-3)
+    (comparison,) = csv.DictReader((tmp_path / "bench" / "comparisons.csv").open())
+    assert (comparison["method"], comparison["reference"]) == ("recorded", "off")
+    report = (tmp_path / "bench" / "report.html").read_text()
+    assert "recorded on d: post-processing interslice_median=3, min_lesion_ml=0.001" in report
+    with pytest.raises(AnodiffError, match="'off'.*median_size must be odd"):
+        run_benchmark_config(replace(config, methods=(replace(
+            config.methods[1], postprocess={"median_size": 2}),)), tmp_path,
+            tmp_path / "refused", source="test")
 
     with pytest.raises(AnodiffError, match="add --refit DATA"):
         export_run(run, tmp_path / "unrefitted", postprocess=post)

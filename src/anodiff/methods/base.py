@@ -358,14 +358,17 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.case_threshold.fill_(case)
         return pixel, case
 
-    def refit(self, data: Any) -> None:
+    def refit(self, data: Any, calibrate: bool = True) -> None:
         """Refit everything fitted after training (:meth:`fit_normality`, :meth:`calibrate`)
         on ``data`` with the current settings; the networks stay as they are. A detector
-        saved without an input recipe takes ``data``'s."""
+        saved without an input recipe takes ``data``'s. ``calibrate=False`` leaves the
+        thresholds to the caller (``anodiff export --postprocess`` calibrates them on
+        filtered maps instead, :func:`~anodiff.workflows.export.calibrate_filtered`)."""
         self.check_fitted()
         self.recipe = self.recipe or InputRecipe.of(data)
         self.fit_normality(data)
-        self.calibrate(data)
+        if calibrate:
+            self.calibrate(data)
 
     # --- localisation --------------------------------------------------------------------
     def localize(self, images: Any, normalise: bool = False) -> AnomalyResult:

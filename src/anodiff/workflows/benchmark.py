@@ -10,6 +10,7 @@ The config (YAML, validated against :class:`BenchmarkConfig`)::
     data: {size: 64}            # DataConfig, shared by every method
     fpr: 0.01                   # healthy-validation false-positive rate for thresholds
     postprocess: {median_size: 1, interslice_median: 1, min_lesion_ml: 0, erode_brain: 0}
+    # a method entry may add its own: {method: anoddpm, postprocess: {interslice_median: 3}}
     max_cases: null             # evaluate on N anomalous + N healthy test cases only
     resamples: 1000             # case-bootstrap resamples (intervals, paired tests)
     reference: threshold        # compare every method with this one (paired bootstrap)
@@ -25,7 +26,13 @@ otherwise). Its ``settings`` are test-time settings and its ``preset`` (``fast``
 test-time settings in which that preset differs from ``cpu``: the run is evaluated with
 them, everything fitted after training refitted on the dataset first
 (:func:`~anodiff.workflows.export.retuned_on`), so one finished run serves a sweep of
-solvers, step counts or levels. ``reference`` may list several labels, e.g. ``[threshold-bright,
+solvers, step counts or levels. A method's post-processing is built in layers, each key
+replacing the one before: the steps its run records (``anodiff export --postprocess``: what
+``detect`` applies to it), the benchmark's ``postprocess:`` steps, then the entry's own
+``postprocess:`` keys (which can also switch a step off: ``interslice_median: 1``). Every
+method's threshold is calibrated on its own post-processed healthy validation maps, and the
+report's notes name the methods whose post-processing differs from the benchmark's.
+``reference`` may list several labels, e.g. ``[threshold-bright,
 threshold-dark]``: on every dataset and sequence set the one with the higher pixel AP on
 the test split is the reference, the intensity baseline at its better polarity (chosen
 with test labels, so the comparison favours the baseline). The results go to
@@ -83,10 +90,17 @@ class MethodEntry:
     label: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
+    postprocess: dict[str, Any] = field(default_factory=dict)  # keys of PostProcess
 
     @property
     def name(self) -> str:
         return self.label or self.method
+
+    def post_processing(self, recorded: PostProcess, shared: PostProcess) -> PostProcess:
+        """This method's post-processing: the steps its run ``recorded``, then the
+        benchmark's ``shared`` steps, then the entry's own keys (module docstring)."""
+        return build(PostProcess, {**recorded.changes(), **shared.changes(),
+                                   **self.postprocess}, f"{self.name}.postprocess")
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,11 @@ def check_benchmark(config: BenchmarkConfig, source: str) -> None:
         raise AnodiffError(f"{source}: method labels must be unique, got {labels}")
     if config.max_cases is not None and config.max_cases < 1:
         raise AnodiffError(f"{source}: max_cases must be >= 1, got {config.max_cases}")
+    for entry in config.methods:
+        try:
+            entry.post_processing(PostProcess(), PostProcess())
+        except AnodiffError as err:
+            raise AnodiffError(f"{source}: method {entry.name!r}: {err}") from err
     unknown = [r for r in config.reference_labels if r not in labels]
     if unknown or (config.reference is not None and not config.reference_labels):
         raise AnodiffError(f"{source}: reference {unknown[0] if unknown else '[]'!r} is not a "
@@ -213,6 +232,7 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
     rows: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     figures: list[tuple[str, Path]] = []
+    notes: list[str] = []
     with run_log(out, "benchmark"):
         for dataset, folder in config.datasets.items():
             root = (base / folder).resolve()
@@ -225,13 +245,14 @@ def run_benchmark_config(config: BenchmarkConfig, base: Path, out: Path, source:
                 rows += found.rows
                 comparisons += found.comparisons
                 figures += found.figures
+                notes += found.notes
         _write_tables(rows, out, "results", RESULT_COLUMNS,
                       results_markdown(rows, RESULT_COLUMNS))
         _write_tables(comparisons, out, "comparisons", COMPARISON_COLUMNS,
                       markdown_table(comparisons, COMPARISON_COLUMNS))
         write_report(out / "report.html", config.title, rows, RESULT_COLUMNS, figures,
                      settings={"config": source, **to_plain(config)},
-                     notes=[*(conclude(rows) if conclude else []), *config.notes,
+                     notes=[*(conclude(rows) if conclude else []), *config.notes, *notes,
                             "Pixel metrics pool the brain pixels of the anomalous test slices;"
                             " *_fpr figures threshold at the value reached by "
                             f"{config.fpr:.0%} of healthy validation pixels (the deployable "
@@ -252,6 +273,7 @@ class _Measured:
     rows: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     figures: list[tuple[str, Path]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | None,
@@ -265,6 +287,7 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     measured = _Measured()
     predictions: dict[str, Predictions] = {}
     metrics_of: dict[str, dict[str, Any]] = {}
+    posts: dict[str, PostProcess] = {}
     for entry in config.methods:
         log.info("benchmark: %s on %s%s", entry.name, dataset, f" ({tag})" if tag else "")
         if entry.run is not None:
@@ -279,21 +302,36 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
                 replace(data_config, context=spec.data.context).open(root), config.max_cases)
         if entry.run is not None:
             detector = _retuned(detector, entry, entry_data)
+        post = _post_processing(entry, spec.postprocess, config.postprocess)
         metrics, test, figures = evaluate_detector(
             detector, entry_data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
-            postprocess=config.postprocess, fpr=config.fpr, resamples=config.resamples)
-        predictions[entry.name], metrics_of[entry.name] = test, metrics
+            postprocess=post, fpr=config.fpr, resamples=config.resamples)
+        predictions[entry.name], metrics_of[entry.name], posts[entry.name] = test, metrics, post
+        if post != config.postprocess:
+            measured.notes.append(f"{entry.name} on {folder}: post-processing "
+                                  f"{listed(post.changes()) or 'none'} (its run's or its own)")
         measured.rows.append({**metrics, "dataset": dataset, "method": entry.name,
                               "sequences": "+".join(metrics["sequences"]) or "image",
                               "base_method": entry.method, "train_seconds": train_seconds})
         measured.figures += [(caption, path) for caption, path in figures
                              if path.name in ("grid.png", "dice_threshold.png")]
-    measured.comparisons = _compare(dataset, predictions, metrics_of, config)
+    measured.comparisons = _compare(dataset, predictions, metrics_of, posts, config)
     if installed("report"):
         measured.figures += _dataset_figures(dataset if tag is None else f"{dataset} ({tag})",
                                              predictions, metrics_of, out / "eval" / folder)
     return measured
+
+
+def _post_processing(entry: MethodEntry, recorded: PostProcess, shared: PostProcess
+                     ) -> PostProcess:
+    """The entry's post-processing (:meth:`MethodEntry.post_processing`), logged where its
+    run's recorded steps take part."""
+    post = entry.post_processing(recorded, shared)
+    if recorded.changes():
+        log.info("benchmark: %s: its run records the post-processing %s; evaluated with %s",
+                 entry.name, listed(recorded.changes()), listed(post.changes()) or "none")
+    return post
 
 
 def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset) -> Detector:
@@ -342,22 +380,23 @@ def _check_test_settings(entry: MethodEntry, method: str) -> None:
 
 
 def _compare(dataset: str, predictions: dict[str, Predictions],
-             measured: dict[str, dict[str, Any]], config: BenchmarkConfig
-             ) -> list[dict[str, Any]]:
-    """Every method against the reference on the same cases: differences and one-sided
-    paired-bootstrap p-values (none without a reference or resamples). With several
-    reference labels, the one with the highest pixel AP serves."""
+             measured: dict[str, dict[str, Any]], posts: dict[str, PostProcess],
+             config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """Every method against the reference on the same cases, each with its own
+    post-processing (``posts``): differences and one-sided paired-bootstrap p-values (none
+    without a reference or resamples). With several reference labels, the one with the
+    highest pixel AP serves."""
     candidates = [r for r in config.reference_labels if r in predictions]
     if not candidates or not config.resamples:
         return []
     reference = max(candidates, key=lambda r: measured[r]["pixel_ap"])
-    base = case_figures(predictions[reference], measured[reference], config.postprocess)
+    base = case_figures(predictions[reference], measured[reference], posts[reference])
     sequences = "+".join(measured[reference]["sequences"]) or "image"
     rows = []
     for name, test in predictions.items():
         if name == reference:
             continue
-        figures = case_figures(test, measured[name], config.postprocess)
+        figures = case_figures(test, measured[name], posts[name])
         rows.append({"dataset": dataset, "sequences": sequences, "method": name,
                      "reference": reference,
                      **paired_comparison(figures, base, config.resamples)})

@@ -85,12 +85,14 @@ def as_method(detector: Detector, method: str, preset: str,
     return converted.to(detector.device)
 
 
-def retuned_on(detector: Detector, settings: dict[str, Any], data: Any) -> Detector:
+def retuned_on(detector: Detector, settings: dict[str, Any], data: Any,
+               calibrate: bool = True) -> Detector:
     """``detector`` with changed test-time ``settings`` (:meth:`Detector.retuned`) and
     everything fitted after training refitted on ``data`` with them (:meth:`Detector.refit`),
-    so no threshold is left calibrated on the old settings' maps."""
+    so no threshold is left calibrated on the old settings' maps (``calibrate=False``: the
+    caller calibrates them)."""
     detector = detector.retuned(keep_state=True, **settings)
-    detector.refit(data)
+    detector.refit(data, calibrate)
     return detector
 
 
@@ -151,18 +153,19 @@ def export_run(run: Path, out: Path, half: bool = False,
             raise AnodiffError(f"{run}: {err}") from err
     converted_from = None
     refit = None if refit_data is None else run_spec.data.open(Path(refit_data))
+    filtered = refit is not None and bool(post.map_changes())  # calibrated on filtered maps
     if method is not None and method != detector.name:
         if refit_data is None:
             raise AnodiffError(f"--method {method}: its thresholds must be calibrated on its "
                                "own maps; add --refit DATA (a dataset with healthy slices)")
         converted_from = detector.name
         detector = as_method(detector, method, run_spec.preset, settings)
-        detector.refit(refit)
+        detector.refit(refit, calibrate=not filtered)
     elif refit is None:
         detector = detector.retuned(**(settings or {}))
     else:
-        detector = retuned_on(detector, settings or {}, refit)
-    if refit is not None and post.map_changes():
+        detector = retuned_on(detector, settings or {}, refit, calibrate=not filtered)
+    if filtered:
         calibrate_filtered(detector, refit, post)
     if half:
         for network in detector.children():
