@@ -594,6 +594,13 @@ KINDS: tuple[Kind, ...] = (
     Kind("run.yaml with other settings", _run_edit(_run_yaml(
         lambda s: s["method_config"].update(bins=3))), r"method_config differs .*bins",
         "run.yaml"),
+    Kind("run.yaml given map steps by hand", _run_edit(_run_yaml(
+        lambda s: s.update(postprocess={"interslice_median": 3}))),
+        r"map steps interslice_median=3, but .* calibrated with none; restore run.yaml",
+        "run.yaml"),
+    Kind("meta.json map_steps with a mask step", _run_edit(_meta(
+        lambda m: m.update(map_steps={"min_lesion_ml": 0.1}))),
+        r"map_steps holds mask steps \(min_lesion_ml=0.1\)", "meta.json"),
     # outputs inside inputs
     Kind("train --out inside the dataset", _train_into_data,
          r"is or lies inside the input", "run1"),

@@ -482,7 +482,8 @@ def test_mask_steps_clean_the_written_mask_and_map_steps_are_refused(
 
 
 def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_them(
-        volume_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        volume_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """``export --postprocess interslice_median=3 --refit DATA`` calibrates the threshold on
     healthy maps filtered by the inter-slice median (checked against scipy's median over each
     case's slices and numpy's quantile), records the step in run.yaml, and ``detect`` filters
@@ -516,6 +517,19 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
     assert float(detector.threshold) == pytest.approx(expected, rel=1e-6)
     assert float(detector.threshold) != pytest.approx(float(anodiff.load(run / "model")
                                                             .threshold), rel=1e-3)
+
+    # the model keeps its map steps: the Python API filters one case's slices with them
+    api = anodiff.load(filtered)
+    assert api.map_steps == post
+    first = np.flatnonzero(cases == cases[0])
+    slices = torch.from_numpy(healthy.images[first])
+    whole = api.localize(slices, one_case=True)
+    np.testing.assert_allclose(whole.anomaly_map.numpy(), maps[first], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(whole.mask.numpy(), maps[first] >= float(api.threshold))
+    with caplog.at_level("WARNING"):
+        unfiltered = api.localize(slices)
+    assert "one_case=True" in caplog.text
+    np.testing.assert_allclose(unfiltered.anomaly_map.numpy(), found.maps[first], atol=1e-7)
 
     detect_inputs(filtered, [case], tmp_path / "maps", progress=False)
     detect_inputs(run, [case], tmp_path / "plain", progress=False)
@@ -559,5 +573,13 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
 
     with pytest.raises(AnodiffError, match="add --refit DATA"):
         export_run(run, tmp_path / "unrefitted", postprocess=post)
+    edited = tmp_path / "edited"  # run.yaml must agree with what the model was calibrated on
+    shutil.copytree(filtered, edited)
+    values = yaml.safe_load((edited / "run.yaml").read_text())
+    del values["postprocess"]
+    (edited / "run.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(AnodiffError, match=r"map steps none, but .* calibrated with "
+                                           r"interslice_median=3; restore run.yaml"):
+        load_run(edited, "cpu")
     with pytest.raises(AnodiffError, match="anodiff export RUN --postprocess"):
         detect_inputs(run, [case], tmp_path / "refused", progress=False, postprocess=post)

@@ -13,6 +13,7 @@ from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build
 from anodiff.methods import load
 from anodiff.methods.parts import StudentPart
+from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.run import load_run
 
 RUNNER = CliRunner()
@@ -104,6 +105,22 @@ def test_export_preset_fast_gives_a_cpu_run_its_fast_decoder(anoddpm_run: tuple[
     record = yaml.safe_load((tmp_path / "fast" / "run.yaml").read_text())["exported_from"]
     assert record["preset"] == "fast" and record["changed_settings"] == {"solver": "ddim",
                                                                          "steps": 1}
+
+
+def test_a_student_keeps_the_map_steps_its_teacher_run_records(
+        anoddpm_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A run exported with ``--postprocess interslice_median=3`` distils into a run whose
+    thresholds are calibrated on maps filtered so again (run.yaml and the model agree)."""
+    data, run = anoddpm_run
+    teacher = tmp_path / "median"
+    invoke("export", run, "--out", teacher, "--postprocess", "interslice_median=3",
+           "--refit", data)
+    out = tmp_path / "student"
+    invoke("distill", teacher, "--out", out, "--steps", 2, "--teacher-steps", 4,
+           "--iterations", 2)
+    student, spec = load_run(out, "cpu")
+    assert student.map_steps == spec.postprocess == PostProcess(interslice_median=3)
+    assert not torch.equal(student.threshold, load(teacher).threshold)
 
 
 def test_a_counterfactual_run_gets_a_student_of_its_guided_decoder(

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from anodiff.config import build as build_config
-from anodiff.config import to_plain
+from anodiff.config import listed, to_plain
 from anodiff.data.datasets import open_dataset
 from anodiff.data.recipe import InputRecipe, raw_batch
 from anodiff.diffusion.checkpoint import write_checkpoint
@@ -62,6 +62,7 @@ from anodiff.methods.results import AnomalyResult, Processed, RawResult
 from anodiff.methods.training_data import calibration_images
 from anodiff.scoring.aggregation import AGGREGATES, aggregate_maps
 from anodiff.scoring.foreground import foreground
+from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.rules import (
     MASK_RULES,
     SCORE_RULES,
@@ -257,6 +258,10 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         self.run_dir: Path | None = None
         # How the training slices were normalised and sized (None: fitted on arrays).
         self.recipe: InputRecipe | None = None
+        # The map steps of the shared post-processing the thresholds were calibrated on
+        # (anodiff export --postprocess ... --refit): none unless calibrate_on was told so.
+        self.map_steps = PostProcess()
+        self._warned_unfiltered = False  # localize's warning about them, once
         # The healthy_fpr mask rule's threshold: +inf (nothing flagged) until calibrated.
         self.register_buffer("threshold", torch.tensor(math.inf))
         # For every mask rule: the pixel threshold at fpr that case scores count with, and
@@ -336,20 +341,22 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
                                                self.config.seed)
             healthy = self.process(images)
             self.calibrate_on(healthy.anomaly_map.float().cpu().numpy(),
-                              healthy.foreground.cpu().numpy(), cases)
+                              healthy.foreground.cpu().numpy(), cases, PostProcess())
         except AnodiffError as err:
             if self.config.mask == "healthy_fpr":
                 raise
             log.warning("%s: no case score (%s)", self.name, err)
 
-    def calibrate_on(self, maps: np.ndarray, fg: np.ndarray, cases: Sequence[str]
-                     ) -> tuple[float, float]:
-        """Set the thresholds from healthy maps (N, H, W), their foreground and each slice's
-        case: the pixel threshold a fraction ``fpr`` of the foreground reaches (the
+    def calibrate_on(self, maps: np.ndarray, fg: np.ndarray, cases: Sequence[str],
+                     map_steps: PostProcess) -> tuple[float, float]:
+        """Set the thresholds from healthy maps (N, H, W), filtered by ``map_steps`` (which
+        the detector then keeps, :meth:`localize` ``one_case``), their foreground and each
+        slice's case: the pixel threshold a fraction ``fpr`` of the foreground reaches (the
         ``healthy_fpr`` rule's ``threshold``; ``flag_threshold`` for every rule) and the case
         threshold, the largest case share reaching it. Returns both. :meth:`calibrate` gives
         it the maps of its picked slices; ``anodiff export --postprocess`` the filtered maps
         of every healthy validation slice."""
+        self.map_steps = map_steps.map_steps()
         pixel = healthy_fpr_threshold(maps, self.config.fpr, fg)
         if self.config.mask == "healthy_fpr":
             self.threshold.fill_(pixel)
@@ -371,21 +378,42 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
             self.calibrate(data)
 
     # --- localisation --------------------------------------------------------------------
-    def localize(self, images: Any, normalise: bool = False) -> AnomalyResult:
+    def localize(self, images: Any, normalise: bool = False, one_case: bool = False
+                 ) -> AnomalyResult:
         """Maps, scores, masks (and pseudo-healthy images, uncertainty) for images
         (N, C, H, W) in [0, 1] (or one slice (C, H, W), one grey slice (H, W), grey slices
         (N, H, W)): :meth:`process` -> mask rule -> score rule.
 
         ``normalise=True`` takes raw intensities of any in-plane size instead and applies
         the normalisation and resizing the training slices had (:meth:`normalised`); the
-        maps are then on the model's grid (``anodiff detect`` maps back to a file's own)."""
+        maps are then on the model's grid (``anodiff detect`` maps back to a file's own).
+        ``one_case=True`` says the images are one case's consecutive axial slices (inferior
+        -> superior): the map steps the thresholds were calibrated with (``map_steps``, set
+        by ``anodiff export --postprocess interslice_median=3 --refit DATA``) then filter the
+        maps across them before the mask and score rules, as ``anodiff detect`` does; without
+        it such a detector's maps stay unfiltered and a warning says that its masks and
+        scores are then not at the calibrated false-positive rate."""
         if normalise:
             images = self.normalised(images)
         done = self.process(images)
         maps, fg = done.anomaly_map, done.foreground
+        if self.map_steps.changes():
+            if one_case:
+                maps = self.case_maps(maps, fg)
+            elif not self._warned_unfiltered:
+                self._warned_unfiltered = True
+                log.warning("%s: its thresholds were calibrated on maps filtered by %s; "
+                            "localize(..., one_case=True) on one case's slices applies them",
+                            self.name, listed(self.map_steps.changes()))
         return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=done.raw.nfe,
                              pseudo_healthy=done.raw.pseudo_healthy,
                              mask=self.masks(maps, fg, done.raw), uncertainty=done.uncertainty)
+
+    def case_maps(self, maps: Tensor, fg: Tensor) -> Tensor:
+        """One case's maps (N, H, W; its slices in order) filtered by :attr:`map_steps`."""
+        filtered = self.map_steps.maps(maps.float().cpu().numpy(), fg.cpu().numpy(),
+                                       ["case"] * len(maps))
+        return torch.from_numpy(filtered).to(maps.device)
 
     def normalised(self, raw: Any) -> Tensor:
         """Raw images -> model inputs (N, C, H, W) in [0, 1], as training made them (the
@@ -574,6 +602,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         a student part this way)."""
         other = type(self)(config)
         other.input_shape, other.recipe = self.input_shape, self.recipe
+        other.map_steps = self.map_steps
         for key, module in self.named_children():
             setattr(other, key, module)
         saved = self.state_dict(keep_vars=True)
@@ -590,6 +619,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
                 "config": to_plain(self.config), "input_shape": list(self.input_shape or ())}
         if self.recipe is not None:
             meta["input_recipe"] = self.recipe.to_dict()
+        if self.map_steps.changes():
+            meta["map_steps"] = self.map_steps.changes()
         return write_checkpoint(Path(path), {STATE_FILE: self.state_dict()}, meta)
 
 

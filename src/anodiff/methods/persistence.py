@@ -24,13 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from anodiff.config import build
+from anodiff.config import build, listed
 from anodiff.data.recipe import InputRecipe
 from anodiff.devices import resolve_device
 from anodiff.diffusion.checkpoint import load_state_into, read_checkpoint
 from anodiff.errors import AnodiffError, CheckpointError
 from anodiff.methods.base import CHECKPOINT_FORMAT, STATE_FILE, Detector
 from anodiff.methods.registry import method_class
+from anodiff.scoring.postprocess import PostProcess
 
 log = logging.getLogger(__name__)
 # Keys a format-1 checkpoint may lack: they start at the freshly built detector's value.
@@ -66,6 +67,7 @@ def load(path: str | Path, device: str | torch.device | None = "cpu") -> Detecto
     detector = cls(config).to(resolve_device(device))
     detector.prepare(tuple(shape))
     detector.recipe = _recipe(meta.get("input_recipe"), folder)
+    detector.map_steps = _map_steps(meta.get("map_steps", {}), folder)
     if meta.get("format") == CHECKPOINT_FORMAT:
         state = groups.get(STATE_FILE, {})
     else:
@@ -87,6 +89,18 @@ def _recipe(values: Any, folder: Path) -> InputRecipe | None:
         return InputRecipe.from_dict(values)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{folder}/meta.json: input_recipe is damaged ({err})") from err
+
+
+def _map_steps(values: Any, folder: Path) -> PostProcess:
+    """The saved map steps the thresholds were calibrated on (none when not saved)."""
+    try:
+        steps = build(PostProcess, values, "map_steps")
+    except AnodiffError as err:
+        raise CheckpointError(f"{folder}/meta.json: {err}") from err
+    if steps != steps.map_steps():
+        raise CheckpointError(f"{folder}/meta.json: map_steps holds mask steps "
+                              f"({listed(steps.changes())}); only map steps belong there")
+    return steps
 
 
 def load_fitted_state(detector: Detector, state: dict[str, Tensor], source: Path) -> None:

@@ -63,6 +63,11 @@ class PostProcess:
         """:meth:`changes` among :data:`MAP_STEPS`."""
         return {k: v for k, v in self.changes().items() if k in MAP_STEPS}
 
+    def map_steps(self) -> PostProcess:
+        """This post-processing without its mask steps: what a threshold calibrated on
+        filtered maps depends on."""
+        return PostProcess(**self.map_changes())
+
     @property
     def needs_cases(self) -> bool:
         """Whether a step works across slices (it needs the case of every slice)."""

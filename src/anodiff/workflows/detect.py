@@ -405,8 +405,8 @@ def _detect_one(
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
                                f"the model takes {tuple(detector.input_shape or ())}")
         predictions = predict(detector, data, batch_size, progress=False)
-        if post.map_changes():
-            _filter_maps(detector, predictions, post, name)
+        if detector.map_steps.changes():
+            _filter_maps(detector, predictions)
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
@@ -442,12 +442,13 @@ def _detect_one(
     )
 
 
-def _filter_maps(detector: Detector, found: Predictions, post: PostProcess, name: str) -> None:
-    """Apply ``post``'s map steps to the maps of one case (``name``), and make the image
-    scores and the ``healthy_fpr`` / ``otsu`` masks from the filtered maps, as the run's
-    thresholds were calibrated (:func:`~anodiff.workflows.export.calibrate_filtered`)."""
+def _filter_maps(detector: Detector, found: Predictions) -> None:
+    """Filter the maps of one case by the detector's map steps (:meth:`Detector.case_maps`),
+    and make the image scores and the ``healthy_fpr`` / ``otsu`` masks from the filtered
+    maps, as the run's thresholds were calibrated
+    (:func:`~anodiff.workflows.export.calibrate_filtered`)."""
     fg = found.foreground
-    found.maps = post.maps(found.maps, fg, [name] * len(found.maps))
+    found.maps = detector.case_maps(torch.from_numpy(found.maps), torch.from_numpy(fg)).numpy()
     found.scores = detector.scores(torch.from_numpy(found.maps), torch.from_numpy(fg)).numpy()
     if detector.config.mask == "healthy_fpr":
         found.masks = above_threshold(found.maps, float(detector.threshold), fg)

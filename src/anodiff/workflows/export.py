@@ -110,7 +110,8 @@ def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
         healthy = data.for_regime("self")
     found = predict(detector, healthy, batch_size, progress=False)
     fg = found.foreground
-    pixel, case = detector.calibrate_on(post.maps(found.maps, fg, found.cases), fg, found.cases)
+    pixel, case = detector.calibrate_on(post.maps(found.maps, fg, found.cases), fg, found.cases,
+                                        post)
     log.info("thresholds calibrated on %d healthy slices filtered by %s: pixel %.6g, case %.6g",
              len(found.maps), listed(post.map_changes()), pixel, case)
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from anodiff._version import __version__
-from anodiff.config import build, load_yaml, merge, parse_overrides, to_plain
+from anodiff.config import build, listed, load_yaml, merge, parse_overrides, to_plain
 from anodiff.data import (
     LAYOUTS,
     DropEnds,
@@ -329,6 +329,13 @@ def _check_run_matches_model(run: Path, spec: RunSpec, detector: Detector) -> No
     if (height, width) != (spec.data.size, spec.data.size):
         raise AnodiffError(f"{run / RUN_FILE}: says data.size {spec.data.size}, but the model "
                            f"in {meta} takes {height} x {width} slices; restore run.yaml")
+    recorded, calibrated = spec.postprocess.map_changes(), detector.map_steps.changes()
+    if recorded != calibrated:
+        raise AnodiffError(f"{run / RUN_FILE}: postprocess has the map steps "
+                           f"{listed(recorded) or 'none'}, but the thresholds of the model in "
+                           f"{meta} were calibrated with {listed(calibrated) or 'none'}; "
+                           "restore run.yaml, or export the run again with `anodiff export RUN "
+                           "--postprocess ... --refit DATA --out NEW`")
     saved = _flat(to_plain(detector.config), "")
     stated = _flat(_settings(spec.method, spec.method_config), "")
     differ = sorted(k for k in saved.keys() | stated.keys() if saved.get(k) != stated.get(k))
