@@ -319,7 +319,8 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     measured.comparisons = _compare(dataset, predictions, metrics_of, posts, config)
     if installed("report"):
         measured.figures += _dataset_figures(dataset if tag is None else f"{dataset} ({tag})",
-                                             predictions, metrics_of, out / "eval" / folder)
+                                             predictions, metrics_of, posts,
+                                             out / "eval" / folder)
     return measured
 
 
@@ -404,11 +405,11 @@ def _compare(dataset: str, predictions: dict[str, Predictions],
 
 
 def _dataset_figures(dataset: str, predictions: dict[str, Predictions],
-                     metrics_of: dict[str, dict[str, Any]], folder: Path
-                     ) -> list[tuple[str, Path]]:
+                     metrics_of: dict[str, dict[str, Any]], posts: dict[str, PostProcess],
+                     folder: Path) -> list[tuple[str, Path]]:
     """All methods on one dataset, into ``folder``: the per-case Dice and the detection by
     lesion size at the FPR threshold (for volumes), and image- and pixel-level ROC/PR
-    curves."""
+    curves (of each method's post-processed maps, as its pixel AP)."""
     figures = []
     case_dice = {name: list(m["case_dice_fpr"].values()) for name, m in metrics_of.items()
                  if m.get("case_dice_fpr")}
@@ -427,7 +428,8 @@ def _dataset_figures(dataset: str, predictions: dict[str, Predictions],
         fg = test.foreground
         anomalous = test.truth.reshape(len(test.truth), -1).any(1)
         image[name] = (test.labels, test.scores)
-        pixel[name] = (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])
+        maps = posts[name].maps(test.maps, fg, test.cases)
+        pixel[name] = (test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]])
     return [
         *figures,
         (f"{dataset}: image-level curves", curves(image, folder / "curves_image.png",

@@ -152,10 +152,12 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
                    channel_names: list[str] | None = None) -> list[tuple[str, Path]]:
     """One method's figures into ``out``: examples (with case and slice), Dice against the
     threshold with the FPR / Otsu / best points, the per-case Dice and detection by lesion
-    size at the FPR threshold (for volumes), and image- and pixel-level curves."""
+    size at the FPR threshold (for volumes), and image- and pixel-level curves; the last
+    three of the post-processed maps the metrics were computed on."""
     name = str(metrics["method"])
     fg = test.foreground
     anomalous = test.truth.reshape(len(test.truth), -1).any(1)
+    maps = (postprocess or PostProcess()).maps(test.maps, fg, test.cases)
     rows = grid_rows(test)
     masks = test.masks if test.masks is not None else per_image_otsu(test.maps, fg)
     labels = [f"{test.cases[r]}, slice {test.slices[r]}" if test.cases[r] else f"slice {r}"
@@ -167,7 +169,6 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
                     out / "grid.png", title, channel_names=channel_names,
                     row_labels=labels))]
     if anomalous.any():
-        maps = (postprocess or PostProcess()).maps(test.maps, fg, test.cases)
         otsu = [otsu_threshold(m, f) for m, f in zip(maps[anomalous], fg[anomalous],
                                                       strict=True) if f.any()]
         marks = {f"healthy FPR {metrics['calibration']['pixel_fpr_target']:.0%}":
@@ -188,7 +189,7 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
     figures.append((f"{title}: image-level curves", curves(
         {name: (test.labels, test.scores)}, out / "curves_image.png", f"{title}: image level")))
     figures.append((f"{title}: pixel-level curves (anomalous slices)", curves(
-        {name: (test.truth[anomalous][fg[anomalous]], test.maps[anomalous][fg[anomalous]])},
+        {name: (test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]])},
         out / "curves_pixel.png", f"{title}: pixel level (anomalous slices)")))
     return figures
 
