@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from anodiff.config import build as build_config
-from anodiff.config import listed, to_plain
+from anodiff.config import to_plain
 from anodiff.data.datasets import open_dataset
 from anodiff.data.recipe import InputRecipe, raw_batch
 from anodiff.diffusion.checkpoint import write_checkpoint
@@ -261,7 +261,6 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         # The map steps of the shared post-processing the thresholds were calibrated on
         # (anodiff export --postprocess ... --refit): none unless calibrate_on was told so.
         self.map_steps = PostProcess()
-        self._warned_unfiltered = False  # localize's warning about them, once
         # The healthy_fpr mask rule's threshold: +inf (nothing flagged) until calibrated.
         self.register_buffer("threshold", torch.tensor(math.inf))
         # For every mask rule: the pixel threshold at fpr that case scores count with, and
@@ -389,22 +388,16 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         maps are then on the model's grid (``anodiff detect`` maps back to a file's own).
         ``one_case=True`` says the images are one case's consecutive axial slices (inferior
         -> superior): the map steps the thresholds were calibrated with (``map_steps``, set
-        by ``anodiff export --postprocess interslice_median=3 --refit DATA``) then filter the
-        maps across them before the mask and score rules, as ``anodiff detect`` does; without
-        it such a detector's maps stay unfiltered and a warning says that its masks and
-        scores are then not at the calibrated false-positive rate."""
+        by ``anodiff export --postprocess interslice_median=3 --refit DATA``; :func:`load`
+        says so) then filter the maps across them before the mask and score rules, as
+        ``anodiff detect`` does; without it such a detector's maps stay unfiltered, and its
+        masks and scores are not at the calibrated false-positive rate."""
         if normalise:
             images = self.normalised(images)
         done = self.process(images)
         maps, fg = done.anomaly_map, done.foreground
-        if self.map_steps.changes():
-            if one_case:
-                maps = self.case_maps(maps, fg)
-            elif not self._warned_unfiltered:
-                self._warned_unfiltered = True
-                log.warning("%s: its thresholds were calibrated on maps filtered by %s; "
-                            "localize(..., one_case=True) on one case's slices applies them",
-                            self.name, listed(self.map_steps.changes()))
+        if one_case and self.map_steps.changes():
+            maps = self.case_maps(maps, fg)
         return AnomalyResult(anomaly_map=maps, score=self.scores(maps, fg), nfe=done.raw.nfe,
                              pseudo_healthy=done.raw.pseudo_healthy,
                              mask=self.masks(maps, fg, done.raw), uncertainty=done.uncertainty)

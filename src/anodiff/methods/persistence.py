@@ -68,6 +68,10 @@ def load(path: str | Path, device: str | torch.device | None = "cpu") -> Detecto
     detector.prepare(tuple(shape))
     detector.recipe = _recipe(meta.get("input_recipe"), folder)
     detector.map_steps = _map_steps(meta.get("map_steps", {}), folder)
+    if detector.map_steps.changes():
+        log.info("%s: thresholds calibrated on maps filtered by %s across a case's slices "
+                 "(localize(..., one_case=True) and anodiff detect apply them)", folder,
+                 listed(detector.map_steps.changes()))
     if meta.get("format") == CHECKPOINT_FORMAT:
         state = groups.get(STATE_FILE, {})
     else:
