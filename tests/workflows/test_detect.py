@@ -19,7 +19,7 @@ from anodiff.config import build
 from anodiff.data.datasets import find_inputs, load_input_case
 from anodiff.data.slicing import volume_to_slices
 from anodiff.errors import AnodiffError
-from anodiff.evaluation.runner import predict
+from anodiff.evaluation.runner import predict, with_map_steps
 from anodiff.methods.results import AnomalyResult
 from anodiff.methods.threshold import ThresholdDetector
 from anodiff.scoring.postprocess import PostProcess
@@ -528,6 +528,13 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
     np.testing.assert_allclose(whole.anomaly_map.numpy(), maps[first], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(whole.mask.numpy(), maps[first] >= float(api.threshold))
     unfiltered = api.localize(slices)
+    # evaluate and detect score and mask each case's filtered maps (the maps stay as made)
+    scored = with_map_steps(detector, predict(detector, healthy, progress=False))
+    np.testing.assert_allclose(scored.scores, detector.scores(
+        torch.from_numpy(maps), torch.from_numpy(found.foreground)).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(scored.masks, (maps >= float(detector.threshold))
+                                  & found.foreground)
+    np.testing.assert_array_equal(scored.maps, found.maps)
     np.testing.assert_allclose(unfiltered.anomaly_map.numpy(), found.maps[first], atol=1e-7)
 
     detect_inputs(filtered, [case], tmp_path / "maps", progress=False)

@@ -10,7 +10,7 @@ such slices there is no deployable operating point, and evaluation refuses.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -25,7 +25,7 @@ from anodiff.methods import Detector
 from anodiff.progress import progress_bar
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold
+from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold, per_image_otsu
 
 
 @dataclass
@@ -147,6 +147,30 @@ class OutputArrays:
             seconds_per_image=self.seconds / n, nfe_per_image=self.nfe / n,
             voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=slices,
         )
+
+
+def with_map_steps(detector: Detector, found: Predictions) -> Predictions:
+    """``found`` with the image scores and the ``healthy_fpr`` / ``otsu`` masks of a detector
+    whose thresholds were calibrated on filtered maps (:attr:`Detector.map_steps`) made, case
+    by case, from its maps filtered so, as ``anodiff detect`` makes them; the maps stay as
+    localised (evaluation filters them by its own post-processing). A method's own mask is
+    its own. ``found`` itself when the detector has no map steps."""
+    if not detector.map_steps.changes():
+        return found
+    fg = found.foreground
+    cases = np.asarray(found.cases)
+    filtered = np.empty_like(found.maps)
+    for case in dict.fromkeys(found.cases):
+        rows = cases == case
+        filtered[rows] = detector.case_maps(torch.from_numpy(found.maps[rows]),
+                                            torch.from_numpy(fg[rows])).numpy()
+    masks = found.masks
+    if detector.config.mask == "healthy_fpr":
+        masks = above_threshold(filtered, float(detector.threshold), fg)
+    elif detector.config.mask == "otsu":
+        masks = per_image_otsu(filtered, fg)
+    scores = detector.scores(torch.from_numpy(filtered), torch.from_numpy(fg)).numpy()
+    return replace(found, scores=scores, masks=masks)
 
 
 def slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:

@@ -62,13 +62,13 @@ from anodiff.data.io import Image, image_stem, write_like
 from anodiff.devices import resolve_device
 from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
-from anodiff.evaluation.runner import Predictions, predict
+from anodiff.evaluation.runner import Predictions, predict, with_map_steps
 from anodiff.methods import Detector
 from anodiff.outputs import prepare_output_folder, resolved, write_text_atomic
 from anodiff.progress import progress_bar
 from anodiff.report.lesions import lesion_csv, lesion_table
 from anodiff.scoring.postprocess import MAP_STEPS, PostProcess
-from anodiff.scoring.thresholds import above_threshold, per_image_otsu
+from anodiff.scoring.thresholds import per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.scores_table import ScoresTable
 from anodiff.workflows.shards import (
@@ -405,8 +405,11 @@ def _detect_one(
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
                                f"the model takes {tuple(detector.input_shape or ())}")
         predictions = predict(detector, data, batch_size, progress=False)
-        if detector.map_steps.changes():
-            _filter_maps(detector, predictions)
+        if detector.map_steps.changes():  # as calibrated: scores, masks and maps filtered
+            predictions = with_map_steps(detector, predictions)
+            predictions.maps = detector.case_maps(torch.from_numpy(predictions.maps),
+                                                  torch.from_numpy(predictions.foreground)
+                                                  ).numpy()
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
@@ -440,20 +443,6 @@ def _detect_one(
         seconds=round(time.perf_counter() - start, 3),
         nfe_per_slice=float(predictions.nfe_per_image),
     )
-
-
-def _filter_maps(detector: Detector, found: Predictions) -> None:
-    """Filter the maps of one case by the detector's map steps (:meth:`Detector.case_maps`),
-    and make the image scores and the ``healthy_fpr`` / ``otsu`` masks from the filtered
-    maps, as the run's thresholds were calibrated
-    (:func:`~anodiff.workflows.export.calibrate_filtered`)."""
-    fg = found.foreground
-    found.maps = detector.case_maps(torch.from_numpy(found.maps), torch.from_numpy(fg)).numpy()
-    found.scores = detector.scores(torch.from_numpy(found.maps), torch.from_numpy(fg)).numpy()
-    if detector.config.mask == "healthy_fpr":
-        found.masks = above_threshold(found.maps, float(detector.threshold), fg)
-    elif detector.config.mask == "otsu":
-        found.masks = per_image_otsu(found.maps, fg)
 
 
 def mask_origin(detector: Detector) -> tuple[float | None, str]:

@@ -32,6 +32,7 @@ from anodiff.evaluation.runner import (
     evaluate_predictions,
     predict,
     predict_batch,
+    with_map_steps,
 )
 from anodiff.extras import installed
 from anodiff.methods import Detector
@@ -53,7 +54,7 @@ from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
-from anodiff.workflows.run import RunSpec, load_run, read_run, run_log
+from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.shards import (
     SHARDS_FOLDER,
     Shard,
@@ -108,8 +109,8 @@ def evaluate_detector(
     test_split, healthy_val = evaluation_splits(data)
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
-    test = predict(detector, test_split, batch_size)
-    validation = predict(detector, healthy_val, batch_size)
+    test = with_map_steps(detector, predict(detector, test_split, batch_size))
+    validation = with_map_steps(detector, predict(detector, healthy_val, batch_size))
     return score_predictions(test, validation, out, method=detector.name,
                              sequences=list(data.centre_sequences), title=title,
                              postprocess=postprocess, fpr=fpr, resamples=resamples)
@@ -333,10 +334,10 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
     out = Path(out)
     plan = read_plan(out)
     run, data_root = Path(plan["run"]), Path(plan["data"])
-    spec = read_run(run)
     if model_fingerprint(run) != plan["model"]:
         raise AnodiffError(f"{run}: its model changed since the shards in {out} were made; "
                            "rerun them into another --out")
+    detector, spec = load_run(run, "cpu")  # the score and mask rules of its map steps
     with run_log(out, "evaluate"):
         data = open_evaluation_data(spec, data_root, plan["layout"],
                                     plan["sequence_map"] or None)
@@ -359,8 +360,9 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
         title = f"{spec.method} on {data_root.name}"
         post = build(PostProcess, plan.get("postprocess", {}), "postprocess")
         metrics, _, figures = score_predictions(
-            collected["test"].predictions(test_split), collected["val"].predictions(healthy_val),
-            out, method=spec.method, sequences=list(data.centre_sequences), title=title,
+            with_map_steps(detector, collected["test"].predictions(test_split)),
+            with_map_steps(detector, collected["val"].predictions(healthy_val)), out,
+            method=spec.method, sequences=list(data.centre_sequences), title=title,
             postprocess=post, fpr=plan["fpr"], resamples=plan["resamples"])
         write_evaluation_report(out, title, metrics, figures, {
             "run": str(run), "data": str(data_root), "fpr": plan["fpr"],
