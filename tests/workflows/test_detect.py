@@ -561,8 +561,11 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
                     {"method": "threshold", "label": "off", "run": str(filtered),
                      "postprocess": {"interslice_median": 1}}],
         "reference": "off"})
-    rows = {row["method"]: row for row in run_benchmark_config(
-        config, tmp_path, tmp_path / "bench", source="test")}
+    with caplog.at_level("INFO"):
+        rows = {row["method"]: row for row in run_benchmark_config(
+            config, tmp_path, tmp_path / "bench", source="test")}
+    assert "off with no map steps, refitted on the dataset" in caplog.text  # recalibrated
+    assert "recorded with" not in caplog.text  # as exported
     assert rows["recorded"]["postprocess"] == {**PostProcess().to_dict(),
                                                "interslice_median": 3, "min_lesion_ml": 0.001}
     assert rows["recorded"]["pixel_threshold"] == pytest.approx(metrics["pixel_threshold"])

@@ -70,7 +70,7 @@ from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS, markdown_table, results_markdown
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.evaluate import evaluate_detector, json_ready
-from anodiff.workflows.export import retuned_on
+from anodiff.workflows.export import calibrate_filtered, retuned_on
 from anodiff.workflows.run import DataConfig, load_run, read_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
@@ -300,9 +300,9 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
         if spec.data.context != data_config.context:  # a 2.5-D run: the same slices, with
             entry_data = evaluation_cases(  # their neighbours as the run's extra channels
                 replace(data_config, context=spec.data.context).open(root), config.max_cases)
-        if entry.run is not None:
-            detector = _retuned(detector, entry, entry_data)
         post = _post_processing(entry, spec.postprocess, config.postprocess)
+        if entry.run is not None:
+            detector = _retuned(detector, entry, entry_data, post)
         metrics, test, figures = evaluate_detector(
             detector, entry_data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
@@ -335,16 +335,23 @@ def _post_processing(entry: MethodEntry, recorded: PostProcess, shared: PostProc
     return post
 
 
-def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset) -> Detector:
+def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset, post: PostProcess
+             ) -> Detector:
     """A finished run's detector with the entry's preset and test-time settings, refitted on
-    ``data``; logs what changed (as it is when nothing does)."""
+    ``data``, its thresholds on maps filtered by ``post``'s map steps (as ``anodiff export``
+    does; also without settings when those steps are not the ones the run was calibrated
+    with); logs what changed (as it is when nothing does)."""
     settings = {**(preset_changes(detector.name, entry.preset) if entry.preset else {}),
                 **entry.settings}
-    if not settings:
+    if not settings and post.map_changes() == detector.map_steps.changes():
         return detector
     log.info("benchmark: %s with %s, refitted on the dataset", entry.name,
-             listed(settings))
-    return retuned_on(detector, settings, data)
+             listed({**settings, **post.map_changes()}) or "no map steps")
+    filtered = bool(post.map_changes())
+    detector = retuned_on(detector, settings, data, calibrate=not filtered)
+    if filtered:
+        calibrate_filtered(detector, data, post)
+    return detector
 
 
 def _check_finished_runs(config: BenchmarkConfig, sequences: tuple[str, ...], base: Path,
