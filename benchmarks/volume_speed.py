@@ -72,12 +72,13 @@ def resampled_case(case: Path, slices: int, out: Path) -> Path:
 
 
 def one_network_evaluation(detector: Any, batch: int = 32) -> float:
-    """Median seconds of one forward pass of the detector's ``unet`` on a batch (NaN for a
-    method without one): the unit the figures are given in."""
+    """Median seconds of one forward pass of the detector's ``unet`` (an ensemble's first
+    member) on a batch (NaN for a method without one): the unit the figures are given in."""
     import torch
     from engine import median_seconds
 
-    unet = getattr(detector, "unet", None)
+    members = getattr(detector, "members", None)
+    unet = getattr(detector, "unet", None) or (members[0] if members else None)
     if unet is None:
         return float("nan")
     channels = next(p for p in unet.parameters() if p.dim() == 4).shape[1]
