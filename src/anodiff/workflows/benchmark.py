@@ -70,7 +70,7 @@ from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS, markdown_table, results_markdown
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.workflows.evaluate import evaluate_detector, json_ready
-from anodiff.workflows.export import calibrate_filtered, retuned_on
+from anodiff.workflows.export import retuned_on
 from anodiff.workflows.run import DataConfig, load_run, read_run, run_log, train_run
 
 log = logging.getLogger("anodiff")
@@ -347,11 +347,7 @@ def _retuned(detector: Detector, entry: MethodEntry, data: SliceDataset, post: P
         return detector
     log.info("benchmark: %s with %s, refitted on the dataset", entry.name,
              listed({**settings, **post.map_changes()}) or "no map steps")
-    filtered = bool(post.map_changes())
-    detector = retuned_on(detector, settings, data, calibrate=not filtered)
-    if filtered:
-        calibrate_filtered(detector, data, post)
-    return detector
+    return retuned_on(detector, settings, data, post)
 
 
 def _check_finished_runs(config: BenchmarkConfig, sequences: tuple[str, ...], base: Path,

@@ -35,7 +35,7 @@ from anodiff.errors import AnodiffError
 from anodiff.locking import LOCK_FILE, run_lock
 from anodiff.methods import Detector
 from anodiff.outputs import prepare_output_folder, write_text_atomic
-from anodiff.workflows.export import calibrate_filtered
+from anodiff.workflows.export import refit_with
 from anodiff.workflows.run import RUN_FILE, load_run, run_log
 
 log = logging.getLogger("anodiff")
@@ -82,10 +82,7 @@ def distill_run(run: Path, out: Path, steps: int, *, data_root: Path | None = No
                 noise=segment.noise, noise_options=segment.noise_options,
                 run_dir=out / "distillation")
             distilled = detector.with_student(student, steps)
-            filtered = bool(spec.postprocess.map_changes())  # the teacher's run records them
-            distilled.refit(data, calibrate=not filtered)
-            if filtered:
-                calibrate_filtered(distilled, data, spec.postprocess)
+            refit_with(distilled, data, spec.postprocess)  # the map steps its run records
             distilled.save(out / "model")
             write_text_atomic(out / RUN_FILE, yaml.safe_dump(
                 _run_spec(run, distilled, request, history.to_dict()), sort_keys=False))

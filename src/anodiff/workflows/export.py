@@ -86,14 +86,23 @@ def as_method(detector: Detector, method: str, preset: str,
 
 
 def retuned_on(detector: Detector, settings: dict[str, Any], data: Any,
-               calibrate: bool = True) -> Detector:
+               post: PostProcess | None = None) -> Detector:
     """``detector`` with changed test-time ``settings`` (:meth:`Detector.retuned`) and
-    everything fitted after training refitted on ``data`` with them (:meth:`Detector.refit`),
-    so no threshold is left calibrated on the old settings' maps (``calibrate=False``: the
-    caller calibrates them)."""
+    everything fitted after training refitted on ``data`` with them (:func:`refit_with`),
+    so no threshold is left calibrated on the old settings' maps."""
     detector = detector.retuned(keep_state=True, **settings)
-    detector.refit(data, calibrate)
+    refit_with(detector, data, post)
     return detector
+
+
+def refit_with(detector: Detector, data: Any, post: PostProcess | None = None) -> None:
+    """:meth:`Detector.refit` on ``data``, the thresholds calibrated on maps filtered by
+    ``post``'s map steps where it has any (:func:`calibrate_filtered`), not on unfiltered
+    maps first."""
+    filtered = post is not None and bool(post.map_changes())
+    detector.refit(data, calibrate=not filtered)
+    if filtered:
+        calibrate_filtered(detector, data, post)
 
 
 def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
@@ -154,20 +163,17 @@ def export_run(run: Path, out: Path, half: bool = False,
             raise AnodiffError(f"{run}: {err}") from err
     converted_from = None
     refit = None if refit_data is None else run_spec.data.open(Path(refit_data))
-    filtered = refit is not None and bool(post.map_changes())  # calibrated on filtered maps
     if method is not None and method != detector.name:
         if refit_data is None:
             raise AnodiffError(f"--method {method}: its thresholds must be calibrated on its "
                                "own maps; add --refit DATA (a dataset with healthy slices)")
         converted_from = detector.name
         detector = as_method(detector, method, run_spec.preset, settings)
-        detector.refit(refit, calibrate=not filtered)
+        refit_with(detector, refit, post)
     elif refit is None:
         detector = detector.retuned(**(settings or {}))
     else:
-        detector = retuned_on(detector, settings or {}, refit, calibrate=not filtered)
-    if filtered:
-        calibrate_filtered(detector, refit, post)
+        detector = retuned_on(detector, settings or {}, refit, post)
     if half:
         for network in detector.children():
             if any(True for _ in network.parameters()):
