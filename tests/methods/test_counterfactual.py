@@ -70,6 +70,21 @@ def test_ddim_encoding_round_trips_far_better_than_noising(fitted: Counterfactua
     assert ddpm.nfe == 10
 
 
+def test_the_decoding_can_take_its_own_hops(fitted: Counterfactual, test_images: dict) -> None:
+    anomalous, truth = test_images["anomalous"], test_images["truth"]
+    healthy = test_images["healthy"]
+    default = fitted.localize(anomalous)
+    same = fitted.retuned(decode_steps=10).localize(anomalous)
+    assert torch.equal(same.anomaly_map, default.anomaly_map)
+    uneven = fitted.retuned(steps=2, decode_steps=9)
+    res_a, res_h = uneven.localize(anomalous), uneven.localize(healthy)
+    assert res_a.nfe == 2 + 2 * 9  # two encoding hops, nine guided decoding hops
+    assert not torch.equal(res_a.anomaly_map, default.anomaly_map)
+    assert residual(anomalous, res_a)[truth].mean() > \
+        2 * residual(healthy, res_h)[foreground(healthy)].mean()
+    assert fitted.retuned(encoding="ddpm", decode_steps=4).localize(anomalous[:2]).nfe == 2 * 4
+
+
 def test_labels_are_explicit(fitted: Counterfactual, test_images: dict) -> None:
     anomalous, truth = test_images["anomalous"], test_images["truth"]
     toward_healthy = fitted.localize(anomalous)
@@ -98,3 +113,5 @@ def test_bad_settings_are_refused() -> None:
         anodiff.create("counterfactual", preset="quick", cfg_scale=-1.0)
     with pytest.raises(AnodiffError, match="solver"):
         anodiff.create("counterfactual", preset="quick", solver="ddpm")
+    with pytest.raises(AnodiffError, match="decode_steps"):
+        anodiff.create("counterfactual", preset="quick", decode_steps=0)

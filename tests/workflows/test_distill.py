@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from anodiff.cli import app
 from anodiff.data.synth import SynthConfig, build
+from anodiff.errors import AnodiffError
 from anodiff.methods import load
 from anodiff.methods.parts import StudentPart
 from anodiff.scoring.postprocess import PostProcess
@@ -156,6 +157,8 @@ def test_a_counterfactual_run_gets_a_student_of_its_guided_decoder(
     further = load(tmp_path / "cf1" / "model")  # one more halving, from the 2-hop student
     assert further.config.student == StudentPart(steps=1, level=teacher.config.level)
     assert further.localize(images).nfe == steps + 1
+    with pytest.raises(AnodiffError, match="decode_steps"):
+        further.retuned(decode_steps=4)  # the student decodes in its own hops
     assert "trained parts" in refused("export", run, "--out", tmp_path / "fake",
                                       "--set", "student.steps=2", "--set", "student.level=50",
                                       "--refit", data)

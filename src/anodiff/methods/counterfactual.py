@@ -82,6 +82,9 @@ class CounterfactualConfig(TranslationConfig):
                                f"{self.encode_label!r}")
         if not self.cfg_scale >= 0:
             raise AnodiffError(f"cfg_scale (w) must be >= 0, got {self.cfg_scale}")
+        if self.student is not None and self.decode_steps is not None:
+            raise AnodiffError(f"the distilled student decodes in its own {self.student.steps} "
+                               f"hops; unset decode_steps")
         if self.student is not None and (self.encoding != "ddim" or self.levels or
                                          self.level != self.student.level):
             raise AnodiffError(f"the distilled student decodes a DDIM encoding from level "
@@ -183,7 +186,8 @@ class Counterfactual(Detector[CounterfactualConfig]):
                                   self.config.level, self.config.student.steps,
                                   as_eps=self.student_eps)
         return DecoderSegment(self.guided_decoder(), self.unet, self.schedule,
-                              self.config.level, self.config.steps, as_eps=self.student_eps)
+                              self.config.level, self.config.decoding_hops,
+                              as_eps=self.student_eps)
 
     def distillation_images(self, data: Any) -> Tensor:
         """Every labelled training slice (those the network trained on), in [0, 1]."""

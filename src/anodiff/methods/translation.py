@@ -51,7 +51,10 @@ class TranslationConfig(LocalizationConfig):
 
     ``level`` is L, the noise level the input is encoded to (of T = ``diffusion.num_steps``);
     ``steps`` the hops of the encoding and, again, of the decoding (step skipping; ``steps =
-    level`` is the paper's every-level DDIM); ``solver`` ``ddim`` (the paper) or ``dpmpp2m``
+    level`` is the paper's every-level DDIM); ``decode_steps``, when set, the decoding's hops
+    instead (the guided decoding costs one or two evaluations a hop, the encoding one, so a
+    budget of evaluations need not be split evenly: Issue 23 measures where the hops matter);
+    ``solver`` ``ddim`` (the paper) or ``dpmpp2m``
     (second order, fewer steps) for both directions; ``encoding`` ``ddim`` (the method) or
     ``ddpm`` (the paper's ablation, see the module docstring; it decodes with the ancestral
     DDPM scheme whatever ``solver`` says).
@@ -64,6 +67,7 @@ class TranslationConfig(LocalizationConfig):
 
     level: int = 400
     steps: int = 10
+    decode_steps: int | None = None
     solver: Literal["ddim", "dpmpp2m"] = "dpmpp2m"
     encoding: Literal["ddim", "ddpm"] = "ddim"
     healthy_label: int = 0
@@ -91,16 +95,25 @@ class TranslationConfig(LocalizationConfig):
                                        f"trained on ({part}.max_level = {max_level})")
         if self.steps < 1:
             raise AnodiffError(f"steps must be >= 1, got {self.steps}")
+        if self.decode_steps is not None and self.decode_steps < 1:
+            raise AnodiffError(f"decode_steps must be >= 1 (or unset: the decoding takes "
+                               f"`steps` hops), got {self.decode_steps}")
         if self.healthy_label not in (0, 1):
             raise AnodiffError(f"healthy_label must be 0 or 1 (labels: 0 = healthy, "
                                f"1 = anomalous), got {self.healthy_label}")
 
+    @property
+    def decoding_hops(self) -> int:
+        """The hops of the decoding: ``decode_steps`` when set, else ``steps``."""
+        return self.steps if self.decode_steps is None else self.decode_steps
+
     def translator(self) -> Translator:
         """The encoder and decoder these settings describe."""
         if self.encoding == "ddpm":
-            return Translator(Noising(self.level), Denoising(self.level, self.steps, "ddpm"))
+            return Translator(Noising(self.level),
+                              Denoising(self.level, self.decoding_hops, "ddpm"))
         return Translator(Inversion(self.level, self.steps, self.solver),
-                          Denoising(self.level, self.steps, self.solver))
+                          Denoising(self.level, self.decoding_hops, self.solver))
 
 
 @dataclass(frozen=True)
