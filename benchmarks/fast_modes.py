@@ -13,7 +13,9 @@ For each method and track it prints the network evaluations per slice, seconds p
 pixel AP, per-case Dice at the healthy-FPR threshold and healthy residual of every mode,
 and the pixel-AP difference from the ``cpu`` row of the same method and track, with
 whether the mode meets the issue's targets: <= 20 evaluations within 0.02 pixel AP
-(``fast``), <= 4 within 0.03 (a ``student``). Seconds come from the run that made each
+(``fast``), <= 4 within 0.03 (a ``student``). A track written ``tumour@16-cases`` reads the
+``tumour`` rows of its table but is its own track, with its own ``cpu`` row: a subset of a
+split is compared with the cpu preset on that subset only. Seconds come from the run that made each
 table, so compare them within one machine only (each table's BENCHMARKS.md section names
 it).
 """
@@ -56,7 +58,7 @@ def value(row: dict[str, str], key: str) -> float:
 
 
 def table(specs: list[str]) -> list[dict[str, object]]:
-    picked = [(m, mode, t, read_row(p, t, label), f"{p}:{label}")
+    picked = [(m, mode, t, read_row(p, t.partition("@")[0], label), f"{p}:{label}")
               for m, mode, t, p, label in map(parse, specs)]
     cpu = {(m, t): row for m, mode, t, row, _ in picked if mode == "cpu"}
     rows = []

@@ -84,8 +84,10 @@ def one_network_evaluation(detector: Any, batch: int = 32) -> float:
     channels = next(p for p in unet.parameters() if p.dim() == 4).shape[1]
     x = torch.randn(batch, channels, *detector.input_shape[1:])
     t = torch.full((batch,), 250, dtype=torch.long)
+    labels = {"class_labels": torch.zeros(batch, dtype=torch.long)} \
+        if getattr(unet, "num_class_embeds", None) else {}  # a class-conditional network
     with torch.inference_mode():
-        return median_seconds(lambda: unet(x, t), 5)
+        return median_seconds(lambda: unet(x, t, **labels), 5)
 
 
 def one_run(run: Path, case: Path, out: Path, precision: str) -> dict[str, Any]:
@@ -111,7 +113,8 @@ def one_run(run: Path, case: Path, out: Path, precision: str) -> dict[str, Any]:
             "network_evaluations_per_slice_all_in": seconds / (per_image * slices),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads(),
-            "precision": resolved_precision(torch.device("cpu"))}
+            "precision": resolved_precision(torch.device("cpu"),
+                                            bfloat16_pays=detector.bfloat16_pays)}
 
 
 def main() -> None:

@@ -131,6 +131,21 @@ def test_auto_precision_is_float32_off_amx_and_on_gpus(monkeypatch) -> None:
     assert resolved_precision(torch.device("cpu"), "float32") == "float32"
 
 
+def test_auto_keeps_float32_where_bfloat16_does_not_pay(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(engine, "has_amx", lambda: True)
+    cpu = torch.device("cpu")
+    assert resolved_precision(cpu, bfloat16_pays=False) == "float32"
+    assert resolved_precision(cpu, "bfloat16", bfloat16_pays=False) == "bfloat16"  # asked for
+    with caplog.at_level(logging.INFO, logger="anodiff.diffusion.engine"):
+        with inference(cpu, bfloat16_pays=False) as active:
+            assert active.precision == "float32"
+        with inference(cpu) as active:
+            assert active.precision == "bfloat16"
+    assert "float32 (auto: bfloat16 was measured slower for this method's networks)" in \
+        caplog.text
+    assert "bfloat16 (auto: this CPU has AMX)" in caplog.text
+
+
 @pytest.mark.parametrize("bad", ["0", "-4", "eight", "8.5", ""])
 def test_bad_network_batches_are_refused_by_name(bad: str) -> None:
     with pytest.raises(AnodiffError, match="--network-batch"):

@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 from weak_toys import SIZE, fit_on_toys, toy_slices, toy_test_images
 
 import anodiff
+from anodiff.diffusion import engine
 from anodiff.errors import AnodiffError
 from anodiff.methods.invdetect import InvDetect
 from anodiff.scoring.foreground import foreground
@@ -35,6 +36,19 @@ def test_localize_gives_maps_masks_and_scores_of_the_right_shapes(fitted, test_i
     share = fitted.config.patch_size ** 2 / SIZE ** 2
     expected = fitted.config.inversion_steps * int(holds_brain.sum()) * share / len(images)
     assert result.pseudo_healthy is None and result.nfe == pytest.approx(expected)
+
+
+def test_auto_precision_keeps_float32_for_its_patch_network(fitted, test_images,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(engine, "has_amx", lambda: True)  # where auto would take bfloat16
+    monkeypatch.setattr(engine, "_engines", {})
+    monkeypatch.setattr(engine, "_settings", engine.EngineSettings())
+    images = test_images["anomalous"][:2]
+    auto = fitted.localize(images).anomaly_map
+    assert {key[1] for key in engine._engines} == {"float32"}
+    engine.configure(precision="bfloat16")  # asked for, it still applies
+    assert not torch.equal(fitted.localize(images).anomaly_map, auto)
+    assert {key[1] for key in engine._engines} == {"float32", "bfloat16"}
 
 
 def test_lesions_score_higher_than_healthy_tissue(fitted, test_images) -> None:

@@ -10,7 +10,9 @@ AMD EPYC), so the engine changes *how* one evaluation runs, never what a method 
   the figures: a CPU with AMX tiles (docs/BENCHMARKS.md "Issue 23, part 2": 2.5x per
   evaluation; three fast presets on both full splits within 0.0006 pixel AP of float32,
   1.4-3.0x faster per slice); float32 everywhere else, including GPUs, where nothing has
-  been measured yet.
+  been measured yet, and for a method that says bfloat16 does not pay for its networks
+  (``Detector.bfloat16_pays``: InvDetect's small UNet on 16² patches ran its slices 1.9x
+  slower under autocast on that AMX Xeon, part 8).
 * **network batch** — the images the network sees at once. A method's ``batch_size`` fixes
   how noise is drawn (so it fixes the result); the network may take that batch in smaller
   pieces, and on CPUs smaller pieces are often cheaper per image (cache-resident
@@ -114,13 +116,24 @@ def has_amx() -> bool:
         return False
 
 
-def resolved_precision(device: torch.device, precision: Precision | None = None) -> str:
+def resolved_precision(device: torch.device, precision: Precision | None = None,
+                       bfloat16_pays: bool = True) -> str:
     """``float32`` or ``bfloat16`` for ``device``: the setting, or ``auto``'s rule (module
-    docstring: bfloat16 on a CPU with AMX only)."""
+    docstring: bfloat16 on a CPU with AMX only, for networks where it was not measured to
+    be slower: ``bfloat16_pays``)."""
     chosen = precision or _settings.precision
     if chosen != "auto":
         return chosen
-    return "bfloat16" if device.type == "cpu" and has_amx() else "float32"
+    return "bfloat16" if device.type == "cpu" and has_amx() and bfloat16_pays else "float32"
+
+
+def auto_reason(device: torch.device, precision: str, bfloat16_pays: bool) -> str:
+    """Why ``auto`` chose ``precision`` (for the log line)."""
+    if precision == "bfloat16":
+        return "auto: this CPU has AMX"
+    if device.type == "cpu" and has_amx() and not bfloat16_pays:
+        return "auto: bfloat16 was measured slower for this method's networks"
+    return "auto"
 
 
 @dataclass
@@ -212,24 +225,26 @@ _active: ContextVar[InferenceEngine | None] = ContextVar("anodiff_inference_engi
                                                          default=None)
 
 
-def engine_for(device: torch.device) -> InferenceEngine:
+def engine_for(device: torch.device, bfloat16_pays: bool = True) -> InferenceEngine:
     """This process's engine for ``device`` under the current settings (tunings are kept
-    for the life of the process, per network and input shape)."""
-    precision = resolved_precision(device)
+    for the life of the process, per network and input shape); ``bfloat16_pays`` as in
+    :func:`resolved_precision`."""
+    precision = resolved_precision(device, bfloat16_pays=bfloat16_pays)
     key = (str(device), precision, _settings.network_batch)
     if key not in _engines:
         _engines[key] = InferenceEngine(precision, _settings.network_batch)
+        reason = "" if _settings.precision != "auto" else \
+            f" ({auto_reason(device, precision, bfloat16_pays)})"
         log.info("engine: networks on %s in %s%s, network batch %s", device, precision,
-                 "" if _settings.precision != "auto" else
-                 " (auto: this CPU has AMX)" if precision == "bfloat16" else " (auto)",
-                 _settings.network_batch)
+                 reason, _settings.network_batch)
     return _engines[key]
 
 
 @contextmanager
-def inference(device: torch.device) -> Iterator[InferenceEngine]:
-    """Within the block, :func:`evaluate_network` runs networks through the engine."""
-    engine = engine_for(device)
+def inference(device: torch.device, bfloat16_pays: bool = True) -> Iterator[InferenceEngine]:
+    """Within the block, :func:`evaluate_network` runs networks through the engine
+    (``bfloat16_pays``: False keeps ``auto`` at float32, :func:`resolved_precision`)."""
+    engine = engine_for(device, bfloat16_pays)
     token = _active.set(engine)
     try:
         yield engine

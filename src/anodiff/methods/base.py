@@ -229,7 +229,10 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     ``level_setting`` names the config field that sets the test-time noise level (None: the
     method has none, so ``levels`` does not apply); ``reconstructs`` says whether the step
     returns pseudo-healthy images (``aggregate: zscore`` needs them); ``aggregatable`` is
-    False for a method whose own mask rule reads per-draw extras (no ``samples``/``levels``).
+    False for a method whose own mask rule reads per-draw extras (no ``samples``/``levels``);
+    ``bfloat16_pays`` is False for a method whose networks were measured slower under
+    bfloat16 autocast than in float32, so the engine's ``auto`` precision keeps float32 for
+    it (an explicit ``--precision bfloat16`` still applies).
     """
 
     name: ClassVar[str]
@@ -241,6 +244,7 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
     level_setting: ClassVar[str | None] = None
     reconstructs: ClassVar[bool] = False
     aggregatable: ClassVar[bool] = True
+    bfloat16_pays: ClassVar[bool] = True
     # Format-1 checkpoint keys -> current state_dict keys ("" drops one); see .persistence.
     legacy_keys: ClassVar[dict[str, str]] = {}
 
@@ -461,7 +465,8 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
         generator = torch.Generator().manual_seed(self.config.seed)
         variants = self._level_variants()
         results = []
-        with inference(self.device):  # precision and network batch (diffusion.engine)
+        # precision and network batch (diffusion.engine)
+        with inference(self.device, bfloat16_pays=self.bfloat16_pays):
             for chunk in x.split(self.config.batch_size):
                 chunk = chunk.to(self.device)
                 draws = [v.step(chunk, generator) for v in variants

@@ -137,6 +137,9 @@ class InvDetect(Detector[InvDetectConfig]):
     aggregatable = False
     description = "one-class SVM on DDIM-inverted patch latents + graph-cut refinement (Ma)"
     counted = ("unet",)
+    # Its "small" UNet on 16 x 16 patches: a 100-slice case took 108 s under bfloat16
+    # autocast against 58 s in float32 on the AMX Xeon (docs/BENCHMARKS.md, issue 23 part 8).
+    bfloat16_pays = False
     # The one-class model, tau and lambda hold for any mask rule and any given lambda.
     state_free_settings = frozenset({"refine", "lam"})
     legacy_keys = {"tau": "fitted_tau", "lam": "fitted_lam", "one_class_kind": ""}
