@@ -11,7 +11,7 @@ AMD EPYC), so the engine changes *how* one evaluation runs, never what a method 
   evaluation; three fast presets on both full splits within 0.0006 pixel AP of float32,
   1.4-3.0x faster per slice); float32 everywhere else, including GPUs, where nothing has
   been measured yet, and for a method that says bfloat16 does not pay for its networks
-  (``Detector.bfloat16_pays``: InvDetect's small UNet on 16² patches ran its slices 1.9x
+  (``Detector.bfloat16_pays``: InvDetect's small UNet on 16² patches ran its slices 1.5-1.9x
   slower under autocast on that AMX Xeon, part 8).
 * **network batch** — the images the network sees at once. A method's ``batch_size`` fixes
   how noise is drawn (so it fixes the result); the network may take that batch in smaller
