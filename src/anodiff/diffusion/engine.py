@@ -131,7 +131,7 @@ def auto_reason(device: torch.device, precision: str, bfloat16_pays: bool) -> st
     """Why ``auto`` chose ``precision`` (for the log line)."""
     if precision == "bfloat16":
         return "auto: this CPU has AMX"
-    if device.type == "cpu" and has_amx() and not bfloat16_pays:
+    if not bfloat16_pays and resolved_precision(device, "auto") == "bfloat16":
         return "auto: bfloat16 was measured slower for this method's networks"
     return "auto"
 
