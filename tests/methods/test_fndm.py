@@ -60,18 +60,36 @@ def test_hybrid_pairs_corrupt_healthy_slices_inside_their_mask() -> None:
     assert torch.equal(again[3]["cond"], pairs[3]["cond"])
 
 
-def test_localisation_spends_one_unet_evaluation_per_step(fitted: FNDM, test_images: dict
-                                                          ) -> None:
+def localize_counting_unet_calls(detector: FNDM, images: torch.Tensor
+                                 ) -> tuple[anodiff.AnomalyResult, int]:
+    """The detector's localisation of ``images`` and how often its UNet ran (a hook)."""
     calls = []
-    hook = fitted.unet.register_forward_hook(lambda *_: calls.append(1))
+    hook = detector.unet.register_forward_hook(lambda *_: calls.append(1))
     try:
-        result = fitted.localize(test_images["anomalous"])
+        return detector.localize(images), len(calls)
     finally:
         hook.remove()
-    assert result.nfe == 2 * fitted.config.steps == len(calls)  # 10 encoding + 10 decoding
+
+
+def test_localisation_spends_one_unet_evaluation_per_step(fitted: FNDM, test_images: dict
+                                                          ) -> None:
+    result, calls = localize_counting_unet_calls(fitted, test_images["anomalous"])
+    assert result.nfe == 2 * fitted.config.steps == calls  # 10 encoding + 10 decoding
     sick, truth = test_images["anomalous"], test_images["truth"]
     outside = foreground(sick) & ~truth
     assert float(result.anomaly_map[truth].mean()) > 2 * float(result.anomaly_map[outside].mean())
+
+
+def test_ddpm_noising_spends_only_its_decoding_hops(fitted: FNDM, test_images: dict) -> None:
+    """Wolleb's DDPM noising (``encoding: ddpm``, issue 23's 20-evaluation candidate for
+    FNDM) costs no evaluation and the ancestral decoding one per hop; its noise comes from
+    the seed, so the same call gives the same map. (Whether it keeps the figures is a question
+    for the benchmark: on the toy the quick model's stochastic round trip is too rough.)"""
+    noised = fitted.retuned(keep_state=True, encoding="ddpm", level=10, steps=6)
+    result, calls = localize_counting_unet_calls(noised, test_images["anomalous"])
+    assert result.nfe == 6 == calls
+    again = noised.localize(test_images["anomalous"])
+    assert torch.equal(result.anomaly_map, again.anomaly_map)
 
 
 @pytest.mark.parametrize(("image", "coarse", "extra"), [(True, True, 3), (True, False, 2),

@@ -25,7 +25,7 @@ from anodiff.methods import Detector
 from anodiff.progress import progress_bar
 from anodiff.scoring.foreground import foreground
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold, per_image_otsu
+from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold
 
 
 @dataclass
@@ -164,13 +164,11 @@ def with_map_steps(detector: Detector, found: Predictions) -> Predictions:
         rows = cases == case
         filtered[rows] = detector.case_maps(torch.from_numpy(found.maps[rows]),
                                             torch.from_numpy(fg[rows])).numpy()
-    masks = found.masks
-    if detector.config.mask == "healthy_fpr":
-        masks = above_threshold(filtered, float(detector.threshold), fg)
-    elif detector.config.mask == "otsu":
-        masks = per_image_otsu(filtered, fg)
-    scores = detector.scores(torch.from_numpy(filtered), torch.from_numpy(fg)).numpy()
-    return replace(found, scores=scores, masks=masks)
+    maps, fg_tensor = torch.from_numpy(filtered), torch.from_numpy(fg)
+    masks = detector.rule_masks(maps, fg_tensor)
+    scores = detector.scores(maps, fg_tensor).numpy()
+    return replace(found, scores=scores,
+                   masks=found.masks if masks is None else masks.numpy())
 
 
 def slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:

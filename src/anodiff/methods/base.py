@@ -518,11 +518,17 @@ class Detector(nn.Module, Generic[ConfigT], metaclass=ABCMeta):
 
     def masks(self, maps: Tensor, fg: Tensor, raw: RawResult) -> Tensor:
         """The configured mask rule on post-processed maps (N, H, W)."""
+        masks = self.rule_masks(maps, fg)
+        return self.own_mask(maps, fg, raw) if masks is None else masks
+
+    def rule_masks(self, maps: Tensor, fg: Tensor) -> Tensor | None:
+        """The shared mask rules (``otsu``, ``healthy_fpr``) on post-processed maps (N, H, W);
+        None for ``mask: own``, which needs the method's raw result."""
         if self.config.mask == "otsu":
             return otsu_masks(maps, fg)
         if self.config.mask == "healthy_fpr":
             return above_threshold(maps, float(self.threshold), fg)
-        return self.own_mask(maps, fg, raw)
+        return None
 
     def own_mask(self, maps: Tensor, fg: Tensor, raw: RawResult) -> Tensor:
         """The method's own mask rule (``mask: own``); only methods that have one override."""
