@@ -142,8 +142,9 @@ class ImgCond(Detector[ImgCondConfig]):
         # network predicts x0, not the noise: a CPU-trained eps model cannot restore from
         # pure noise (docs/methods/imgcond.md, "What differs").
         "cpu": ImgCondConfig(),
-        # 6 solver steps per member (18 NFE): -0.009 pixel AP on the full tumour split,
-        # 3 steps -0.026 (docs/BENCHMARKS.md, "Issue 23, part 7"; the card).
+        # 6 solver steps per member (18 NFE): -0.009 / -0.006 pixel AP on the full tumour /
+        # stroke splits, 3 steps -0.026 on tumour (docs/BENCHMARKS.md, "Issue 23, parts 7
+        # and 9"; the card).
         "fast": ImgCondConfig(steps=6),
         # The authors' code: AdamW 1e-4, batch 16, EMA, gradient clipping 1; 10 members;
         # 50 DDPM steps. Their UNet is not specified in the project's sources: Wolleb's.
