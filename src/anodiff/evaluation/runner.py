@@ -149,12 +149,14 @@ class OutputArrays:
         )
 
 
-def with_map_steps(detector: Detector, found: Predictions) -> Predictions:
+def with_map_steps(detector: Detector, found: Predictions, keep_filtered: bool = False
+                   ) -> Predictions:
     """``found`` with the image scores and the ``healthy_fpr`` / ``otsu`` masks of a detector
     whose thresholds were calibrated on filtered maps (:attr:`Detector.map_steps`) made, case
-    by case, from its maps filtered so, as ``anodiff detect`` makes them; the maps stay as
-    localised (evaluation filters them by its own post-processing). A method's own mask is
-    its own. ``found`` itself when the detector has no map steps."""
+    by case, from its maps filtered so, as ``anodiff detect`` makes them. The maps stay as
+    localised (evaluation filters them by its own post-processing) unless ``keep_filtered``
+    (``anodiff detect`` writes the filtered ones). A method's own mask is its own. ``found``
+    itself when the detector has no map steps."""
     if not detector.map_steps.changes():
         return found
     fg = found.foreground
@@ -167,7 +169,7 @@ def with_map_steps(detector: Detector, found: Predictions) -> Predictions:
     maps, fg_tensor = torch.from_numpy(filtered), torch.from_numpy(fg)
     masks = detector.rule_masks(maps, fg_tensor)
     scores = detector.scores(maps, fg_tensor).numpy()
-    return replace(found, scores=scores,
+    return replace(found, scores=scores, maps=filtered if keep_filtered else found.maps,
                    masks=found.masks if masks is None else masks.numpy())
 
 

@@ -405,11 +405,8 @@ def _detect_one(
             raise AnodiffError(f"{path}: gives slices of shape {shape} (channels, H, W), but "
                                f"the model takes {tuple(detector.input_shape or ())}")
         predictions = predict(detector, data, batch_size, progress=False)
-        if detector.map_steps.changes():  # as calibrated: scores, masks and maps filtered
-            predictions = with_map_steps(detector, predictions)
-            predictions.maps = detector.case_maps(torch.from_numpy(predictions.maps),
-                                                  torch.from_numpy(predictions.foreground)
-                                                  ).numpy()
+        # as calibrated: scores, masks and maps filtered by the run's map steps, if any
+        predictions = with_map_steps(detector, predictions, keep_filtered=True)
         masks = predictions.masks
         if masks is None:
             masks = per_image_otsu(predictions.maps, predictions.foreground)
