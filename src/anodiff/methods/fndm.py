@@ -271,9 +271,9 @@ class FNDM(Detector[FNDMConfig]):
         "cpu": FNDMConfig(),
         # No fast mode is measured to keep its figures: at 10 + 10 steps FNDM was the worst
         # diffusion method of the tumour track (best Dice 0.420, image AUROC 0.642; the
-        # card); DDPM noising + 20 guided hops kept pixel AP on 16 tumour cases but lost
-        # 0.095 image AUROC (docs/BENCHMARKS.md, issue 23 part 9; full splits not run), so
-        # `fast` is the cpu preset (DiffANO is the 20-evaluation method of this family).
+        # card); DDPM noising + 20 guided hops lost 0.074 / 0.134 pixel AP on the full
+        # tumour / stroke splits (docs/BENCHMARKS.md, issue 23 part 10), so `fast` is the
+        # cpu preset (DiffANO is the 20-evaluation method of this family).
         "fast": FNDMConfig(),
         # Paper: DiffANO's networks, Adam 1e-4, batch 3 (UNet) / 10 (classifier), 130,000 /
         # 150,000 iterations, T = 1000, 50 + 50 solver steps. L and s are not given:
