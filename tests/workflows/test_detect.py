@@ -529,14 +529,14 @@ def test_a_run_exported_with_map_steps_calibrates_detects_and_evaluates_with_the
     np.testing.assert_array_equal(whole.mask.numpy(), maps[first] >= float(api.threshold))
     unfiltered = api.localize(slices)
     # evaluate and detect score and mask each case's filtered maps (the maps stay as made)
-    scored = with_map_steps(detector, predict(detector, healthy, progress=False))
+    localised = predict(detector, healthy, progress=False)
+    scored = with_map_steps(detector, localised)
     np.testing.assert_allclose(scored.scores, detector.scores(
         torch.from_numpy(maps), torch.from_numpy(found.foreground)).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(scored.masks, (maps >= float(detector.threshold))
                                   & found.foreground)
     np.testing.assert_array_equal(scored.maps, found.maps)
-    kept = with_map_steps(detector, predict(detector, healthy, progress=False),
-                          keep_filtered=True)  # what detect writes
+    kept = with_map_steps(detector, localised, keep_filtered=True)  # what detect writes
     np.testing.assert_allclose(kept.maps, maps, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(kept.masks, scored.masks)
     np.testing.assert_allclose(unfiltered.anomaly_map.numpy(), found.maps[first], atol=1e-7)
