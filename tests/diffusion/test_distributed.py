@@ -36,6 +36,15 @@ def launch(out: Path, *args: str, processes: int = 2) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=240)
 
 
+def failure(result: subprocess.CompletedProcess) -> str:
+    """What the processes themselves printed before torchrun's summary (the cause of a
+    crash: a Python traceback's last line, a C++ ``what()``), then the summary's tail."""
+    lines = result.stderr.splitlines()
+    causes = [line for line in lines if any(mark in line for mark in
+                                            ("Error", "what()", "terminate", "Aborted"))]
+    return "\n".join(causes[:20]) + "\n...\n" + result.stderr[-1000:]
+
+
 def weights(out: Path, name: str = "weights") -> dict[str, torch.Tensor]:
     return load_file(out / f"{name}.safetensors")
 
@@ -44,7 +53,7 @@ def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(tmp_pa
                                                                           ) -> None:
     train(tmp_path / "one", steps=24, batch=8)  # one process, here
     two = launch(tmp_path / "two", "--batch", "8", "--steps", "24")
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, failure(two)
     for name in ("weights", "ema"):
         a, b = weights(tmp_path / "one", name), weights(tmp_path / "two", name)
         for key in a:
@@ -59,12 +68,12 @@ def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(tmp_pa
 def test_a_killed_process_and_a_rerun_give_the_uninterrupted_weights(tmp_path: Path) -> None:
     whole = launch(tmp_path / "whole", "--noise", "0.1")
     killed = launch(tmp_path / "killed", "--noise", "0.1", "--kill-at", "3")
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert whole.returncode == 0, failure(whole)
     assert killed.returncode != 0 and "SIGKILL" in killed.stderr
     checkpoints = tmp_path / "killed" / "run" / "checkpoints"
     assert (checkpoints / "step_0000002").is_dir()  # written before the kill at step 3
     resumed = launch(tmp_path / "killed", "--noise", "0.1")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, failure(resumed)
     for name in ("weights", "ema"):  # every process's noise stream was restored
         a, b = weights(tmp_path / "whole", name), weights(tmp_path / "killed", name)
         assert all(torch.equal(a[key], b[key]) for key in a), name

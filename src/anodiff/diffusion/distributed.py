@@ -111,7 +111,12 @@ def process_device(device: torch.device, world: World) -> torch.device:
 @contextlib.contextmanager
 def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
     """Join the launcher's process group for the block (a no-op for one process) and give
-    this process's world and device. A group opened here is closed at the end."""
+    this process's world and device. A group opened here is closed at the end, by every
+    process together when the block ends normally: PyTorch asks that
+    ``destroy_process_group`` be called collectively, and a gloo process that tears its
+    connections down while a peer is still writing (the main process saves the weights
+    last) can take that peer down with it. After an error no process waits (a peer may
+    be gone)."""
     world = launched_world()
     if not world.distributed or dist.is_initialized():
         yield current_world() if world.distributed else world, process_device(device, world)
@@ -126,6 +131,7 @@ def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
                            "torchrun's --rdzv-endpoint / MASTER_ADDR and MASTER_PORT") from err
     try:
         yield world, device
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
