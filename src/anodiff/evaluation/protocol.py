@@ -100,6 +100,7 @@ def evaluate(
     predicted: np.ndarray | None = None,
     images: np.ndarray | None = None,
     pseudo_healthy: np.ndarray | None = None,
+    residual_sums: np.ndarray | None = None,
     uncertainty: np.ndarray | None = None,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
@@ -121,7 +122,9 @@ def evaluate(
     ``*_own`` figures. ``image_threshold`` (on scores) and
     ``pixel_threshold`` (on maps) come from healthy validation data; without them
     ``image_f1`` and the ``*_fpr`` figures are NaN. ``images`` and ``pseudo_healthy``
-    (N, C, H, W) give the healthy reconstruction residual, ``uncertainty`` (N, H, W) the
+    (N, C, H, W) give the healthy reconstruction residual, as do ``residual_sums`` (N,),
+    each slice's residual summed over its foreground, without the images (the evaluation
+    does not keep a split's pseudo-healthy images), ``uncertainty`` (N, H, W) the
     ``uncertainty_auroc_*`` figures. ``case_ids`` (per slice, a case's
     slices consecutive) enable the per-case figures, ``voxel_ml`` (per case) the lesion
     volumes, ``pixel_mm`` (per case) HD95 in mm (``hd95_unit``; pixels unless every case has
@@ -168,9 +171,10 @@ def evaluate(
     }
     if uncertainty is not None:
         results["uncertainty_auroc_otsu"] = uncertainty_auroc(uncertainty, masks, truth, fg)
-    if images is not None and pseudo_healthy is not None and healthy.any():
-        residual = np.abs(images[healthy] - pseudo_healthy[healthy]).sum(1)
-        results["healthy_residual"] = float(residual[fg[healthy]].mean())
+    if residual_sums is None and images is not None and pseudo_healthy is not None:
+        residual_sums = residual_sum_per_slice(images, pseudo_healthy, fg)
+    if residual_sums is not None and fg[healthy].any():
+        results["healthy_residual"] = float(residual_sums[healthy].sum() / fg[healthy].sum())
     if anomalous.any():  # one Otsu threshold for the whole test set (pooled foreground)
         global_t = otsu_threshold(maps, fg)
         results.update(mask_metrics(post.masks((maps > global_t) & fg, case_ids, voxel_ml)
@@ -210,6 +214,16 @@ def evaluate(
                                      case_dice)
             results.update(intervals(figures, resamples))
     return results
+
+
+def residual_sum_per_slice(images: np.ndarray, pseudo_healthy: np.ndarray, fg: np.ndarray
+                           ) -> np.ndarray:
+    """Per slice (N,), float64: the absolute residual ``|image - pseudo-healthy|`` summed
+    over the channels and over the slice's foreground ``fg`` (N, H, W): the numerator of
+    ``healthy_residual``, which a caller can reduce batch by batch instead of keeping the
+    pseudo-healthy images."""
+    residual = np.abs(images - pseudo_healthy).sum(1)
+    return np.where(fg, residual, 0).reshape(len(residual), -1).sum(1, dtype=np.float64)
 
 
 def uncertainty_auroc(uncertainty: np.ndarray, masks: np.ndarray, truth: np.ndarray,

@@ -20,7 +20,7 @@ import torch
 from anodiff.data import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import CaseFigures
-from anodiff.evaluation.protocol import evaluate, per_case_dice
+from anodiff.evaluation.protocol import evaluate, per_case_dice, residual_sum_per_slice
 from anodiff.methods import Detector
 from anodiff.progress import progress_bar
 from anodiff.scoring.foreground import foreground
@@ -46,10 +46,39 @@ class Predictions:
     voxel_ml: dict[str, float] = field(default_factory=dict)  # per case (volumes only)
     pixel_mm: dict[str, tuple[float, float]] = field(default_factory=dict)  # per case, known
     slices: list[int] = field(default_factory=list)  # each slice's index in its case
+    # per slice, the pseudo-healthy residual summed over its brain (where the method makes
+    # pseudo-healthy images): what ``healthy_residual`` needs when they are not all kept
+    residual_sums: np.ndarray | None = None
+    examples: dict[int, np.ndarray] = field(default_factory=dict)  # kept pseudo-healthy rows
 
     @cached_property
     def foreground(self) -> np.ndarray:
         return foreground(torch.from_numpy(self.images)).numpy()
+
+    def pseudo_healthy_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The pseudo-healthy images of ``rows``: from all of them where they are kept, else
+        from the kept examples (None where the method makes none or a row was not kept)."""
+        if self.pseudo_healthy is not None:
+            return self.pseudo_healthy[rows]
+        if not self.examples or not set(rows.tolist()) <= set(self.examples):
+            return None
+        return np.stack([self.examples[row] for row in rows.tolist()])
+
+
+def example_rows(truth: np.ndarray, fg: np.ndarray, count: int = 6) -> np.ndarray:
+    """The slices an evaluation shows (its grid): lesions from the largest down, then the two
+    healthy slices with the most brain (typical anatomy rather than the skull base). Known
+    before localising (truth and images only), so only their pseudo-healthy images need be
+    kept."""
+    lesion_area = truth.reshape(len(truth), -1).sum(1)
+    anomalous = np.flatnonzero(lesion_area > 0)
+    spread = anomalous[np.argsort(-lesion_area[anomalous])]
+    picks = spread[np.linspace(0, len(spread) - 1, min(count - 2, len(spread))).astype(int)] \
+        if len(spread) else spread
+    brain = fg.reshape(len(truth), -1).sum(1)
+    healthy_rows = np.flatnonzero(lesion_area == 0)
+    healthy = healthy_rows[np.argsort(-brain[healthy_rows])][:2]
+    return np.concatenate([picks, healthy]).astype(int)
 
 
 @dataclass
@@ -90,49 +119,73 @@ def centre_channels(data: Any, inputs: np.ndarray) -> int:
     return len(getattr(data, "centre_sequences", ())) or inputs.shape[1]
 
 
-def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool = True
-            ) -> Predictions:
+def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool = True,
+            all_pseudo_healthy: bool = True) -> Predictions:
     """Localise every slice of ``data`` (a :class:`~anodiff.data.SliceDataset`, or an
     indexable of dicts with image, label, mask), batch by batch (:func:`predict_batch`).
 
     A dataset's arrays are used as they are and every output is written into one array per
     kind as the batches come, so the split is held once (not a list of batches and their
-    concatenation beside it). Of 2.5-D inputs (``data.centre_sequences`` fewer than the
-    channels: the rest are neighbouring slices) the predictions keep the slice's own
-    channels, for the foreground, the figures and the pseudo-healthy images."""
+    concatenation beside it). Without ``all_pseudo_healthy`` (an evaluation) the
+    pseudo-healthy images, as large as the inputs, are not held: each batch's become
+    per-slice residual sums, and only the :func:`example_rows` are kept. Of 2.5-D inputs
+    (``data.centre_sequences`` fewer than the channels: the rest are neighbouring slices)
+    the predictions keep the slice's own channels, for the foreground, the figures and the
+    pseudo-healthy images."""
     inputs = slice_arrays(data)[0]
-    centre = centre_channels(data, inputs)
-    collected = OutputArrays(len(inputs))
+    collected = OutputArrays(data, all_pseudo_healthy)
     for start in progress_bar(batch_starts(len(inputs), batch_size),
                               desc=f"{detector.name}: localise", enabled=progress):
-        collected.put(start, predict_batch(detector, inputs[start:start + batch_size], centre))
-    return collected.predictions(data)
+        collected.put(start, predict_batch(detector, inputs[start:start + batch_size],
+                                           collected.centre))
+    return collected.predictions()
 
 
 class OutputArrays:
-    """The outputs of a split's batches, each written into one preallocated array per kind
-    as it comes (in any order: a merge of shards), with the time and NFE summed."""
+    """The outputs of the batches of ``data``'s slices, each written into one preallocated
+    array per kind as it comes (in any order: a merge of shards), with the time and NFE
+    summed. The pseudo-healthy images are reduced as they come to per-slice residual sums
+    (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`), and kept whole only with
+    ``all_pseudo_healthy``, else for the :func:`example_rows` alone."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, data: Any, all_pseudo_healthy: bool = True) -> None:
+        self.data = data
+        inputs, truth = slice_arrays(data)[:2]
+        self.centre = centre_channels(data, inputs)
+        self.images = inputs[:, :self.centre]
+        self.count = len(inputs)
+        self.keep_all = all_pseudo_healthy
+        self.kept = set() if all_pseudo_healthy else set(example_rows(
+            truth, foreground(torch.from_numpy(self.images)).numpy()).tolist())
         self.arrays: dict[str, np.ndarray] = {}
+        self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0
         self.nfe = 0.0
 
     def put(self, start: int, outputs: BatchOutputs) -> None:
         """Place the batch that starts at slice ``start``."""
-        for kind, values in outputs.arrays.items():
+        arrays = dict(outputs.arrays)
+        healthy_looking = arrays.get("pseudo_healthy")
+        if healthy_looking is not None:
+            images = self.images[start:start + len(healthy_looking)]
+            arrays["residual_sums"] = residual_sum_per_slice(
+                images, healthy_looking, foreground(torch.from_numpy(images)).numpy())
+            if not self.keep_all:
+                del arrays["pseudo_healthy"]
+                self.examples.update({row: healthy_looking[row - start] for row in self.kept
+                                      if start <= row < start + len(healthy_looking)})
+        for kind, values in arrays.items():
             if kind not in self.arrays:
                 self.arrays[kind] = np.empty((self.count, *values.shape[1:]), values.dtype)
             self.arrays[kind][start:start + len(values)] = values
         self.seconds += outputs.seconds
         self.nfe += outputs.nfe
 
-    def predictions(self, data: Any) -> Predictions:
-        """The :class:`Predictions` of ``data`` (whose slices the batches covered)."""
-        inputs, truth, labels, cases, slices = slice_arrays(data)
-        centre = centre_channels(data, inputs)
-        n = max(len(inputs), 1)
+    def predictions(self) -> Predictions:
+        """The :class:`Predictions` of the data (whose slices the batches covered)."""
+        data = self.data
+        _, truth, labels, cases, slices = slice_arrays(data)
+        n = max(self.count, 1)
         voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
             if hasattr(data, "voxel_ml") else {}
         sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
@@ -140,12 +193,13 @@ class OutputArrays:
         pixel_mm = {c: size for c, size in sizes.items() if size is not None}
         outputs = self.arrays
         return Predictions(
-            images=inputs[:, :centre], truth=truth, labels=labels, maps=outputs["maps"],
+            images=self.images, truth=truth, labels=labels, maps=outputs["maps"],
             scores=outputs["scores"], masks=outputs.get("masks"),
             pseudo_healthy=outputs.get("pseudo_healthy"),
             uncertainty=outputs.get("uncertainty"), cases=cases,
             seconds_per_image=self.seconds / n, nfe_per_image=self.nfe / n,
             voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=slices,
+            residual_sums=outputs.get("residual_sums"), examples=self.examples,
         )
 
 
@@ -208,8 +262,8 @@ def evaluate_predictions(test: Predictions, validation: Predictions | None = Non
     results = evaluate(
         test.maps, test.truth, test.scores, labels=test.labels, foreground=test.foreground,
         predicted=test.masks, images=test.images, pseudo_healthy=test.pseudo_healthy,
-        uncertainty=test.uncertainty, image_threshold=image_threshold,
-        pixel_threshold=pixel_threshold,
+        residual_sums=test.residual_sums, uncertainty=test.uncertainty,
+        image_threshold=image_threshold, pixel_threshold=pixel_threshold,
         case_ids=test.cases if any(test.cases) else None, voxel_ml=test.voxel_ml,
         pixel_mm=test.pixel_mm,
         postprocess=postprocess, resamples=resamples,

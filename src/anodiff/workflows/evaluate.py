@@ -30,6 +30,7 @@ from anodiff.evaluation.runner import (
     batch_starts,
     centre_channels,
     evaluate_predictions,
+    example_rows,
     predict,
     predict_batch,
     with_map_steps,
@@ -84,20 +85,6 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def grid_rows(test: Predictions, count: int = 6) -> np.ndarray:
-    """Example rows for the grid: lesions from the largest down, then the two healthy slices
-    with the most brain (typical anatomy rather than the skull base)."""
-    lesion_area = test.truth.reshape(len(test.truth), -1).sum(1)
-    anomalous = np.flatnonzero(lesion_area > 0)
-    spread = anomalous[np.argsort(-lesion_area[anomalous])]
-    picks = spread[np.linspace(0, len(spread) - 1, min(count - 2, len(spread))).astype(int)] \
-        if len(spread) else spread
-    brain = test.foreground.reshape(len(test.truth), -1).sum(1)
-    healthy_rows = np.flatnonzero(lesion_area == 0)
-    healthy = healthy_rows[np.argsort(-brain[healthy_rows])][:2]
-    return np.concatenate([picks, healthy]).astype(int)
-
-
 def evaluate_detector(
     detector: Detector, data: SliceDataset, out: Path, *, title: str,
     postprocess: PostProcess | None = None, fpr: float = 0.01, batch_size: int = 32,
@@ -109,8 +96,10 @@ def evaluate_detector(
     test_split, healthy_val = evaluation_splits(data)
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
-    test = with_map_steps(detector, predict(detector, test_split, batch_size))
-    validation = with_map_steps(detector, predict(detector, healthy_val, batch_size))
+    test = with_map_steps(detector, predict(detector, test_split, batch_size,
+                                            all_pseudo_healthy=False))
+    validation = with_map_steps(detector, predict(detector, healthy_val, batch_size,
+                                                  all_pseudo_healthy=False))
     return score_predictions(test, validation, out, method=detector.name,
                              sequences=list(data.centre_sequences), title=title,
                              postprocess=postprocess, fpr=fpr, resamples=resamples)
@@ -159,14 +148,14 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
     fg = test.foreground
     anomalous = test.truth.reshape(len(test.truth), -1).any(1)
     maps = (postprocess or PostProcess()).maps(test.maps, fg, test.cases)
-    rows = grid_rows(test)
+    rows = example_rows(test.truth, fg)
     masks = test.masks if test.masks is not None else per_image_otsu(test.maps, fg)
     labels = [f"{test.cases[r]}, slice {test.slices[r]}" if test.cases[r] else f"slice {r}"
               for r in rows] if test.slices else None
     figures = [(f"{title}: examples, largest lesions first (case, slice; cyan: the method's "
                 "Otsu mask, green: ground truth)", qualitative_grid(
                     test.images[rows], test.truth[rows], test.maps[rows], masks[rows],
-                    None if test.pseudo_healthy is None else test.pseudo_healthy[rows],
+                    test.pseudo_healthy_of(rows),
                     out / "grid.png", title, channel_names=channel_names,
                     row_labels=labels))]
     if anomalous.any():
@@ -352,16 +341,16 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
         if missing:
             raise AnodiffError(f"{out}: not every shard is done ({missing}); run the missing "
                                "shards, then merge again")
-        collected = {"test": OutputArrays(counts["test"]),
-                     "val": OutputArrays(counts["val_healthy"])}
+        test_split, healthy_val = evaluation_splits(data)
+        collected = {"test": OutputArrays(test_split, all_pseudo_healthy=False),
+                     "val": OutputArrays(healthy_val, all_pseudo_healthy=False)}
         for name, _, start in units:
             collected[name].put(start, _read_unit(_unit_file(out, name, start)))
-        test_split, healthy_val = evaluation_splits(data)
         title = f"{spec.method} on {data_root.name}"
         post = build(PostProcess, plan.get("postprocess", {}), "postprocess")
         metrics, _, figures = score_predictions(
-            with_map_steps(detector, collected["test"].predictions(test_split)),
-            with_map_steps(detector, collected["val"].predictions(healthy_val)), out,
+            with_map_steps(detector, collected["test"].predictions()),
+            with_map_steps(detector, collected["val"].predictions()), out,
             method=spec.method, sequences=list(data.centre_sequences), title=title,
             postprocess=post, fpr=plan["fpr"], resamples=plan["resamples"])
         write_evaluation_report(out, title, metrics, figures, {

@@ -117,7 +117,8 @@ def calibrate_filtered(detector: Detector, data: Any, post: PostProcess,
     healthy = data.for_regime("self", split="val")
     if len(healthy) == 0:
         healthy = data.for_regime("self")
-    found = predict(detector, healthy, batch_size, progress=False)
+    found = predict(detector, healthy, batch_size, progress=False,
+                    all_pseudo_healthy=False)
     fg = found.foreground
     pixel, case = detector.calibrate_on(post.maps(found.maps, fg, found.cases), fg, found.cases,
                                         post)
