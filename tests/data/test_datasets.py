@@ -162,6 +162,20 @@ def test_one_bad_case_is_skipped_and_reported(volumes: Path, caplog) -> None:
     assert data.split("train").skipped == data.skipped
 
 
+def test_only_the_splits_asked_for_are_read(volumes: Path) -> None:
+    (volumes / "case0" / "case0_t1.nii.gz").write_bytes(b"\x1f\x8b not a volume")  # train
+    (volumes / "case1" / "case1_flair.nii.gz").unlink()  # train, and lacking a sequence
+    data = open_dataset(volumes, size=16, only_splits=("test", "val"))  # neither is read
+    assert data.case_ids == ["case2", "case3"] and not data.skipped
+    whole = open_dataset(volumes, size=16, on_error="skip", on_missing="skip")
+    np.testing.assert_array_equal(data.split("test").images, whole.split("test").images)
+    (volumes / "splits.csv").write_text("case,split\n" + "".join(
+        f"case{i},train\n" for i in range(4)))
+    with pytest.raises(AnodiffError, match=r"DATA: no case in the test or val split "
+                                           r"\(splits\.csv: case,split\)"):
+        open_dataset(volumes, size=16, only_splits=("test", "val"))
+
+
 def test_nothing_loadable_still_fails(volumes: Path) -> None:
     with pytest.raises(AnodiffError, match=r"no case could be loaded .*missing sequence"):
         open_dataset(volumes, sequences=["t1", "dwi"], on_missing="skip")
@@ -317,6 +331,12 @@ def test_images_layout(images: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(back, mask)
     out = write_like(back, data.reference_image("x1"), tmp_path / "x1_mask.png")
     np.testing.assert_array_equal(read_image(out).array > 0, mask)
+
+
+def test_images_of_other_splits_are_not_read(images: Path) -> None:
+    (images / "images" / "x0.png").write_bytes(b"not a png")  # a train image
+    data = open_dataset(images, size=32, only_splits=("val", "test"))
+    assert data.case_ids == ["x2", "x3"]
 
 
 def test_images_without_label_or_mask(images: Path) -> None:

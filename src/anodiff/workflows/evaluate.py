@@ -256,9 +256,11 @@ def evaluate_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
 
 def open_evaluation_data(spec: RunSpec, data_root: Path, layout: str,
                          sequence_map: dict[str, str] | None) -> SliceDataset:
-    """The dataset read with the run's data options and this folder's layout and names."""
+    """The test and validation cases of the dataset (the training cases are not read), read
+    with the run's data options and this folder's layout and names."""
     names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
-    data = replace(spec.data, layout=layout, sequence_map=names or None).open(data_root)
+    data = replace(spec.data, layout=layout, sequence_map=names or None).open(
+        data_root, only_splits=("test", "val"))
     for case, problem in data.skipped:
         log.warning("skipped case %s: %s", case, problem)
     return data

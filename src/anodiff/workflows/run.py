@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -95,8 +95,9 @@ class DataConfig:
                 not self.sequences or len(set(self.sequences)) != len(self.sequences)):
             raise AnodiffError(f"sequences must be distinct names, got {list(self.sequences)}")
 
-    def open(self, root: str | Path) -> SliceDataset:
-        """Open ``root`` with these options."""
+    def open(self, root: str | Path, only_splits: Collection[str] | None = None
+             ) -> SliceDataset:
+        """Open ``root`` with these options (only the cases of ``only_splits`` if given)."""
         if self.drop_inferior or self.drop_superior:
             keep = DropEnds(self.drop_inferior, self.drop_superior)
         else:
@@ -105,7 +106,7 @@ class DataConfig:
                             normalisation=self.normalisation, keep=keep,
                             on_error=self.on_error, on_missing=self.on_missing,
                             layout=self.layout, sequence_map=self.sequence_map,
-                            context=self.context)
+                            context=self.context, only_splits=only_splits)
 
 
 @dataclass(frozen=True)

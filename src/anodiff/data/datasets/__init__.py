@@ -37,7 +37,7 @@ Modules: :mod:`.slices` (the dataset and its geometry), :mod:`.volumes` and :mod
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,7 @@ def open_dataset(
     layout: str = "auto",
     sequence_map: Mapping[str, str] | None = None,
     context: int = 0,
+    only_splits: Collection[str] | None = None,
 ) -> SliceDataset:
     """Load a dataset folder (layout auto-detected) as a :class:`SliceDataset`.
 
@@ -101,7 +102,8 @@ def open_dataset(
     channels. ``layout``/``sequence_map``: see :func:`anodiff.data.layouts.discover` (``auto``
     detects the layout; the map renames sequences, e.g. ``{"T1map": "t1"}``). ``context``:
     the neighbouring slices per side each slice carries as extra channels (2.5-D input;
-    volumes only; :func:`~anodiff.data.slicing.volume_to_slices`).
+    volumes only; :func:`~anodiff.data.slicing.volume_to_slices`). ``only_splits``: read
+    only the cases of these splits (``evaluate`` needs test and val, not the training cases).
     """
     root = Path(root)
     if not root.is_dir():
@@ -118,9 +120,9 @@ def open_dataset(
         if context:
             raise AnodiffError(f"{root}: an images dataset has no neighbouring slices; "
                                "context needs volumes")
-        return open_images(root, options, on_error)
+        return open_images(root, options, on_error, only_splits)
     return open_volumes(discover(root, kind, sequence_map), sequences, options, on_error,
-                        on_missing)
+                        on_missing, only_splits)
 
 
 def slice_options(

@@ -8,6 +8,7 @@ count than the first one read.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from anodiff.data.datasets.slices import (
     LoadedCase,
     SliceDataset,
     SliceOptions,
+    cases_of_splits,
     collect_cases,
 )
 from anodiff.data.datasets.tables import read_table
@@ -25,7 +27,10 @@ from anodiff.data.normalise import fit_to_size, normalise_intensity
 from anodiff.errors import AnodiffError
 
 
-def open_images(root: Path, options: SliceOptions, on_error: str) -> SliceDataset:
+def open_images(root: Path, options: SliceOptions, on_error: str,
+                only_splits: Collection[str] | None = None) -> SliceDataset:
+    """The 2-D images dataset at ``root`` (see :func:`anodiff.data.open_dataset`); with
+    ``only_splits`` the images of other splits are not read."""
     images = _id_files(root / "images")
     if not images:
         raise AnodiffError(f"{root / 'images'}: no images")
@@ -39,7 +44,8 @@ def open_images(root: Path, options: SliceOptions, on_error: str) -> SliceDatase
     def load(key: str) -> LoadedCase:
         return load_image(key, images[key], masks.get(key), labels.get(key), channels, options)
 
-    return collect_cases(root, list(images), load, splits, ("image",), options, on_error)
+    return collect_cases(root, cases_of_splits(root, list(images), splits, only_splits), load,
+                         splits, ("image",), options, on_error)
 
 
 def _id_files(folder: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,20 @@ class SliceDataset(torch.utils.data.Dataset):
         )
 
 
+
+
+def cases_of_splits(root: Path, keys: Sequence[str], splits: Mapping[str, str],
+                    wanted: Collection[str] | None) -> list[str]:
+    """The ``keys`` whose split is one of ``wanted`` (every key without it), so that a task
+    that needs only some splits (``evaluate``: test and val) never reads the others; a named
+    error when no case is in them."""
+    if wanted is None:
+        return list(keys)
+    chosen = [key for key in keys if splits[key] in wanted]
+    if not chosen:
+        raise AnodiffError(f"{root}: no case in the {' or '.join(wanted)} split "
+                           "(splits.csv: case,split)")
+    return chosen
 
 
 def collect_cases(

@@ -12,7 +12,7 @@ one :class:`~anodiff.errors.AnodiffError` naming the file or case.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from anodiff.data.datasets.slices import (
     LoadedCase,
     SliceDataset,
     SliceOptions,
+    cases_of_splits,
     collect_cases,
 )
 from anodiff.data.datasets.tables import read_table
@@ -36,7 +37,7 @@ _AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one
 
 def open_volumes(
     found: Found, sequences: Sequence[str] | None, options: SliceOptions, on_error: str,
-    on_missing: str = "raise",
+    on_missing: str = "raise", only_splits: Collection[str] | None = None,
 ) -> SliceDataset:
     """The volumes dataset ``found`` (see :func:`anodiff.data.open_dataset`).
 
@@ -44,13 +45,15 @@ def open_volumes(
     imagesTs is ``test``), else every case is ``train``. Cases that lack one of the
     ``sequences`` (default: every sequence any case has) are an error naming them and the
     file pattern looked for, or with ``on_missing="skip"`` are left out, named in
-    ``dataset.skipped`` and logged: the model's inputs never change silently.
+    ``dataset.skipped`` and logged: the model's inputs never change silently. With
+    ``only_splits`` the cases of other splits are not read at all.
     """
     root = found.root
     if (root / "splits.csv").exists() or not found.splits:
         splits, _ = read_table(root / "splits.csv", list(found.cases), "case", with_label=False)
     else:
         splits = {case: found.splits.get(case, "train") for case in found.cases}
+    cases = cases_of_splits(root, list(found.cases), splits, only_splits)
     if sequences is None:
         sequences = found.sequences()
         if not sequences:
@@ -61,7 +64,7 @@ def open_volumes(
         raise AnodiffError("'seg' is the segmentation, not a sequence to use as a channel")
     files: dict[str, CaseFiles] = {}
     lacking: dict[str, list[str]] = {}
-    for case in found.cases:
+    for case in cases:
         files[case], lacking[case] = match_sequences(found, case, sequences)
     skipped = [(case, f"missing sequence(s) {missing}") for case, missing in lacking.items()
                if missing]
