@@ -7,7 +7,8 @@ was drawn. Three figures are resampled (the review's Sec. 4 asks for intervals):
 
 * ``pixel_ap`` — average precision of the pooled brain pixels of the anomalous slices;
   :class:`WeightedAP` sorts the pixels once and recomputes the precision-recall curve from
-  per-pixel weights, so a resample costs two cumulative sums (scikit-learn's
+  per-pixel weights, so a resample costs a cumulative sum over the pixels and one over
+  the positives (scikit-learn's
   ``average_precision_score`` with ``sample_weight`` gives the same value, and is the test's
   reference);
 * ``image_auroc`` — the ROC AUC of the image scores with the images' case weights
@@ -46,26 +47,33 @@ class WeightedAP:
     """Average precision of labelled scores under per-case weights.
 
     ``case_index`` gives each pixel's case (0 .. n_cases - 1). The pixels are sorted by
-    score once; a call with case weights recomputes true and false positives at every
-    distinct score (ties form one threshold, as in scikit-learn) and returns
-    ``sum_k (R_k - R_{k-1}) P_k``.
+    score once; a call with case weights returns ``sum_k (R_k - R_{k-1}) P_k`` over the
+    distinct scores (ties form one threshold, as in scikit-learn). Only the thresholds whose
+    run of equal scores holds a positive add to the sum (elsewhere recall does not grow), so
+    a call takes one cumulative sum of the weights over all pixels (what is claimed) and one
+    over the positives (what is found), both read at those thresholds alone.
     """
 
     def __init__(self, labels: np.ndarray, scores: np.ndarray, case_index: np.ndarray) -> None:
         order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
         sorted_scores = np.asarray(scores, dtype=np.float64)[order]
-        self.positive = np.asarray(labels, dtype=bool).ravel()[order]
+        positive = np.flatnonzero(np.asarray(labels, dtype=bool).ravel()[order])
         self.case = np.asarray(case_index).ravel()[order]
+        self.positive_case = self.case[positive]
         # the last position of every run of equal scores: one threshold per distinct score
-        self.ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+        ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+        self.gain_ends = np.unique(ends[np.searchsorted(ends, positive)]) if len(positive) \
+            else np.zeros(0, dtype=int)  # the thresholds whose run holds a positive
+        self.found_by = np.searchsorted(positive, self.gain_ends, side="right") - 1
 
     def __call__(self, case_weight: np.ndarray) -> float:
-        weight = np.asarray(case_weight, dtype=np.float64)[self.case]
-        tp = np.cumsum(weight * self.positive)[self.ends]
-        fp = np.cumsum(weight * ~self.positive)[self.ends]
-        if len(tp) == 0 or tp[-1] <= 0:
+        weight = np.asarray(case_weight, dtype=np.float64)
+        if len(self.gain_ends) == 0:
             return math.nan
-        claimed = tp + fp
+        tp = np.cumsum(weight[self.positive_case])[self.found_by]
+        claimed = np.cumsum(weight[self.case])[self.gain_ends]
+        if tp[-1] <= 0:
+            return math.nan
         precision = np.divide(tp, claimed, out=np.zeros_like(tp), where=claimed > 0)
         recall = tp / tp[-1]
         return float(np.sum(np.diff(recall, prepend=0.0) * precision))
