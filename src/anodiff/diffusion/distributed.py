@@ -33,6 +33,9 @@ from anodiff.errors import AnodiffError
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 RANK_SEED_STRIDE = 1_000_003  # a prime: rank r's streams start far from rank 0's
 TIMEOUT = timedelta(minutes=30)  # a process that waits longer for the others gives up
+# At the end, the processes wait for the main one's own last work (an evaluation's merge, a
+# model's export) however long it takes: the wait is not a sign of a dead peer.
+END_TIMEOUT = timedelta(hours=24)
 log = logging.getLogger("anodiff")
 T = TypeVar("T")
 
@@ -111,12 +114,12 @@ def process_device(device: torch.device, world: World) -> torch.device:
 @contextlib.contextmanager
 def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
     """Join the launcher's process group for the block (a no-op for one process) and give
-    this process's world and device. A group opened here is closed at the end, by every
-    process together when the block ends normally: PyTorch asks that
+    this process's world and device. A group opened here is closed at the end; between CPU
+    processes (gloo) by all of them together when the block ends normally, after the main
+    process's own last work (:data:`END_TIMEOUT`): PyTorch asks that
     ``destroy_process_group`` be called collectively, and a gloo process that tears its
-    connections down while a peer is still writing (the main process saves the weights
-    last) can take that peer down with it. After an error no process waits (a peer may
-    be gone)."""
+    connections down while a peer still holds them can take that peer down with it. After
+    an error no process waits (a peer may be gone)."""
     world = launched_world()
     if not world.distributed or dist.is_initialized():
         yield current_world() if world.distributed else world, process_device(device, world)
@@ -131,7 +134,8 @@ def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
                            "torchrun's --rdzv-endpoint / MASTER_ADDR and MASTER_PORT") from err
     try:
         yield world, device
-        dist.barrier()
+        if backend_for(device) == "gloo":
+            dist.monitored_barrier(timeout=END_TIMEOUT)
     finally:
         dist.destroy_process_group()
 
