@@ -132,8 +132,8 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     (``data.centre_sequences`` fewer than the channels: the rest are neighbouring slices)
     the predictions keep the slice's own channels, for the foreground, the figures and the
     pseudo-healthy images."""
-    inputs = slice_arrays(data)[0]
     collected = OutputArrays(data, all_pseudo_healthy)
+    inputs = collected.inputs
     for start in progress_bar(batch_starts(len(inputs), batch_size),
                               desc=f"{detector.name}: localise", enabled=progress):
         collected.put(start, predict_batch(detector, inputs[start:start + batch_size],
@@ -142,21 +142,22 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
 
 
 class OutputArrays:
-    """The outputs of the batches of ``data``'s slices, each written into one preallocated
-    array per kind as it comes (in any order: a merge of shards), with the time and NFE
-    summed. The pseudo-healthy images are reduced as they come to per-slice residual sums
+    """The outputs of the batches of ``data``'s slices (whose arrays are read once,
+    :func:`slice_arrays`), each written into one preallocated array per kind as it comes (in
+    any order: a merge of shards), with the time and NFE summed. The pseudo-healthy images
+    are reduced as they come to per-slice residual sums
     (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`), and kept whole only with
     ``all_pseudo_healthy``, else for the :func:`example_rows` alone."""
 
     def __init__(self, data: Any, all_pseudo_healthy: bool = True) -> None:
         self.data = data
-        inputs, truth = slice_arrays(data)[:2]
-        self.centre = centre_channels(data, inputs)
-        self.images = inputs[:, :self.centre]
-        self.count = len(inputs)
+        self.inputs, self.truth, self.labels, self.cases, self.slices = slice_arrays(data)
+        self.centre = centre_channels(data, self.inputs)
+        self.images = self.inputs[:, :self.centre]
+        self.count = len(self.inputs)
         self.keep_all = all_pseudo_healthy
         self.kept = set() if all_pseudo_healthy else set(example_rows(
-            truth, foreground(torch.from_numpy(self.images)).numpy()).tolist())
+            self.truth, foreground(torch.from_numpy(self.images)).numpy()).tolist())
         self.arrays: dict[str, np.ndarray] = {}
         self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0
@@ -183,8 +184,7 @@ class OutputArrays:
 
     def predictions(self) -> Predictions:
         """The :class:`Predictions` of the data (whose slices the batches covered)."""
-        data = self.data
-        _, truth, labels, cases, slices = slice_arrays(data)
+        data, cases = self.data, self.cases
         n = max(self.count, 1)
         voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
             if hasattr(data, "voxel_ml") else {}
@@ -193,12 +193,12 @@ class OutputArrays:
         pixel_mm = {c: size for c, size in sizes.items() if size is not None}
         outputs = self.arrays
         return Predictions(
-            images=self.images, truth=truth, labels=labels, maps=outputs["maps"],
+            images=self.images, truth=self.truth, labels=self.labels, maps=outputs["maps"],
             scores=outputs["scores"], masks=outputs.get("masks"),
             pseudo_healthy=outputs.get("pseudo_healthy"),
             uncertainty=outputs.get("uncertainty"), cases=cases,
             seconds_per_image=self.seconds / n, nfe_per_image=self.nfe / n,
-            voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=slices,
+            voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=self.slices,
             residual_sums=outputs.get("residual_sums"), examples=self.examples,
         )
 
