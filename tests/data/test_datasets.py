@@ -337,6 +337,10 @@ def test_images_of_other_splits_are_not_read(images: Path) -> None:
     (images / "images" / "x0.png").write_bytes(b"not a png")  # a train image
     data = open_dataset(images, size=32, only_splits=("val", "test"))
     assert data.case_ids == ["x2", "x3"]
+    (images / "labels.csv").unlink()  # every image is then train
+    with pytest.raises(AnodiffError, match=r"no case in the val or test split "
+                                           r"\(labels\.csv: id,label,split\)"):
+        open_dataset(images, size=32, only_splits=("val", "test"))
 
 
 def test_images_without_label_or_mask(images: Path) -> None:

@@ -44,8 +44,9 @@ def open_images(root: Path, options: SliceOptions, on_error: str,
     def load(key: str) -> LoadedCase:
         return load_image(key, images[key], masks.get(key), labels.get(key), channels, options)
 
-    return collect_cases(root, cases_of_splits(root, list(images), splits, only_splits), load,
-                         splits, ("image",), options, on_error)
+    chosen = cases_of_splits(root, list(images), splits, only_splits,
+                             "labels.csv: id,label,split")
+    return collect_cases(root, chosen, load, splits, ("image",), options, on_error)
 
 
 def _id_files(folder: Path) -> dict[str, Path]:

@@ -251,16 +251,16 @@ class SliceDataset(torch.utils.data.Dataset):
 
 
 def cases_of_splits(root: Path, keys: Sequence[str], splits: Mapping[str, str],
-                    wanted: Collection[str] | None) -> list[str]:
+                    wanted: Collection[str] | None, table: str = "splits.csv: case,split"
+                    ) -> list[str]:
     """The ``keys`` whose split is one of ``wanted`` (every key without it), so that a task
-    that needs only some splits (``evaluate``: test and val) never reads the others; a named
-    error when no case is in them."""
+    that needs only some splits (``evaluate``: test and val) never reads the others; an
+    error naming the ``table`` that assigns splits when no case is in them."""
     if wanted is None:
         return list(keys)
     chosen = [key for key in keys if splits[key] in wanted]
     if not chosen:
-        raise AnodiffError(f"{root}: no case in the {' or '.join(wanted)} split "
-                           "(splits.csv: case,split)")
+        raise AnodiffError(f"{root}: no case in the {' or '.join(wanted)} split ({table})")
     return chosen
 
 
