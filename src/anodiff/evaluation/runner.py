@@ -166,15 +166,15 @@ class OutputArrays:
     def put(self, start: int, outputs: BatchOutputs) -> None:
         """Place the batch that starts at slice ``start``."""
         arrays = dict(outputs.arrays)
-        healthy_looking = arrays.get("pseudo_healthy")
-        if healthy_looking is not None:
-            images = self.images[start:start + len(healthy_looking)]
+        pseudo_healthy = arrays.get("pseudo_healthy")
+        if pseudo_healthy is not None:
+            images = self.images[start:start + len(pseudo_healthy)]
             arrays["residual_sums"] = residual_sum_per_slice(
-                images, healthy_looking, foreground(torch.from_numpy(images)).numpy())
+                images, pseudo_healthy, foreground(torch.from_numpy(images)).numpy())
             if not self.keep_all:
                 del arrays["pseudo_healthy"]
-                self.examples.update({row: healthy_looking[row - start] for row in self.kept
-                                      if start <= row < start + len(healthy_looking)})
+                self.examples.update({row: pseudo_healthy[row - start] for row in self.kept
+                                      if start <= row < start + len(pseudo_healthy)})
         for kind, values in arrays.items():
             if kind not in self.arrays:
                 self.arrays[kind] = np.empty((self.count, *values.shape[1:]), values.dtype)
