@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -146,6 +147,10 @@ def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
     assert (tmp_path / "sharded" / "report.html").is_file()
     # a rerun of a finished shard does nothing again; the plan refuses other settings
     units = sorted((tmp_path / "sharded" / "shards").glob("*.npz"))
+    kinds = [set(np.load(unit).files) for unit in units]  # residual sums, not the images
+    assert all("residual_sums" in k and "pseudo_healthy" not in k for k in kinds)
+    assert sum(len(np.load(unit)["example_rows"]) for unit, k in zip(units, kinds, strict=True)
+               if "example_rows" in k) == 6 + 2  # the grid rows: test, healthy val slices
     stamps = [p.stat().st_mtime_ns for p in units]
     evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16,
                  postprocess=post)

@@ -10,6 +10,7 @@ such slices there is no deployable operating point, and evaluation refuses.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -81,15 +82,45 @@ def example_rows(truth: np.ndarray, fg: np.ndarray, count: int = 6) -> np.ndarra
     return np.concatenate([picks, healthy]).astype(int)
 
 
+def shown_rows(truth: np.ndarray, images: np.ndarray) -> set[int]:
+    """The :func:`example_rows` of slices with ground truth ``truth`` (N, H, W) and
+    ``images`` (N, C, H, W, the slices' own channels, which give the brain)."""
+    return set(example_rows(truth, foreground(torch.from_numpy(images)).numpy()).tolist())
+
+
 @dataclass
 class BatchOutputs:
     """What a detector produced on one batch of slices: arrays by kind (``maps``,
     ``scores``, and ``masks``, ``pseudo_healthy``, ``uncertainty`` where it makes them),
-    the wall-clock seconds and the network evaluations spent on the whole batch."""
+    the wall-clock seconds and the network evaluations spent on the whole batch. Once
+    :func:`reduced` (an evaluation's batch), ``residual_sums`` stands for the pseudo-healthy
+    images and ``examples`` holds those of the split's example rows in the batch."""
 
     arrays: dict[str, np.ndarray]
     seconds: float
     nfe: float
+    examples: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def reduced(outputs: BatchOutputs, images: np.ndarray, start: int,
+            kept: Collection[int] | None) -> BatchOutputs:
+    """``outputs`` of the batch that starts at slice ``start`` (``images``: its slices' own
+    channels) with the per-slice residual sums of its pseudo-healthy images
+    (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`); with ``kept`` (the split's
+    :func:`example_rows`) the pseudo-healthy images themselves are dropped but for those
+    rows. ``outputs`` itself when it has no pseudo-healthy images (or was reduced)."""
+    pseudo_healthy = outputs.arrays.get("pseudo_healthy")
+    if pseudo_healthy is None:
+        return outputs
+    arrays = dict(outputs.arrays)
+    arrays["residual_sums"] = residual_sum_per_slice(
+        images, pseudo_healthy, foreground(torch.from_numpy(images)).numpy())
+    examples = dict(outputs.examples)
+    if kept is not None:
+        del arrays["pseudo_healthy"]
+        examples.update({row: pseudo_healthy[row - start] for row in kept
+                         if start <= row < start + len(pseudo_healthy)})
+    return BatchOutputs(arrays, outputs.seconds, outputs.nfe, examples)
 
 
 def batch_starts(count: int, batch_size: int) -> range:
@@ -156,26 +187,19 @@ class OutputArrays:
         self.images = self.inputs[:, :self.centre]
         self.count = len(self.inputs)
         self.keep_all = all_pseudo_healthy
-        self.kept = set() if all_pseudo_healthy else set(example_rows(
-            self.truth, foreground(torch.from_numpy(self.images)).numpy()).tolist())
+        self.kept = set() if all_pseudo_healthy else shown_rows(self.truth, self.images)
         self.arrays: dict[str, np.ndarray] = {}
         self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0
         self.nfe = 0.0
 
     def put(self, start: int, outputs: BatchOutputs) -> None:
-        """Place the batch that starts at slice ``start``."""
-        arrays = dict(outputs.arrays)
-        pseudo_healthy = arrays.get("pseudo_healthy")
-        if pseudo_healthy is not None:
-            images = self.images[start:start + len(pseudo_healthy)]
-            arrays["residual_sums"] = residual_sum_per_slice(
-                images, pseudo_healthy, foreground(torch.from_numpy(images)).numpy())
-            if not self.keep_all:
-                del arrays["pseudo_healthy"]
-                self.examples.update({row: pseudo_healthy[row - start] for row in self.kept
-                                      if start <= row < start + len(pseudo_healthy)})
-        for kind, values in arrays.items():
+        """Place the batch that starts at slice ``start`` (reduced here if it was not)."""
+        count = len(outputs.arrays["maps"])
+        outputs = reduced(outputs, self.images[start:start + count], start,
+                          None if self.keep_all else self.kept)
+        self.examples.update(outputs.examples)
+        for kind, values in outputs.arrays.items():
             if kind not in self.arrays:
                 self.arrays[kind] = np.empty((self.count, *values.shape[1:]), values.dtype)
             self.arrays[kind][start:start + len(values)] = values

@@ -33,6 +33,8 @@ from anodiff.evaluation.runner import (
     example_rows,
     predict,
     predict_batch,
+    reduced,
+    shown_rows,
     with_map_steps,
 )
 from anodiff.extras import installed
@@ -302,7 +304,8 @@ def _unit_file(out: Path, name: str, start: int) -> Path:
 def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Shard,
                    batch_size: int) -> None:
     """Localise the shard's batches that are not done yet, each written atomically into
-    ``OUT/shards/<split>-<first slice>.npz`` (its done marker)."""
+    ``OUT/shards/<split>-<first slice>.npz`` (its done marker), :func:`reduced` first: no
+    pseudo-healthy images but those of the split's example rows."""
     units = [(number, unit) for number, unit in enumerate(_units(data, batch_size))
              if shard.takes(number)]
     todo = [(name, split, start) for _, (name, split, start) in units
@@ -311,11 +314,20 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
         log.info("shard %s: %d of its %d batches were done before", shard,
                  len(units) - len(todo), len(units))
     centre = centre_channels(data, data.images)
+    kept = {name: shown_rows(split.masks.astype(bool), split.images[:, :centre])
+            for name, split in zip(("test", "val"), evaluation_splits(data), strict=True)}
     for name, split, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
                                            unit="batch"):
-        outputs = predict_batch(detector, split.images[start:start + batch_size], centre)
+        images = split.images[start:start + batch_size]
+        outputs = reduced(predict_batch(detector, images, centre), images[:, :centre], start,
+                          kept[name])  # the unit file holds no pseudo-healthy images
+        rows = sorted(outputs.examples)
+        examples = {"example_rows": np.array(rows, dtype=np.int64),
+                    "example_images": np.stack([outputs.examples[r] for r in rows])} \
+            if rows else {}
         with replaced_atomically(_unit_file(out, name, start)) as path:
-            np.savez(path, seconds=outputs.seconds, nfe=outputs.nfe, **outputs.arrays)
+            np.savez(path, seconds=outputs.seconds, nfe=outputs.nfe, **outputs.arrays,
+                     **examples)
 
 
 def merge_evaluation(out: Path) -> dict[str, Any]:
@@ -363,10 +375,14 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
 
 
 def _read_unit(path: Path) -> BatchOutputs:
-    """One batch's outputs, or a named error for a damaged file."""
+    """One batch's outputs (with the example rows' pseudo-healthy images it kept), or a
+    named error for a damaged file."""
+    extra = ("seconds", "nfe", "example_rows", "example_images")
     try:
         with np.load(path, allow_pickle=False) as unit:
-            arrays = {kind: unit[kind] for kind in unit.files if kind not in ("seconds", "nfe")}
-            return BatchOutputs(arrays, float(unit["seconds"]), float(unit["nfe"]))
+            arrays = {kind: unit[kind] for kind in unit.files if kind not in extra}
+            examples = dict(zip(unit["example_rows"].tolist(), unit["example_images"],
+                                strict=True)) if "example_rows" in unit.files else {}
+            return BatchOutputs(arrays, float(unit["seconds"]), float(unit["nfe"]), examples)
     except (OSError, ValueError, KeyError) as err:
         raise AnodiffError(f"{path}: damaged ({err}); delete it and rerun its shard") from err
