@@ -108,7 +108,7 @@ def reduced(outputs: BatchOutputs, images: np.ndarray, start: int,
     channels) with the per-slice residual sums of its pseudo-healthy images
     (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`); with ``kept`` (the split's
     :func:`example_rows`) the pseudo-healthy images themselves are dropped but for those
-    rows. ``outputs`` itself when it has no pseudo-healthy images (or was reduced)."""
+    rows. ``outputs`` itself when it has no pseudo-healthy images (or no longer has them)."""
     pseudo_healthy = outputs.arrays.get("pseudo_healthy")
     if pseudo_healthy is None:
         return outputs
