@@ -62,8 +62,8 @@ class WeightedAP:
         self.positive_case = self.case[positive]
         # the last position of every run of equal scores: one threshold per distinct score
         ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-        self.gain_ends = np.unique(ends[np.searchsorted(ends, positive)]) if len(positive) \
-            else np.zeros(0, dtype=int)  # the thresholds whose run holds a positive
+        # the thresholds whose run holds a positive
+        self.gain_ends = np.unique(ends[np.searchsorted(ends, positive)])
         self.found_by = np.searchsorted(positive, self.gain_ends, side="right") - 1
 
     def __call__(self, case_weight: np.ndarray) -> float:

@@ -54,7 +54,7 @@ class Predictions:
 
     @cached_property
     def foreground(self) -> np.ndarray:
-        return foreground(torch.from_numpy(self.images)).numpy()
+        return brain(self.images)
 
     def pseudo_healthy_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The pseudo-healthy images of ``rows``: from all of them where they are kept, else
@@ -82,10 +82,10 @@ def example_rows(truth: np.ndarray, fg: np.ndarray, count: int = 6) -> np.ndarra
     return np.concatenate([picks, healthy]).astype(int)
 
 
-def shown_rows(truth: np.ndarray, images: np.ndarray) -> set[int]:
-    """The :func:`example_rows` of slices with ground truth ``truth`` (N, H, W) and
-    ``images`` (N, C, H, W, the slices' own channels, which give the brain)."""
-    return set(example_rows(truth, foreground(torch.from_numpy(images)).numpy()).tolist())
+def brain(images: np.ndarray) -> np.ndarray:
+    """The foreground (N, H, W) of slices ``images`` (N, C, H, W), as numpy
+    (:func:`~anodiff.scoring.foreground.foreground`)."""
+    return foreground(torch.from_numpy(images)).numpy()
 
 
 @dataclass
@@ -102,10 +102,10 @@ class BatchOutputs:
     examples: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def reduced(outputs: BatchOutputs, images: np.ndarray, start: int,
+def reduced(outputs: BatchOutputs, images: np.ndarray, fg: np.ndarray, start: int,
             kept: Collection[int] | None) -> BatchOutputs:
     """``outputs`` of the batch that starts at slice ``start`` (``images``: its slices' own
-    channels) with the per-slice residual sums of its pseudo-healthy images
+    channels, ``fg`` their brain) with the per-slice residual sums of its pseudo-healthy images
     (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`); with ``kept`` (the split's
     :func:`example_rows`) the pseudo-healthy images themselves are dropped but for those
     rows. ``outputs`` itself when it has no pseudo-healthy images (or no longer has them)."""
@@ -113,8 +113,7 @@ def reduced(outputs: BatchOutputs, images: np.ndarray, start: int,
     if pseudo_healthy is None:
         return outputs
     arrays = dict(outputs.arrays)
-    arrays["residual_sums"] = residual_sum_per_slice(
-        images, pseudo_healthy, foreground(torch.from_numpy(images)).numpy())
+    arrays["residual_sums"] = residual_sum_per_slice(images, pseudo_healthy, fg)
     examples = dict(outputs.examples)
     if kept is not None:
         del arrays["pseudo_healthy"]
@@ -187,7 +186,9 @@ class OutputArrays:
         self.images = self.inputs[:, :self.centre]
         self.count = len(self.inputs)
         self.keep_all = all_pseudo_healthy
-        self.kept = set() if all_pseudo_healthy else shown_rows(self.truth, self.images)
+        self.fg = brain(self.images)  # for the residual sums (and the examples)
+        self.kept = set() if all_pseudo_healthy else \
+            set(example_rows(self.truth, self.fg).tolist())
         self.arrays: dict[str, np.ndarray] = {}
         self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0
@@ -196,7 +197,8 @@ class OutputArrays:
     def put(self, start: int, outputs: BatchOutputs) -> None:
         """Place the batch that starts at slice ``start`` (reduced here if it was not)."""
         count = len(outputs.arrays["maps"])
-        outputs = reduced(outputs, self.images[start:start + count], start,
+        rows = slice(start, start + count)
+        outputs = reduced(outputs, self.images[rows], self.fg[rows], start,
                           None if self.keep_all else self.kept)
         self.examples.update(outputs.examples)
         for kind, values in outputs.arrays.items():

@@ -28,13 +28,13 @@ from anodiff.evaluation.runner import (
     OutputArrays,
     Predictions,
     batch_starts,
+    brain,
     centre_channels,
     evaluate_predictions,
     example_rows,
     predict,
     predict_batch,
     reduced,
-    shown_rows,
     with_map_steps,
 )
 from anodiff.extras import installed
@@ -314,13 +314,16 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
         log.info("shard %s: %d of its %d batches were done before", shard,
                  len(units) - len(todo), len(units))
     centre = centre_channels(data, data.images)
-    kept = {name: shown_rows(split.masks.astype(bool), split.images[:, :centre])
-            for name, split in zip(("test", "val"), evaluation_splits(data), strict=True)}
+    splits = dict(zip(("test", "val"), evaluation_splits(data), strict=True))
+    brains = {name: brain(split.images[:, :centre]) for name, split in splits.items()}
+    kept = {name: set(example_rows(splits[name].masks.astype(bool), fg).tolist())
+            for name, fg in brains.items()}
     for name, split, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
                                            unit="batch"):
-        images = split.images[start:start + batch_size]
-        outputs = reduced(predict_batch(detector, images, centre), images[:, :centre], start,
-                          kept[name])  # the unit file holds no pseudo-healthy images
+        rows = slice(start, start + batch_size)
+        images = split.images[rows]
+        outputs = reduced(predict_batch(detector, images, centre), images[:, :centre],
+                          brains[name][rows], start, kept[name])  # no pseudo-healthy images
         rows = sorted(outputs.examples)
         examples = {"example_rows": np.array(rows, dtype=np.int64),
                     "example_images": np.stack([outputs.examples[r] for r in rows])} \
