@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from anodiff.evaluation.casewise import evaluate_predictions
 from anodiff.evaluation.runner import (
     OutputArrays,
-    evaluate_predictions,
     example_rows,
     predict,
     predict_batch,

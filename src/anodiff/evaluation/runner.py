@@ -10,7 +10,7 @@ such slices there is no deployable operating point, and evaluation refuses.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -19,14 +19,10 @@ import numpy as np
 import torch
 
 from anodiff.data import SliceDataset
-from anodiff.errors import AnodiffError
-from anodiff.evaluation.bootstrap import CaseFigures
-from anodiff.evaluation.protocol import evaluate, per_case_dice, residual_sum_per_slice
+from anodiff.evaluation.stream import residual_sum_per_slice
 from anodiff.methods import Detector
 from anodiff.progress import progress_bar
 from anodiff.scoring.foreground import foreground
-from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, healthy_fpr_threshold
 
 
 @dataclass
@@ -106,7 +102,7 @@ def reduced(outputs: BatchOutputs, images: np.ndarray, fg: np.ndarray, start: in
             kept: Collection[int] | None) -> BatchOutputs:
     """``outputs`` of the batch that starts at slice ``start`` (``images``: its slices' own
     channels, ``fg`` their brain) with the per-slice residual sums of its pseudo-healthy images
-    (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`); with ``kept`` (the split's
+    (:func:`~anodiff.evaluation.stream.residual_sum_per_slice`); with ``kept`` (the split's
     :func:`example_rows`) the pseudo-healthy images themselves are dropped but for those
     rows. ``outputs`` itself when it has no pseudo-healthy images (or no longer has them)."""
     pseudo_healthy = outputs.arrays.get("pseudo_healthy")
@@ -144,6 +140,16 @@ def predict_batch(detector: Detector, inputs: np.ndarray, centre: int) -> BatchO
                         seconds, float(result.nfe * len(batch)))
 
 
+def localised(detector: Detector, split: SplitSlices, batch_size: int = 32,
+              progress: bool = True) -> Iterator[tuple[int, BatchOutputs]]:
+    """Each batch of ``split``'s slices localised (:func:`predict_batch`), in order, with
+    the slice it starts at; a progress bar on a terminal."""
+    centre = split.images.shape[1]
+    for start in progress_bar(batch_starts(len(split.inputs), batch_size),
+                              desc=f"{detector.name}: localise", enabled=progress):
+        yield start, predict_batch(detector, split.inputs[start:start + batch_size], centre)
+
+
 def centre_channels(data: Any, inputs: np.ndarray) -> int:
     """The slice's own channels of ``data``'s inputs (fewer than all for 2.5-D input)."""
     return len(getattr(data, "centre_sequences", ())) or inputs.shape[1]
@@ -163,32 +169,61 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
     the predictions keep the slice's own channels, for the foreground, the figures and the
     pseudo-healthy images."""
     collected = OutputArrays(data, all_pseudo_healthy)
-    inputs = collected.inputs
-    for start in progress_bar(batch_starts(len(inputs), batch_size),
-                              desc=f"{detector.name}: localise", enabled=progress):
-        collected.put(start, predict_batch(detector, inputs[start:start + batch_size],
-                                           collected.centre))
+    for start, outputs in localised(detector, collected.split, batch_size, progress):
+        collected.put(start, outputs)
     return collected.predictions()
 
 
+@dataclass
+class SplitSlices:
+    """What an evaluation knows of a split's slices before localising them: the inputs
+    (N, C, H, W) and their own channels ``images`` (fewer for 2.5-D inputs), the truth,
+    labels, each slice's case and index in it, the cases' voxel volumes and pixel sizes (where
+    known) and the brain of every slice (``fg``, computed once)."""
+
+    inputs: np.ndarray
+    images: np.ndarray
+    truth: np.ndarray
+    labels: np.ndarray
+    cases: list[str]
+    slices: list[int]
+    voxel_ml: dict[str, float]
+    pixel_mm: dict[str, tuple[float, float]]
+    fg: np.ndarray
+
+    @classmethod
+    def of(cls, data: Any) -> SplitSlices:
+        """Of ``data``: a :class:`~anodiff.data.SliceDataset` (its arrays, not copied) or an
+        indexable of dicts with image, label, mask (:func:`slice_arrays`)."""
+        inputs, truth, labels, cases, slices = slice_arrays(data)
+        images = inputs[:, :centre_channels(data, inputs)]
+        known = dict.fromkeys(cases)
+        voxel_ml = {c: data.voxel_ml(c) for c in known} if hasattr(data, "voxel_ml") else {}
+        sizes = {c: data.pixel_mm(c) for c in known} if hasattr(data, "pixel_mm") else {}
+        return cls(inputs, images, truth, labels, cases, slices, voxel_ml,
+                   {c: size for c, size in sizes.items() if size is not None}, brain(images))
+
+    @classmethod
+    def of_predictions(cls, found: Predictions) -> SplitSlices:
+        """Of predictions held whole (their images being the slices' own channels)."""
+        return cls(found.images, found.images, found.truth, found.labels, list(found.cases),
+                   list(found.slices), dict(found.voxel_ml), dict(found.pixel_mm),
+                   found.foreground)
+
+
 class OutputArrays:
-    """The outputs of the batches of ``data``'s slices (whose arrays are read once,
-    :func:`slice_arrays`), each written into one preallocated array per kind as it comes (in
-    any order: a merge of shards), with the time and NFE summed. The pseudo-healthy images
-    are reduced as they come to per-slice residual sums
-    (:func:`~anodiff.evaluation.protocol.residual_sum_per_slice`), and kept whole only with
+    """The outputs of the batches of ``data``'s slices (:class:`SplitSlices`), each written
+    into one preallocated array per kind as it comes (in any order), with the time and NFE
+    summed. The pseudo-healthy images are reduced as they come to per-slice residual sums
+    (:func:`~anodiff.evaluation.stream.residual_sum_per_slice`), and kept whole only with
     ``all_pseudo_healthy``, else for the :func:`example_rows` alone."""
 
     def __init__(self, data: Any, all_pseudo_healthy: bool = True) -> None:
-        self.data = data
-        self.inputs, self.truth, self.labels, self.cases, self.slices = slice_arrays(data)
-        self.centre = centre_channels(data, self.inputs)
-        self.images = self.inputs[:, :self.centre]
-        self.count = len(self.inputs)
+        self.split = SplitSlices.of(data)
+        self.count = len(self.split.inputs)
         self.keep_all = all_pseudo_healthy
-        self.fg = brain(self.images)  # for the residual sums (and the examples)
         self.kept = set() if all_pseudo_healthy else \
-            set(example_rows(self.truth, self.fg).tolist())
+            set(example_rows(self.split.truth, self.split.fg).tolist())
         self.arrays: dict[str, np.ndarray] = {}
         self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0
@@ -198,7 +233,7 @@ class OutputArrays:
         """Place the batch that starts at slice ``start`` (reduced here if it was not)."""
         count = len(outputs.arrays["maps"])
         rows = slice(start, start + count)
-        outputs = reduced(outputs, self.images[rows], self.fg[rows], start,
+        outputs = reduced(outputs, self.split.images[rows], self.split.fg[rows], start,
                           None if self.keep_all else self.kept)
         self.examples.update(outputs.examples)
         for kind, values in outputs.arrays.items():
@@ -210,21 +245,15 @@ class OutputArrays:
 
     def predictions(self) -> Predictions:
         """The :class:`Predictions` of the data (whose slices the batches covered)."""
-        data, cases = self.data, self.cases
+        split, outputs = self.split, self.arrays
         n = max(self.count, 1)
-        voxel_ml = {c: data.voxel_ml(c) for c in dict.fromkeys(cases)} \
-            if hasattr(data, "voxel_ml") else {}
-        sizes = {c: data.pixel_mm(c) for c in dict.fromkeys(cases)} \
-            if hasattr(data, "pixel_mm") else {}
-        pixel_mm = {c: size for c, size in sizes.items() if size is not None}
-        outputs = self.arrays
         return Predictions(
-            images=self.images, truth=self.truth, labels=self.labels, maps=outputs["maps"],
+            images=split.images, truth=split.truth, labels=split.labels, maps=outputs["maps"],
             scores=outputs["scores"], masks=outputs.get("masks"),
             pseudo_healthy=outputs.get("pseudo_healthy"),
-            uncertainty=outputs.get("uncertainty"), cases=cases,
+            uncertainty=outputs.get("uncertainty"), cases=split.cases,
             seconds_per_image=self.seconds / n, nfe_per_image=self.nfe / n,
-            voxel_ml=voxel_ml, pixel_mm=pixel_mm, slices=self.slices,
+            voxel_ml=split.voxel_ml, pixel_mm=split.pixel_mm, slices=split.slices,
             residual_sums=outputs.get("residual_sums"), examples=self.examples,
         )
 
@@ -233,24 +262,42 @@ def with_map_steps(detector: Detector, found: Predictions, keep_filtered: bool =
                    ) -> Predictions:
     """``found`` with the image scores and the ``healthy_fpr`` / ``otsu`` masks of a detector
     whose thresholds were calibrated on filtered maps (:attr:`Detector.map_steps`) made, case
-    by case, from its maps filtered so, as ``anodiff detect`` makes them. The maps stay as
-    localised (evaluation filters them by its own post-processing) unless ``keep_filtered``
-    (``anodiff detect`` writes the filtered ones). A method's own mask is its own. ``found``
-    itself when the detector has no map steps."""
+    by case, from its maps filtered so (:func:`mapped_case`), as ``anodiff detect`` makes
+    them. The maps stay as localised (evaluation filters them by its own post-processing)
+    unless ``keep_filtered`` (``anodiff detect`` writes the filtered ones). ``found`` itself
+    when the detector has no map steps."""
     if not detector.map_steps.changes():
         return found
     fg = found.foreground
     cases = np.asarray(found.cases)
-    filtered = np.empty_like(found.maps)
+    filtered, scores = np.empty_like(found.maps), np.empty_like(found.scores)
+    masks = None if found.masks is None else np.empty_like(found.masks)
     for case in dict.fromkeys(found.cases):
         rows = cases == case
-        filtered[rows] = detector.case_maps(torch.from_numpy(found.maps[rows]),
-                                            torch.from_numpy(fg[rows])).numpy()
-    maps, fg_tensor = torch.from_numpy(filtered), torch.from_numpy(fg)
-    masks = detector.rule_masks(maps, fg_tensor)
-    scores = detector.scores(maps, fg_tensor).numpy()
+        filtered[rows], scores[rows], case_masks = mapped_case(
+            detector, found.maps[rows], fg[rows], found.scores[rows],
+            None if found.masks is None else found.masks[rows])
+        if case_masks is not None:
+            if masks is None:
+                masks = np.empty(found.maps.shape, bool)
+            masks[rows] = case_masks
     return replace(found, scores=scores, maps=filtered if keep_filtered else found.maps,
-                   masks=found.masks if masks is None else masks.numpy())
+                   masks=masks)
+
+
+def mapped_case(detector: Detector, maps: np.ndarray, fg: np.ndarray, scores: np.ndarray,
+                masks: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One case's maps filtered by the detector's map steps, and the image scores and the
+    ``healthy_fpr`` / ``otsu`` masks made from them (a method's own mask is its own); the
+    inputs as they are when it has no map steps."""
+    if not detector.map_steps.changes():
+        return maps, scores, masks
+    filtered = detector.case_maps(torch.from_numpy(maps), torch.from_numpy(fg))
+    fg_tensor = torch.from_numpy(fg)
+    rule = detector.rule_masks(filtered, fg_tensor)
+    return (filtered.numpy(), detector.scores(filtered, fg_tensor).numpy(),
+            masks if rule is None else rule.numpy())
 
 
 def slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[int]]:
@@ -265,52 +312,3 @@ def slice_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[st
             np.array([bool(item["label"]) for item in items]),
             [str(item.get("case", "")) for item in items],
             [int(item.get("index", i)) for i, item in enumerate(items)])
-
-
-def evaluate_predictions(test: Predictions, validation: Predictions | None = None,
-                         postprocess: PostProcess | None = None, fpr: float = 0.01,
-                         resamples: int = 0) -> dict[str, Any]:
-    """metrics.json for ``test``, with thresholds calibrated on healthy ``validation`` slices
-    (required: refused without them) and ``resamples`` case-bootstrap resamples."""
-    if not 0 < fpr < 1:
-        raise AnodiffError(f"the healthy false-positive rate must be in (0, 1), got {fpr}")
-    if validation is None or not (~validation.labels).any():
-        raise AnodiffError("no healthy validation slices: the threshold at a healthy "
-                           "false-positive rate cannot be calibrated; give the dataset a val "
-                           "split with healthy cases (splits.csv: case,val)")
-    healthy = ~validation.labels
-    post = postprocess or PostProcess()
-    fg = validation.foreground[healthy]
-    cases = [c for c, h in zip(validation.cases, healthy, strict=True) if h]
-    pixel_threshold = healthy_fpr_threshold(
-        post.maps(validation.maps[healthy], fg, cases if any(cases) else None), fpr, fg)
-    image_threshold = float(np.quantile(validation.scores[healthy], 0.95))
-    results = evaluate(
-        test.maps, test.truth, test.scores, labels=test.labels, foreground=test.foreground,
-        predicted=test.masks, images=test.images, pseudo_healthy=test.pseudo_healthy,
-        residual_sums=test.residual_sums, uncertainty=test.uncertainty,
-        image_threshold=image_threshold, pixel_threshold=pixel_threshold,
-        case_ids=test.cases if any(test.cases) else None, voxel_ml=test.voxel_ml,
-        pixel_mm=test.pixel_mm,
-        postprocess=postprocess, resamples=resamples,
-        seconds_per_image=test.seconds_per_image, nfe_per_image=test.nfe_per_image,
-    )
-    results["calibration"] = {
-        "pixel_fpr_target": fpr,
-        "image_threshold_rule": "95th percentile of healthy validation scores",
-    }
-    return results
-
-
-def case_figures(test: Predictions, metrics: dict[str, Any],
-                 postprocess: PostProcess | None = None) -> CaseFigures:
-    """The headline figures of ``test`` as functions of case weights (for paired
-    comparisons), at the operating point ``metrics`` was evaluated at."""
-    post = postprocess or PostProcess()
-    fg = test.foreground
-    maps = post.maps(test.maps, fg, test.cases)
-    masks = post.masks(above_threshold(maps, metrics["pixel_threshold"], fg), test.cases,
-                       test.voxel_ml)
-    anomalous = test.labels & test.truth.reshape(len(test.truth), -1).any(1)
-    return CaseFigures.of(test.cases, anomalous, test.truth, maps, fg, test.labels,
-                          test.scores, per_case_dice(masks, test.truth, test.cases))

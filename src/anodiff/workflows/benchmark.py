@@ -60,7 +60,7 @@ from anodiff.config import build, listed, load_yaml, to_plain
 from anodiff.data.datasets import SliceDataset
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES, paired_comparison
-from anodiff.evaluation.runner import Predictions, case_figures
+from anodiff.evaluation.stream import SplitEvaluation
 from anodiff.extras import installed
 from anodiff.methods import Detector, method_class, preset_changes
 from anodiff.methods.base import check_test_settings
@@ -285,9 +285,8 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
     _check_finished_runs(config, tuple(data.centre_sequences), base, source)
     folder = dataset if tag is None else f"{dataset}/{tag}"
     measured = _Measured()
-    predictions: dict[str, Predictions] = {}
+    evaluations: dict[str, SplitEvaluation] = {}
     metrics_of: dict[str, dict[str, Any]] = {}
-    posts: dict[str, PostProcess] = {}
     for entry in config.methods:
         log.info("benchmark: %s on %s%s", entry.name, dataset, f" ({tag})" if tag else "")
         if entry.run is not None:
@@ -303,11 +302,11 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
         post = _post_processing(entry, spec.postprocess, config.postprocess)
         if entry.run is not None:
             detector = _retuned(detector, entry, entry_data, post)
-        metrics, test, figures = evaluate_detector(
+        metrics, scored, figures = evaluate_detector(
             detector, entry_data, out / "eval" / folder / entry.name,
             title=f"{entry.name} on {dataset}{f' ({tag})' if tag else ''}",
             postprocess=post, fpr=config.fpr, resamples=config.resamples)
-        predictions[entry.name], metrics_of[entry.name], posts[entry.name] = test, metrics, post
+        evaluations[entry.name], metrics_of[entry.name] = scored.evaluation, metrics
         if post != config.postprocess:
             measured.notes.append(f"{entry.name} on {folder}: post-processing "
                                   f"{listed(post.changes()) or 'none'} (its run's or its own)")
@@ -316,11 +315,10 @@ def _run_dataset(config: BenchmarkConfig, dataset: str, root: Path, tag: str | N
                               "base_method": entry.method, "train_seconds": train_seconds})
         measured.figures += [(caption, path) for caption, path in figures
                              if path.name in ("grid.png", "dice_threshold.png")]
-    measured.comparisons = _compare(dataset, predictions, metrics_of, posts, config)
+    measured.comparisons = _compare(dataset, evaluations, metrics_of, config)
     if installed("report"):
         measured.figures += _dataset_figures(dataset if tag is None else f"{dataset} ({tag})",
-                                             predictions, metrics_of, posts,
-                                             out / "eval" / folder)
+                                             evaluations, metrics_of, out / "eval" / folder)
     return measured
 
 
@@ -383,33 +381,32 @@ def _check_test_settings(entry: MethodEntry, method: str) -> None:
                         entry.settings)
 
 
-def _compare(dataset: str, predictions: dict[str, Predictions],
-             measured: dict[str, dict[str, Any]], posts: dict[str, PostProcess],
-             config: BenchmarkConfig) -> list[dict[str, Any]]:
+def _compare(dataset: str, evaluations: dict[str, SplitEvaluation],
+             measured: dict[str, dict[str, Any]], config: BenchmarkConfig
+             ) -> list[dict[str, Any]]:
     """Every method against the reference on the same cases, each with its own
-    post-processing (``posts``): differences and one-sided paired-bootstrap p-values (none
-    without a reference or resamples). With several reference labels, the one with the
-    highest pixel AP serves."""
-    candidates = [r for r in config.reference_labels if r in predictions]
+    post-processing (that of its evaluation): differences and one-sided paired-bootstrap
+    p-values (none without a reference or resamples). With several reference labels, the
+    one with the highest pixel AP serves."""
+    candidates = [r for r in config.reference_labels if r in evaluations]
     if not candidates or not config.resamples:
         return []
     reference = max(candidates, key=lambda r: measured[r]["pixel_ap"])
-    base = case_figures(predictions[reference], measured[reference], posts[reference])
+    base = evaluations[reference].case_figures()
     sequences = "+".join(measured[reference]["sequences"]) or "image"
     rows = []
-    for name, test in predictions.items():
+    for name, evaluation in evaluations.items():
         if name == reference:
             continue
-        figures = case_figures(test, measured[name], posts[name])
         rows.append({"dataset": dataset, "sequences": sequences, "method": name,
                      "reference": reference,
-                     **paired_comparison(figures, base, config.resamples)})
+                     **paired_comparison(evaluation.case_figures(), base, config.resamples)})
     return rows
 
 
-def _dataset_figures(dataset: str, predictions: dict[str, Predictions],
-                     metrics_of: dict[str, dict[str, Any]], posts: dict[str, PostProcess],
-                     folder: Path) -> list[tuple[str, Path]]:
+def _dataset_figures(dataset: str, evaluations: dict[str, SplitEvaluation],
+                     metrics_of: dict[str, dict[str, Any]], folder: Path
+                     ) -> list[tuple[str, Path]]:
     """All methods on one dataset, into ``folder``: the per-case Dice and the detection by
     lesion size at the FPR threshold (for volumes), and image- and pixel-level ROC/PR
     curves (of each method's post-processed maps, as its pixel AP)."""
@@ -426,13 +423,8 @@ def _dataset_figures(dataset: str, predictions: dict[str, Predictions],
                         detection_by_size(sized, folder / "detection_by_size.png",
                                           f"{dataset}: lesions found",
                                           tuple(sized[0]["size_bins_ml"]))))
-    image, pixel = {}, {}
-    for name, test in predictions.items():
-        fg = test.foreground
-        anomalous = test.truth.reshape(len(test.truth), -1).any(1)
-        image[name] = (test.labels, test.scores)
-        maps = posts[name].maps(test.maps, fg, test.cases)
-        pixel[name] = (test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]])
+    image = {name: e.image_labels for name, e in evaluations.items()}
+    pixel = {name: e.anomalous_pixels for name, e in evaluations.items()}
     return [
         *figures,
         (f"{dataset}: image-level curves", curves(image, folder / "curves_image.png",

@@ -2,8 +2,9 @@
 and report.html.
 
 Thresholds a deployment could use are calibrated on the healthy validation slices of the
-same dataset (see :func:`anodiff.evaluation.runner.evaluate_predictions`); the test split is
-used for evaluation only.
+same dataset (:class:`anodiff.evaluation.casewise.Calibration`); the test split is used for
+evaluation only, case by case as its batches are localised
+(:class:`~anodiff.evaluation.casewise.TestStream`).
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from anodiff.devices import resolve_device
 from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
+from anodiff.evaluation.casewise import Calibration, ScoredSplit, TestStream
 from anodiff.evaluation.runner import (
     BatchOutputs,
     OutputArrays,
-    Predictions,
+    SplitSlices,
     batch_starts,
-    brain,
-    centre_channels,
-    evaluate_predictions,
     example_rows,
+    localised,
     predict,
     predict_batch,
     reduced,
@@ -56,7 +56,6 @@ from anodiff.report.figures import (
 from anodiff.report.html import write_report
 from anodiff.report.tables import RESULT_COLUMNS
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import otsu_threshold, per_image_otsu
 from anodiff.workflows.run import RunSpec, load_run, run_log
 from anodiff.workflows.shards import (
     SHARDS_FOLDER,
@@ -91,20 +90,22 @@ def evaluate_detector(
     detector: Detector, data: SliceDataset, out: Path, *, title: str,
     postprocess: PostProcess | None = None, fpr: float = 0.01, batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
-) -> tuple[dict[str, Any], Predictions, list[tuple[str, Path]]]:
-    """Localise the test split, evaluate (with ``resamples`` case-bootstrap resamples), and
+) -> tuple[dict[str, Any], ScoredSplit, list[tuple[str, Path]]]:
+    """Calibrate on the healthy validation slices, then localise the test split and evaluate
+    it case by case as its batches come (with ``resamples`` case-bootstrap resamples), and
     write metrics.json and the figures of :func:`method_figures`; return the metrics, the
-    predictions and the (caption, figure) pairs."""
+    scored split and the (caption, figure) pairs."""
     test_split, healthy_val = evaluation_splits(data)
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
-    test = with_map_steps(detector, predict(detector, test_split, batch_size,
-                                            all_pseudo_healthy=False))
     validation = with_map_steps(detector, predict(detector, healthy_val, batch_size,
                                                   all_pseudo_healthy=False))
-    return score_predictions(test, validation, out, method=detector.name,
-                             sequences=list(data.centre_sequences), title=title,
-                             postprocess=postprocess, fpr=fpr, resamples=resamples)
+    stream = TestStream(SplitSlices.of(test_split), Calibration.on(validation, postprocess, fpr),
+                        postprocess, detector)
+    for start, outputs in localised(detector, stream.slices, batch_size):
+        stream.put(start, outputs)
+    return score_split(stream.finish(resamples), out, method=detector.name,
+                       sequences=list(data.centre_sequences), title=title)
 
 
 def evaluation_splits(data: SliceDataset) -> tuple[SliceDataset, SliceDataset]:
@@ -120,56 +121,49 @@ def evaluation_splits(data: SliceDataset) -> tuple[SliceDataset, SliceDataset]:
     return test_split, healthy_val
 
 
-def score_predictions(
-    test: Predictions, validation: Predictions, out: Path, *, method: str,
-    sequences: list[str], title: str, postprocess: PostProcess | None = None,
-    fpr: float = 0.01, resamples: int = DEFAULT_RESAMPLES,
-) -> tuple[dict[str, Any], Predictions, list[tuple[str, Path]]]:
-    """metrics.json and the figures of ``method``'s predictions (one process's, or the
-    merged shards'): the metrics, the test predictions and the (caption, figure) pairs."""
+def score_split(
+    scored: ScoredSplit, out: Path, *, method: str, sequences: list[str], title: str,
+) -> tuple[dict[str, Any], ScoredSplit, list[tuple[str, Path]]]:
+    """metrics.json and the figures of ``method``'s scored test split (one process's, or
+    the merged shards'): the metrics, the scored split and the (caption, figure) pairs."""
     out.mkdir(parents=True, exist_ok=True)  # its callers checked and probed the location
-    metrics = evaluate_predictions(test, validation, postprocess, fpr, resamples)
+    metrics = scored.metrics
     metrics["method"], metrics["sequences"] = method, sequences
     write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
     if not installed("report"):
         log.warning("%s: no figures (they need matplotlib: pip install 'anodiff[report]'); "
                     "metrics.json and the tables are complete", out)
-        return metrics, test, []
-    figures = method_figures(test, metrics, out, title, postprocess, sequences or None)
-    return metrics, test, figures
+        return metrics, scored, []
+    return metrics, scored, method_figures(scored, out, title, sequences or None)
 
 
-def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title: str,
-                   postprocess: PostProcess | None = None,
+def method_figures(scored: ScoredSplit, out: Path, title: str,
                    channel_names: list[str] | None = None) -> list[tuple[str, Path]]:
     """One method's figures into ``out``: examples (with case and slice), Dice against the
     threshold with the FPR / Otsu / best points, the per-case Dice and detection by lesion
     size at the FPR threshold (for volumes), and image- and pixel-level curves; the last
     three of the post-processed maps the metrics were computed on."""
+    metrics, split, rows = scored.metrics, scored.slices, scored.rows
     name = str(metrics["method"])
-    fg = test.foreground
-    anomalous = test.truth.reshape(len(test.truth), -1).any(1)
-    maps = (postprocess or PostProcess()).maps(test.maps, fg, test.cases)
-    rows = example_rows(test.truth, fg)
-    masks = test.masks if test.masks is not None else per_image_otsu(test.maps, fg)
-    labels = [f"{test.cases[r]}, slice {test.slices[r]}" if test.cases[r] else f"slice {r}"
-              for r in rows] if test.slices else None
+    examples = [scored.examples[row] for row in rows.tolist()]
+    pseudo_healthy = None if any(e.pseudo_healthy is None for e in examples) \
+        else np.stack([e.pseudo_healthy for e in examples])
+    labels = [f"{split.cases[r]}, slice {split.slices[r]}" if split.cases[r] else f"slice {r}"
+              for r in rows] if split.slices else None
     figures = [(f"{title}: examples, largest lesions first (case, slice; cyan: the method's "
                 "Otsu mask, green: ground truth)", qualitative_grid(
-                    test.images[rows], test.truth[rows], test.maps[rows], masks[rows],
-                    test.pseudo_healthy_of(rows),
-                    out / "grid.png", title, channel_names=channel_names,
-                    row_labels=labels))]
-    if anomalous.any():
-        otsu = [otsu_threshold(m, f) for m, f in zip(maps[anomalous], fg[anomalous],
-                                                      strict=True) if f.any()]
+                    split.images[rows], split.truth[rows], np.stack([e.map for e in examples]),
+                    np.stack([e.mask for e in examples]), pseudo_healthy, out / "grid.png", title,
+                    channel_names=channel_names, row_labels=labels))]
+    pixels = scored.evaluation.anomalous_pixels
+    if metrics["n_anomalous"]:
+        otsu = scored.evaluation.slice_otsu_thresholds
         marks = {f"healthy FPR {metrics['calibration']['pixel_fpr_target']:.0%}":
                  metrics["pixel_threshold"],
                  "Otsu (median of the slices')": float(np.median(otsu)) if otsu else math.nan,
                  "best (chosen with test labels)": metrics["dice_max_threshold"]}
         figures.append((f"{title}: Dice against the threshold", dice_against_threshold(
-            test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]], marks,
-            out / "dice_threshold.png", f"{title}: Dice against the threshold")))
+            *pixels, marks, out / "dice_threshold.png", f"{title}: Dice against the threshold")))
     if metrics.get("case_dice_fpr"):
         figures.append((f"{title}: Dice per case at the FPR threshold", dice_distribution(
             {name: list(metrics["case_dice_fpr"].values())}, out / "dice_cases.png",
@@ -179,10 +173,10 @@ def method_figures(test: Predictions, metrics: dict[str, Any], out: Path, title:
                         detection_by_size([metrics], out / "detection_by_size.png", title,
                                           tuple(metrics["size_bins_ml"]))))
     figures.append((f"{title}: image-level curves", curves(
-        {name: (test.labels, test.scores)}, out / "curves_image.png", f"{title}: image level")))
+        {name: scored.evaluation.image_labels}, out / "curves_image.png",
+        f"{title}: image level")))
     figures.append((f"{title}: pixel-level curves (anomalous slices)", curves(
-        {name: (test.truth[anomalous][fg[anomalous]], maps[anomalous][fg[anomalous]])},
-        out / "curves_pixel.png", f"{title}: pixel level (anomalous slices)")))
+        {name: pixels}, out / "curves_pixel.png", f"{title}: pixel level (anomalous slices)")))
     return figures
 
 
@@ -313,17 +307,16 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
     if len(todo) < len(units):
         log.info("shard %s: %d of its %d batches were done before", shard,
                  len(units) - len(todo), len(units))
-    centre = centre_channels(data, data.images)
-    splits = dict(zip(("test", "val"), evaluation_splits(data), strict=True))
-    brains = {name: brain(split.images[:, :centre]) for name, split in splits.items()}
-    kept = {name: set(example_rows(splits[name].masks.astype(bool), fg).tolist())
-            for name, fg in brains.items()}
-    for name, split, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
-                                           unit="batch"):
+    splits = {name: SplitSlices.of(split) for name, split
+              in zip(("test", "val"), evaluation_splits(data), strict=True)}
+    kept = {name: set(example_rows(split.truth, split.fg).tolist())
+            for name, split in splits.items()}
+    for name, _, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
+                                       unit="batch"):
+        split = splits[name]
         rows = slice(start, start + batch_size)
-        images = split.images[rows]
-        outputs = reduced(predict_batch(detector, images, centre), images[:, :centre],
-                          brains[name][rows], start, kept[name])  # no pseudo-healthy images
+        outputs = reduced(predict_batch(detector, split.inputs[rows], split.images.shape[1]),
+                          split.images[rows], split.fg[rows], start, kept[name])
         rows = sorted(outputs.examples)
         examples = {"example_rows": np.array(rows, dtype=np.int64),
                     "example_images": np.stack([outputs.examples[r] for r in rows])} \
@@ -359,17 +352,21 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
             raise AnodiffError(f"{out}: not every shard is done ({missing}); run the missing "
                                "shards, then merge again")
         test_split, healthy_val = evaluation_splits(data)
-        collected = {"test": OutputArrays(test_split, all_pseudo_healthy=False),
-                     "val": OutputArrays(healthy_val, all_pseudo_healthy=False)}
-        for name, _, start in units:
-            collected[name].put(start, _read_unit(_unit_file(out, name, start)))
-        title = f"{spec.method} on {data_root.name}"
         post = build(PostProcess, plan.get("postprocess", {}), "postprocess")
-        metrics, _, figures = score_predictions(
-            with_map_steps(detector, collected["test"].predictions()),
-            with_map_steps(detector, collected["val"].predictions()), out,
-            method=spec.method, sequences=list(data.centre_sequences), title=title,
-            postprocess=post, fpr=plan["fpr"], resamples=plan["resamples"])
+        validation = OutputArrays(healthy_val, all_pseudo_healthy=False)
+        for name, _, start in units:
+            if name == "val":
+                validation.put(start, _read_unit(_unit_file(out, name, start)))
+        stream = TestStream(SplitSlices.of(test_split), Calibration.on(
+            with_map_steps(detector, validation.predictions()), post, plan["fpr"]), post,
+            detector)
+        for name, _, start in units:
+            if name == "test":
+                stream.put(start, _read_unit(_unit_file(out, name, start)))
+        title = f"{spec.method} on {data_root.name}"
+        metrics, _, figures = score_split(
+            stream.finish(plan["resamples"]), out, method=spec.method,
+            sequences=list(data.centre_sequences), title=title)
         write_evaluation_report(out, title, metrics, figures, {
             "run": str(run), "data": str(data_root), "fpr": plan["fpr"],
             "resamples": plan["resamples"], "postprocess": post.to_dict(),
