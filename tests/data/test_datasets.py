@@ -1,6 +1,7 @@
 """Tests for anodiff.data.datasets: both layouts, regimes, reassembly, validation, skipping."""
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from anodiff.data.datasets import UNLABELLED, open_dataset
+from anodiff.data.datasets import UNLABELLED, open_cases, open_dataset
 from anodiff.data.io import read_image, write_like
 from anodiff.data.slicing import DropEnds
 from anodiff.errors import AnodiffError
@@ -174,6 +175,28 @@ def test_only_the_splits_asked_for_are_read(volumes: Path) -> None:
     with pytest.raises(AnodiffError, match=r"DATA: no case in the test or val split "
                                            r"\(splits\.csv: case,split\)"):
         open_dataset(volumes, size=16, only_splits=("test", "val"))
+
+
+def test_cases_are_read_one_at_a_time_as_asked_for(volumes: Path, caplog) -> None:
+    """A case source reads nothing when opened; each() reads a case only when the next one is
+    asked for, gives the slices the whole dataset has, and skips (or stops at) a bad case."""
+    source = open_cases(volumes, size=16, on_error="skip")
+    read: list[str] = []
+    counted = replace(source, load=lambda key: read.append(key) or source.load(key))
+    cases = counted.each()
+    assert read == []
+    first = next(cases)
+    assert read == ["case0"] and first.case_ids == ["case0"]
+    whole = source.dataset()
+    np.testing.assert_array_equal(first.images, whole.select_cases(["case0"]).images)
+    assert first.voxel_ml("case0") == whole.voxel_ml("case0")
+    assert [c.case_ids for c in source.of_split("test").each()] == [["case3"]]
+    (volumes / "case2" / "case2_t1.nii.gz").write_bytes(b"\x1f\x8b not a volume")
+    with caplog.at_level(logging.WARNING, logger="anodiff.data.datasets"):
+        assert [c.case_ids[0] for c in source.each()] == ["case0", "case1", "case3"]
+    assert "skipping case2: " in caplog.text
+    with pytest.raises(AnodiffError, match=r"case2_t1\.nii\.gz: unreadable NIfTI file"):
+        list(replace(source, on_error="raise").each())
 
 
 def test_nothing_loadable_still_fails(volumes: Path) -> None:

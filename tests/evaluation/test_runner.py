@@ -54,7 +54,7 @@ def test_the_split_keeps_residual_sums_and_the_examples_not_the_pseudo_healthy_i
     lean = predict(Smoother(), data, batch_size=5, progress=False, all_pseudo_healthy=False)
     assert whole.pseudo_healthy is not None and lean.pseudo_healthy is None
     np.testing.assert_array_equal(lean.maps, whole.maps)
-    rows = example_rows(lean.truth, lean.foreground)
+    rows = example_rows(lean.truth, lean.foreground, lean.cases)
     assert sorted(lean.examples) == sorted(rows.tolist())  # only the grid's slices
     np.testing.assert_array_equal(lean.pseudo_healthy_of(rows), whole.pseudo_healthy[rows])
     fg = whole.foreground

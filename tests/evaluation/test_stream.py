@@ -13,7 +13,7 @@ from anodiff.errors import AnodiffError
 from anodiff.evaluation import evaluate
 from anodiff.evaluation.casewise import Calibration, TestStream, case_spans
 from anodiff.evaluation.metrics import Overlap
-from anodiff.evaluation.runner import BatchOutputs, SplitSlices
+from anodiff.evaluation.runner import BatchOutputs, ExamplePicker, SplitSlices, example_rows
 from anodiff.evaluation.stream import CaseOutputs, SplitEvaluation
 from anodiff.scoring.postprocess import PostProcess
 from anodiff.scoring.thresholds import otsu_threshold
@@ -67,8 +67,8 @@ def _stream(truth, fg, maps, scores, ids, batch: int, threshold: float) -> dict:
     items = [{"image": np.stack([fg[i] * 0.6, fg[i] * 0.4]).astype(np.float32),
               "mask": truth[i], "label": int(truth[i].any()), "case": ids[i], "index": i}
              for i in range(len(truth))]
-    slices = SplitSlices.of(items)
-    stream = TestStream(slices, Calibration(threshold, 0.9, 0.01))
+    stream = TestStream(Calibration(threshold, 0.9, 0.01))
+    stream.extend(SplitSlices.of(items))
     for start in range(0, len(truth), batch):
         rows = slice(start, start + batch)
         stream.put(start, BatchOutputs({"maps": maps[rows], "scores": scores[rows]}, 0.0,
@@ -92,7 +92,8 @@ def test_a_stream_refuses_batches_out_of_order_and_an_unfinished_split() -> None
     truth, fg, maps, scores, ids = _split(cases=2, per_case=4)
     items = [{"image": fg[i][None].astype(np.float32), "mask": truth[i], "label": 0,
               "case": ids[i]} for i in range(len(truth))]
-    stream = TestStream(SplitSlices.of(items), Calibration(1.0, 0.9, 0.01))
+    stream = TestStream(Calibration(1.0, 0.9, 0.01))
+    stream.extend(SplitSlices.of(items))
     with pytest.raises(AnodiffError, match="in order"):
         stream.put(4, BatchOutputs({"maps": maps[4:], "scores": scores[4:]}, 0.0, 0.0))
     stream.put(0, BatchOutputs({"maps": maps[:4], "scores": scores[:4]}, 0.0, 0.0))
@@ -106,11 +107,31 @@ def test_a_case_must_have_consecutive_slices() -> None:
         list(case_spans(["a", "b", "a"]))
 
 
-def test_a_case_is_added_once_and_must_be_one_of_the_splits() -> None:
+def test_a_case_is_added_once() -> None:
     truth, fg, maps, scores, ids = _split(cases=2, per_case=3)
-    split = SplitEvaluation(cases=ids)
+    split = SplitEvaluation()
     split.add(CaseOutputs("case0", maps[:3], truth[:3], scores[:3], foreground=fg[:3]))
     with pytest.raises(AnodiffError, match="'case0' was given twice"):
         split.add(CaseOutputs("case0", maps[:3], truth[:3], scores[:3], foreground=fg[:3]))
-    with pytest.raises(AnodiffError, match="'other' is not one of the split's cases"):
-        split.add(CaseOutputs("other", maps[3:], truth[3:], scores[3:], foreground=fg[3:]))
+    whole = SplitEvaluation(by_case=False)
+    whole.add(CaseOutputs("", maps, truth, scores, foreground=fg))
+    with pytest.raises(AnodiffError, match="in one piece"):
+        whole.add(CaseOutputs("", maps, truth, scores, foreground=fg))
+
+
+def test_the_grid_rows_chosen_case_by_case_are_those_of_the_whole_split() -> None:
+    """One slice a lesioned case (its largest lesion), the four largest first, then the two
+    healthy slices with the most brain; fed case by case, the same rows."""
+    truth, fg, _, _, ids = _split(cases=7, per_case=5, seed=4)
+    fg[3, :, :] = True  # the healthy slice with the most brain
+    whole = example_rows(truth, fg, ids)
+    picker = ExamplePicker()
+    for _, begin, end in case_spans(ids):
+        picker.add(begin, truth[begin:end], fg[begin:end], ids[begin:end])
+    np.testing.assert_array_equal(picker.rows, whole)
+    area = truth.reshape(len(truth), -1).sum(1)
+    lesion_rows = whole[:4]
+    assert len({ids[r] for r in lesion_rows}) == 4  # four patients
+    assert list(area[lesion_rows]) == sorted(area[lesion_rows], reverse=True)
+    assert area[lesion_rows[0]] == area.max()
+    assert whole[4] == 3 and area[whole[4:]].sum() == 0

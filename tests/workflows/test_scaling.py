@@ -135,7 +135,9 @@ def sharded_evaluation(run: Path, data: Path, out: Path, post: PostProcess) -> d
 
 def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
         trained: Path, data: Path, tmp_path: Path) -> None:
-    """With a post-processing across slices: the plan carries it to the merge."""
+    """With a post-processing across slices: the plan carries it to the merge. The one
+    process reads the test cases one at a time and evaluates each as its batches come; the
+    merge reads the split whole: the same metrics."""
     run, post = trained, PostProcess(interslice_median=3)
     evaluate_run(run, data, tmp_path / "whole", resamples=50, batch_size=16, postprocess=post)
     merged = sharded_evaluation(run, data, tmp_path / "sharded", post)
@@ -149,8 +151,11 @@ def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
     units = sorted((tmp_path / "sharded" / "shards").glob("*.npz"))
     kinds = [set(np.load(unit).files) for unit in units]  # residual sums, not the images
     assert all("residual_sums" in k and "pseudo_healthy" not in k for k in kinds)
-    assert sum(len(np.load(unit)["example_rows"]) for unit, k in zip(units, kinds, strict=True)
-               if "example_rows" in k) == 6 + 2  # the grid rows: test, healthy val slices
+    kept = {split: sum(len(np.load(unit)["example_rows"]) for unit, k
+                       in zip(units, kinds, strict=True)
+                       if "example_rows" in k and unit.name.startswith(split))
+            for split in ("test", "val")}  # the grid rows: a slice of each lesioned case (up
+    assert kept["val"] == 2 and 3 <= kept["test"] <= 4 + 2  # to 4), two healthy slices
     stamps = [p.stat().st_mtime_ns for p in units]
     evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16,
                  postprocess=post)

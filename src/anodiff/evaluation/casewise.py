@@ -12,7 +12,7 @@ scored at them as they come.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +21,11 @@ import numpy as np
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.runner import (
     BatchOutputs,
+    ExamplePicker,
     Predictions,
     SplitSlices,
-    example_rows,
     mapped_case,
+    predict_batch,
     reduced,
 )
 from anodiff.evaluation.stream import CaseOutputs, SplitEvaluation
@@ -70,9 +71,12 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Example:
-    """One example row of the figures' grid: its map as localised, the mask shown (the
-    method's own, else the map's Otsu mask) and its pseudo-healthy image, if any."""
+    """One example row of the figures' grid: the slice's own channels and truth, its map as
+    localised, the mask shown (the method's own, else the map's Otsu mask) and its
+    pseudo-healthy image, if any."""
 
+    image: np.ndarray
+    truth: np.ndarray
     map: np.ndarray
     mask: np.ndarray
     pseudo_healthy: np.ndarray | None
@@ -81,18 +85,24 @@ class Example:
 @dataclass
 class ScoredSplit:
     """A test split once evaluated: ``metrics`` (metrics.json), the reduced evaluation
-    (pooled pixels, per-case figures), the slices' geometry and the example rows."""
+    (pooled pixels, per-case figures), each slice's case and index in it, and the example
+    rows of the figures' grid with their slices (own channels) and truth."""
 
     metrics: dict[str, Any]
     evaluation: SplitEvaluation
-    slices: SplitSlices
+    cases: list[str]
+    slices: list[int]
     rows: np.ndarray
     examples: dict[int, Example]
 
 
 class TestStream:
-    """Takes a test split's batches in slice order (:meth:`put`) and evaluates each case
-    once its last slice has come; :meth:`finish` gives the :class:`ScoredSplit`.
+    """A test split evaluated as it comes: slices of whole cases are appended
+    (:meth:`extend`, e.g. one case as it is read), localised batch by batch in order
+    (:meth:`localise_next`, or batches made elsewhere given to :meth:`put`), and each case is
+    evaluated and dropped once its last slice is localised; :meth:`finish` gives the
+    :class:`ScoredSplit`. The batches are those of the split held whole (every ``batch_size``
+    consecutive slices, across cases), so the numbers are too.
 
     With ``detector``, each case's scores and rule masks are made from its maps filtered by
     the detector's map steps (:func:`~anodiff.evaluation.runner.mapped_case`, as ``anodiff
@@ -101,74 +111,140 @@ class TestStream:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, slices: SplitSlices, calibration: Calibration,
-                 postprocess: PostProcess | None = None, detector: Detector | None = None
-                 ) -> None:
-        self.slices, self.calibration, self.detector = slices, calibration, detector
-        cases = slices.cases if any(slices.cases) else None
+    def __init__(self, calibration: Calibration, postprocess: PostProcess | None = None,
+                 detector: Detector | None = None, by_case: bool = True) -> None:
+        self.calibration, self.detector = calibration, detector
         self.evaluation = SplitEvaluation(
-            cases=cases, postprocess=postprocess,
+            by_case=by_case, postprocess=postprocess,
             image_threshold=calibration.image_threshold,
-            pixel_threshold=calibration.pixel_threshold, voxel_ml=slices.voxel_ml or None,
-            pixel_mm=slices.pixel_mm or None)
-        self.spans = list(case_spans(slices.cases))
-        self.rows = example_rows(slices.truth, slices.fg)
-        self.kept = set(self.rows.tolist())
-        self.examples: dict[int, Example] = {}
-        self.pending: list[dict[str, np.ndarray]] = []
-        self.pending_start = self.received = 0
+            pixel_threshold=calibration.pixel_threshold)
+        self.picker = ExamplePicker()
+        self.waiting_slices: SplitSlices | None = None  # added, not yet evaluated
+        self.base = 0  # the row of the first of them
+        self.spans: list[tuple[str, int, int]] = []  # the cases not yet evaluated
+        self.cases: list[str] = []
+        self.indices: list[int] = []
+        self.known: set[str] = set()  # the cases appended
+        self.pending: list[dict[str, np.ndarray]] = []  # outputs of rows not yet evaluated
+        self.received = 0
         self.seconds = self.nfe = 0.0
         self.pseudo_healthy: dict[int, np.ndarray] = {}
+        self.examples: dict[int, Example] = {}
+
+    @property
+    def added(self) -> int:
+        """Slices appended so far."""
+        return len(self.cases)
+
+    @property
+    def waiting(self) -> int:
+        """Slices appended but not localised yet."""
+        return self.added - self.received
+
+    def extend(self, part: SplitSlices) -> None:
+        """Append the slices of whole cases (none of them appended before)."""
+        for case, begin, end in case_spans(part.cases):
+            if case in self.known:
+                raise AnodiffError(f"the slices of case {case!r} are not consecutive")
+            self.known.add(case)
+            self.spans.append((case, self.added + begin, self.added + end))
+        self.picker.add(self.added, part.truth, part.fg, part.cases)
+        self.waiting_slices = part if self.waiting_slices is None \
+            else self.waiting_slices.then(part)
+        self.cases += part.cases
+        self.indices += part.slices
+
+    def localise_next(self, batch_size: int) -> None:
+        """Localise the next ``batch_size`` waiting slices (fewer at the end) with the
+        detector, and take the batch (:meth:`put`)."""
+        if self.detector is None:
+            raise AnodiffError("a stream without a detector takes batches localised "
+                               "elsewhere (put)")
+        assert self.waiting_slices is not None
+        batch = self.waiting_slices.rows(self.received - self.base,
+                                         self.received - self.base + batch_size)
+        self.put(self.received, predict_batch(self.detector, batch.inputs, batch.centre))
 
     def put(self, start: int, outputs: BatchOutputs) -> None:
         """The batch that starts at slice ``start`` (the next one in order)."""
         if start != self.received:
             raise AnodiffError(f"batch at slice {start} came before the one at "
                                f"{self.received}: a test split is evaluated in order")
-        rows = slice(start, start + len(outputs.arrays["maps"]))
-        outputs = reduced(outputs, self.slices.images[rows], self.slices.fg[rows], start,
-                          self.kept)
+        count = len(outputs.arrays["maps"])
+        if start + count > self.added:
+            raise AnodiffError(f"a batch of slices {start} to {start + count - 1}, but only "
+                               f"{self.added} were added")
+        assert self.waiting_slices is not None
+        batch = self.waiting_slices.rows(start - self.base, start + count - self.base)
+        outputs = reduced(outputs, batch.images, batch.fg, start,
+                          set(self.picker.rows.tolist()))
         self.pseudo_healthy.update(outputs.examples)
         self.pending.append(outputs.arrays)
-        self.received = rows.stop
+        self.received = start + count
         self.seconds += outputs.seconds
         self.nfe += outputs.nfe
         while self.spans and self.spans[0][2] <= self.received:
             self._evaluate_case(*self.spans.pop(0))
 
     def _evaluate_case(self, case: str, begin: int, end: int) -> None:
-        """Reduce the case of rows ``begin``..``end`` and keep only the rows after it."""
+        """Reduce the case of rows ``begin``..``end``, keep its example rows, and drop its
+        slices and outputs."""
+        assert self.waiting_slices is not None
         arrays = {kind: np.concatenate([batch[kind] for batch in self.pending])
                   for kind in self.pending[0]}
-        offset = begin - self.pending_start
+        offset = begin - (self.received - len(arrays["maps"]))
         outputs = {kind: values[offset:offset + end - begin] for kind, values in arrays.items()}
         rest = {kind: values[offset + end - begin:] for kind, values in arrays.items()}
         self.pending = [rest] if len(rest["maps"]) else []
-        self.pending_start = end
-        rows = slice(begin, end)
-        fg = self.slices.fg[rows]
+        slices = self.waiting_slices.rows(begin - self.base, end - self.base)
         maps, scores, masks = outputs["maps"], outputs["scores"], outputs.get("masks")
         if self.detector is not None:
-            _, scores, masks = mapped_case(self.detector, maps, fg, scores, masks)
+            _, scores, masks = mapped_case(self.detector, maps, slices.fg, scores, masks)
         self.evaluation.add(CaseOutputs(
-            case, maps, self.slices.truth[rows], scores, labels=self.slices.labels[rows],
-            foreground=fg, predicted=masks, uncertainty=outputs.get("uncertainty"),
-            residual_sums=outputs.get("residual_sums")))
-        for row in sorted(self.kept & set(range(begin, end))):
-            local = row - begin
-            mask = masks[local] if masks is not None else \
-                per_image_otsu(maps[local:local + 1], fg[local:local + 1])[0]
-            self.examples[row] = Example(maps[local], mask, self.pseudo_healthy.get(row))
+            case, maps, slices.truth, scores, labels=slices.labels, foreground=slices.fg,
+            predicted=masks, uncertainty=outputs.get("uncertainty"),
+            residual_sums=outputs.get("residual_sums"), voxel_ml=slices.voxel_ml.get(case),
+            pixel_mm=slices.pixel_mm.get(case)))
+        chosen = set(self.picker.rows.tolist())
+        for row in sorted(chosen & set(range(begin, end))):
+            i = row - begin
+            mask = masks[i] if masks is not None else \
+                per_image_otsu(maps[i:i + 1], slices.fg[i:i + 1])[0]
+            self.examples[row] = Example(slices.images[i], slices.truth[i], maps[i], mask,
+                                         self.pseudo_healthy.pop(row, None))
+        self.examples = {row: e for row, e in self.examples.items() if row in chosen}
+        self.pseudo_healthy = {row: p for row, p in self.pseudo_healthy.items()
+                               if row in chosen}
+        self.waiting_slices = self.waiting_slices.rows(end - self.base)
+        self.base = end
 
     def finish(self, resamples: int = 0) -> ScoredSplit:
-        """The split's metrics (every slice must have come)."""
-        if self.spans:
+        """The split's metrics (every slice appended must have been localised)."""
+        if self.spans or not self.added:
             raise AnodiffError(f"the test split's slices from {self.received} on were not "
-                               "localised")
-        n = max(len(self.slices.truth), 1)
+                               "localised" if self.added else "no test slices to evaluate")
+        n = self.added
         metrics = self.evaluation.results(resamples, self.seconds / n, self.nfe / n)
         metrics["calibration"] = self.calibration.describe()
-        return ScoredSplit(metrics, self.evaluation, self.slices, self.rows, self.examples)
+        return ScoredSplit(metrics, self.evaluation, self.cases, self.indices,
+                           self.picker.rows, self.examples)
+
+
+def evaluate_cases(detector: Detector, parts: Iterable[SplitSlices], calibration: Calibration,
+                   postprocess: PostProcess | None = None, batch_size: int = 32,
+                   resamples: int = 0) -> ScoredSplit:
+    """A test split given as ``parts`` (whole cases, in order: one case read at a time, or
+    the split at once) localised by ``detector`` and evaluated as it comes
+    (:class:`TestStream`): at any time only the slices and outputs of the cases not yet
+    evaluated are held."""
+    stream = TestStream(calibration, postprocess, detector)
+    for part in parts:
+        stream.extend(part)
+        while stream.waiting >= batch_size:
+            stream.localise_next(batch_size)
+    while stream.waiting:
+        stream.localise_next(batch_size)
+    return stream.finish(resamples)
 
 
 def case_spans(cases: list[str]) -> Iterator[tuple[str, int, int]]:
@@ -193,12 +269,13 @@ def evaluate_predictions(test: Predictions, validation: Predictions | None = Non
     ``validation`` slices (required: refused without them) and ``resamples`` case-bootstrap
     resamples."""
     calibration = Calibration.on(validation, postprocess, fpr)
-    stream = TestStream(SplitSlices.of_predictions(test), calibration, postprocess)
+    stream = TestStream(calibration, postprocess, by_case=any(test.cases))
+    stream.extend(SplitSlices.of_predictions(test))
     n = len(test.maps)
     arrays = {kind: values for kind, values in (
         ("maps", test.maps), ("scores", test.scores), ("masks", test.masks),
         ("uncertainty", test.uncertainty), ("pseudo_healthy", test.pseudo_healthy),
         ("residual_sums", test.residual_sums)) if values is not None}
-    stream.put(0, BatchOutputs(arrays, test.seconds_per_image * n, test.nfe_per_image * n,
-                               dict(test.examples)))
+    stream.pseudo_healthy.update(test.examples)
+    stream.put(0, BatchOutputs(arrays, test.seconds_per_image * n, test.nfe_per_image * n))
     return stream.finish(resamples).metrics

@@ -103,12 +103,16 @@ def evaluate(
         residual_sums = residual_sum_per_slice(
             images, pseudo_healthy, np.ones(truth.shape, bool) if foreground is None
             else foreground.astype(bool))
-    split = SplitEvaluation(cases=case_ids, postprocess=postprocess,
+    split = SplitEvaluation(by_case=case_ids is not None, postprocess=postprocess,
                             image_threshold=image_threshold, pixel_threshold=pixel_threshold,
-                            voxel_ml=voxel_ml, pixel_mm=pixel_mm, size_bins_ml=size_bins_ml)
-    for case, rows in case_rows(case_ids, len(maps)):
+                            size_bins_ml=size_bins_ml)
+    rows_of = case_rows(case_ids, len(maps))
+    sizes = pixel_mm if case_ids is not None and pixel_mm \
+        and all(case in pixel_mm for case, _ in rows_of) else {}
+    for case, rows in rows_of:
         split.add(CaseOutputs(
             case, maps[rows], truth[rows], np.asarray(scores)[rows],
+            voxel_ml=(voxel_ml or {}).get(case), pixel_mm=sizes.get(case),
             **{name: None if values is None else np.asarray(values)[rows] for name, values in
                (("labels", labels), ("foreground", foreground), ("predicted", predicted),
                 ("uncertainty", uncertainty), ("residual_sums", residual_sums))}))

@@ -10,7 +10,7 @@ such slices there is no deployable operating point, and evaluation refuses.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -62,20 +62,51 @@ class Predictions:
         return np.stack([self.examples[row] for row in rows.tolist()])
 
 
-def example_rows(truth: np.ndarray, fg: np.ndarray, count: int = 6) -> np.ndarray:
-    """The slices an evaluation shows (its grid): lesions from the largest down, then the two
-    healthy slices with the most brain (typical anatomy rather than the skull base). Known
-    before localising (truth and images only), so only their pseudo-healthy images need be
-    kept."""
-    lesion_area = truth.reshape(len(truth), -1).sum(1)
-    anomalous = np.flatnonzero(lesion_area > 0)
-    spread = anomalous[np.argsort(-lesion_area[anomalous])]
-    picks = spread[np.linspace(0, len(spread) - 1, min(count - 2, len(spread))).astype(int)] \
-        if len(spread) else spread
-    brain = fg.reshape(len(truth), -1).sum(1)
-    healthy_rows = np.flatnonzero(lesion_area == 0)
-    healthy = healthy_rows[np.argsort(-brain[healthy_rows])][:2]
-    return np.concatenate([picks, healthy]).astype(int)
+class ExamplePicker:
+    """The slices an evaluation shows (its grid), chosen as the slices come: the slice with
+    the largest lesion of each of the ``lesioned`` cases whose largest lesions are the
+    largest (one slice a patient, largest first), then the ``healthy`` lesion-free slices with
+    the most brain (typical anatomy rather than the skull base). Known from the truth and
+    the brain alone, before localising, so only their outputs need be kept; the choice among
+    the slices given so far is the one among all of them (an exact top-k: a slice passed over
+    is never chosen later, and only the picks are kept), so a split read case by case needs
+    no second pass. A case's slices come in one :meth:`add`; slices without a case count as
+    cases of their own."""
+
+    def __init__(self, lesioned: int = 4, healthy: int = 2) -> None:
+        self.lesioned, self.healthy = lesioned, healthy
+        self.largest: list[tuple[int, int]] = []  # (lesion area, row) of the lesion picks
+        self.calm: list[tuple[int, int]] = []  # (brain area, row) of the healthy picks
+
+    def add(self, start: int, truth: np.ndarray, fg: np.ndarray, cases: Sequence[str]) -> None:
+        """The slices from row ``start`` on: their truth and brain (n, H, W) and cases."""
+        area = truth.reshape(len(truth), -1).sum(1)
+        brain_area = fg.reshape(len(fg), -1).sum(1)
+        healthy = [(int(brain_area[i]), start + i) for i in np.flatnonzero(area == 0)]
+        self.calm = _top(self.calm + healthy, self.healthy)
+        largest: dict[str, tuple[int, int]] = {}
+        for i in np.flatnonzero(area > 0).tolist():
+            key = cases[i] or f"#{start + i}"
+            if key not in largest or area[i] > largest[key][0]:
+                largest[key] = (int(area[i]), start + i)
+        self.largest = _top(self.largest + list(largest.values()), self.lesioned)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The chosen rows in the grid's order."""
+        return np.array([row for _, row in self.largest + self.calm], dtype=int)
+
+
+def _top(picks: list[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """The ``count`` (size, row) picks of the largest size, the earlier row first on ties."""
+    return sorted(picks, key=lambda pick: (-pick[0], pick[1]))[:count]
+
+
+def example_rows(truth: np.ndarray, fg: np.ndarray, cases: Sequence[str]) -> np.ndarray:
+    """The :class:`ExamplePicker` rows of a split held whole."""
+    picker = ExamplePicker()
+    picker.add(0, truth, fg, cases)
+    return picker.rows
 
 
 def brain(images: np.ndarray) -> np.ndarray:
@@ -144,10 +175,10 @@ def localised(detector: Detector, split: SplitSlices, batch_size: int = 32,
               progress: bool = True) -> Iterator[tuple[int, BatchOutputs]]:
     """Each batch of ``split``'s slices localised (:func:`predict_batch`), in order, with
     the slice it starts at; a progress bar on a terminal."""
-    centre = split.images.shape[1]
     for start in progress_bar(batch_starts(len(split.inputs), batch_size),
                               desc=f"{detector.name}: localise", enabled=progress):
-        yield start, predict_batch(detector, split.inputs[start:start + batch_size], centre)
+        yield start, predict_batch(detector, split.inputs[start:start + batch_size],
+                                   split.centre)
 
 
 def centre_channels(data: Any, inputs: np.ndarray) -> int:
@@ -176,13 +207,14 @@ def predict(detector: Detector, data: Any, batch_size: int = 32, progress: bool 
 
 @dataclass
 class SplitSlices:
-    """What an evaluation knows of a split's slices before localising them: the inputs
-    (N, C, H, W) and their own channels ``images`` (fewer for 2.5-D inputs), the truth,
-    labels, each slice's case and index in it, the cases' voxel volumes and pixel sizes (where
-    known) and the brain of every slice (``fg``, computed once)."""
+    """What an evaluation knows of slices before localising them (a split, or some of its
+    cases): the inputs (N, C, H, W), of which the first ``centre`` channels are the slice's
+    own (``images``; fewer for 2.5-D inputs), the truth, labels, each slice's case and index
+    in it, the cases' voxel volumes and pixel sizes (where known) and the brain of every
+    slice (``fg``, computed once)."""
 
     inputs: np.ndarray
-    images: np.ndarray
+    centre: int
     truth: np.ndarray
     labels: np.ndarray
     cases: list[str]
@@ -196,19 +228,47 @@ class SplitSlices:
         """Of ``data``: a :class:`~anodiff.data.SliceDataset` (its arrays, not copied) or an
         indexable of dicts with image, label, mask (:func:`slice_arrays`)."""
         inputs, truth, labels, cases, slices = slice_arrays(data)
-        images = inputs[:, :centre_channels(data, inputs)]
+        centre = centre_channels(data, inputs)
         known = dict.fromkeys(cases)
         voxel_ml = {c: data.voxel_ml(c) for c in known} if hasattr(data, "voxel_ml") else {}
         sizes = {c: data.pixel_mm(c) for c in known} if hasattr(data, "pixel_mm") else {}
-        return cls(inputs, images, truth, labels, cases, slices, voxel_ml,
-                   {c: size for c, size in sizes.items() if size is not None}, brain(images))
+        return cls(inputs, centre, truth, labels, cases, slices, voxel_ml,
+                   {c: size for c, size in sizes.items() if size is not None},
+                   brain(inputs[:, :centre]))
 
     @classmethod
     def of_predictions(cls, found: Predictions) -> SplitSlices:
         """Of predictions held whole (their images being the slices' own channels)."""
-        return cls(found.images, found.images, found.truth, found.labels, list(found.cases),
-                   list(found.slices), dict(found.voxel_ml), dict(found.pixel_mm),
-                   found.foreground)
+        return cls(found.images, found.images.shape[1], found.truth, found.labels,
+                   list(found.cases), list(found.slices), dict(found.voxel_ml),
+                   dict(found.pixel_mm), found.foreground)
+
+    @property
+    def images(self) -> np.ndarray:
+        """The slices' own channels (N, centre, H, W)."""
+        return self.inputs[:, :self.centre]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def rows(self, begin: int, end: int | None = None) -> SplitSlices:
+        """Rows ``begin`` to ``end`` (views, not copies)."""
+        rows = slice(begin, end)
+        cases = self.cases[rows]
+        return SplitSlices(self.inputs[rows], self.centre, self.truth[rows], self.labels[rows],
+                           cases, self.slices[rows],
+                           {c: v for c, v in self.voxel_ml.items() if c in cases},
+                           {c: v for c, v in self.pixel_mm.items() if c in cases},
+                           self.fg[rows])
+
+    def then(self, more: SplitSlices) -> SplitSlices:
+        """These slices followed by ``more``."""
+        return SplitSlices(np.concatenate([self.inputs, more.inputs]), self.centre,
+                           np.concatenate([self.truth, more.truth]),
+                           np.concatenate([self.labels, more.labels]), self.cases + more.cases,
+                           self.slices + more.slices, {**self.voxel_ml, **more.voxel_ml},
+                           {**self.pixel_mm, **more.pixel_mm},
+                           np.concatenate([self.fg, more.fg]))
 
 
 class OutputArrays:
@@ -223,7 +283,7 @@ class OutputArrays:
         self.count = len(self.split.inputs)
         self.keep_all = all_pseudo_healthy
         self.kept = set() if all_pseudo_healthy else \
-            set(example_rows(self.split.truth, self.split.fg).tolist())
+            set(example_rows(self.split.truth, self.split.fg, self.split.cases).tolist())
         self.arrays: dict[str, np.ndarray] = {}
         self.examples: dict[int, np.ndarray] = {}
         self.seconds = 0.0

@@ -60,7 +60,9 @@ class CaseOutputs:
     ``truth`` (n, H, W), ``scores`` (n,); ``labels`` (n,) default to "the slice's mask has a
     positive pixel", ``foreground`` to every pixel; ``predicted`` is the method's own mask,
     ``uncertainty`` its uncertainty map, ``residual_sums`` (n,) each slice's pseudo-healthy
-    residual summed over its brain (:func:`residual_sum_per_slice`)."""
+    residual summed over its brain (:func:`residual_sum_per_slice`); ``voxel_ml`` is the
+    volume of one voxel (lesion volumes; None for 2-D images) and ``pixel_mm`` the pixel
+    size (HD95 in mm; None: in pixels)."""
 
     case: str
     maps: np.ndarray
@@ -71,6 +73,8 @@ class CaseOutputs:
     predicted: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     residual_sums: np.ndarray | None = None
+    voxel_ml: float | None = None
+    pixel_mm: tuple[float, float] | None = None
 
 
 def residual_sum_per_slice(images: np.ndarray, pseudo_healthy: np.ndarray, fg: np.ndarray
@@ -142,29 +146,28 @@ class SplitEvaluation:
     """The metrics of one method on one test split, fed one case at a time (:meth:`add`,
     a case's slices in order) and read once (:meth:`results`).
 
-    ``cases`` are the split's cases in order (None: the slices carry no case, and are
-    given in one piece); ``image_threshold`` (on scores) and ``pixel_threshold`` (on the
-    filtered maps) come from healthy validation data; ``voxel_ml`` and ``pixel_mm`` (per
-    case) give the lesion volumes and HD95 in mm (when every case has a pixel size). The
-    conventions are :func:`anodiff.evaluation.protocol.evaluate`'s, which feeds this class.
+    Without ``by_case`` the slices carry no case and are given in one piece (lesions are
+    then matched in the stack of them all). ``image_threshold`` (on scores) and
+    ``pixel_threshold`` (on the filtered maps) come from healthy validation data. HD95 is in
+    mm where a case has a pixel size; when some cases have one and others not, the HD95
+    figures are NaN (``hd95_unit`` "mixed": the two cannot be averaged). The conventions are
+    :func:`anodiff.evaluation.protocol.evaluate`'s, which feeds this class a split held
+    whole.
     """
 
-    def __init__(self, *, cases: Sequence[str] | None = None,
-                 postprocess: PostProcess | None = None,
+    def __init__(self, *, by_case: bool = True, postprocess: PostProcess | None = None,
                  image_threshold: float | None = None, pixel_threshold: float | None = None,
-                 voxel_ml: Mapping[str, float] | None = None,
-                 pixel_mm: Mapping[str, tuple[float, float]] | None = None,
                  size_bins_ml: tuple[float, float] = SIZE_BINS_ML) -> None:
-        self.cases = None if cases is None else list(dict.fromkeys(cases))
+        self.by_case = by_case
         self.post = postprocess or PostProcess()
         self.image_threshold, self.pixel_threshold = image_threshold, pixel_threshold
-        self.voxel_ml = dict(voxel_ml or {})
         self.size_bins_ml = size_bins_ml
-        self.pixel_mm = dict(pixel_mm) if self.cases is not None and pixel_mm \
-            and set(self.cases) <= set(pixel_mm) else None
-        self.case_index = {case: i for i, case in enumerate(self.cases or [""])}
+        self.voxel_ml: dict[str, float] = {}
+        self.hd95_units: set[str] = set()
+        self.case_index: dict[str, int] = {}
         self.store = tempfile.TemporaryFile(prefix="anodiff-otsu-")
-        self.stored: list[tuple[str, tuple[int, ...], int]] = []  # case, (n, H, W), pixels
+        self.stored: list[tuple[str, tuple[int, ...], int, tuple[float, float] | None]] = []
+        # case, (n, H, W), brain pixels, pixel size
         self.low, self.high = math.inf, -math.inf  # of the filtered brain pixels
         self.labels: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
@@ -179,7 +182,7 @@ class SplitEvaluation:
         self.wrong: dict[str, list[np.ndarray]] = {"otsu": [], "fpr": [], "own": []}
         self.otsu_of_slices: list[float] = []
         self.rules = {rule: _slice_figures() for rule in ("otsu", "fpr", "own", "global_otsu")}
-        self.by_case = {rule: _case_rule() for rule in ("otsu", "fpr", "own")}
+        self.per_case = {rule: _case_rule() for rule in ("otsu", "fpr", "own")}
         self.flagged_share: dict[str, float] = {}
         self.lesioned: dict[str, bool] = {}
         self.has_foreground = self.has_own = self.has_uncertainty = True
@@ -187,11 +190,14 @@ class SplitEvaluation:
 
     def add(self, outputs: CaseOutputs) -> None:
         """Reduce one case (all of its slices, or, without cases, the whole split)."""
-        case = outputs.case
-        if self.cases is not None and case not in self.case_index:
-            raise AnodiffError(f"case {case!r} is not one of the split's cases")
-        if case in self.by_case["otsu"].detections:
-            raise AnodiffError(f"case {case!r} was given twice (a case is added whole, once)")
+        case = outputs.case if self.by_case else ""
+        if case in self.case_index:
+            raise AnodiffError(f"case {case!r} was given twice (a case is added whole, once)"
+                               if self.by_case else "a split without cases is added in one "
+                               "piece")
+        self.case_index[case] = index = len(self.case_index)
+        if outputs.voxel_ml is not None:
+            self.voxel_ml[case] = outputs.voxel_ml
         check_shapes(outputs.maps, outputs.truth, outputs.foreground, outputs.predicted)
         truth = outputs.truth.astype(bool)
         n = len(truth)
@@ -200,11 +206,11 @@ class SplitEvaluation:
         self.has_foreground &= outputs.foreground is not None
         fg = np.ones_like(truth) if outputs.foreground is None \
             else outputs.foreground.astype(bool)
-        ids = None if self.cases is None else [case] * n
+        ids = [case] * n if self.by_case else None
         maps = self.post.maps(outputs.maps, fg, ids)
         anomalous, healthy = labels & lesion, ~labels
-        spacing = None if self.pixel_mm is None else self.pixel_mm[case]
-        index = self.case_index[case]
+        spacing = outputs.pixel_mm
+        self.hd95_units.add("pixel" if spacing is None else "mm")
         self.count += n
         self.labels.append(labels)
         self.scores.append(np.asarray(outputs.scores, dtype=np.float64).ravel())
@@ -219,16 +225,16 @@ class SplitEvaluation:
         self.pixel_truth.append(truth[inside])
         self.pixel_scores.append(maps[inside])
         self.pixel_case.append(np.full(int(inside.sum()), index, dtype=np.int32))
-        self.otsu_of_slices += self._store(case, maps, fg, truth, anomalous)
+        self.otsu_of_slices += self._store(case, maps, fg, truth, anomalous, spacing)
         masks = self.post.masks(per_image_otsu(maps, fg), ids, self.voxel_ml)
         self.rules["otsu"].add(masks, truth, fg, anomalous, healthy, spacing)
-        self.by_case["otsu"].add(case, masks, truth)
+        self.per_case["otsu"].add(case, masks, truth)
         rules = {"otsu": masks}
         if self.pixel_threshold is not None:
             flagged = self.post.masks(above_threshold(maps, self.pixel_threshold, fg), ids,
                                       self.voxel_ml)
             self.rules["fpr"].add(flagged, truth, fg, anomalous, healthy, spacing)
-            self.by_case["fpr"].add(case, flagged, truth)
+            self.per_case["fpr"].add(case, flagged, truth)
             self.flagged_share[case] = float((flagged & fg).sum()) / max(int(fg.sum()), 1)
             self.lesioned[case] = bool(truth.any())
             rules["fpr"] = flagged
@@ -236,7 +242,7 @@ class SplitEvaluation:
         if outputs.predicted is not None:
             own = self.post.masks(outputs.predicted.astype(bool), ids, self.voxel_ml)
             self.rules["own"].add(own, truth, fg, anomalous, healthy, spacing)
-            self.by_case["own"].add(case, own, truth)
+            self.per_case["own"].add(case, own, truth)
             rules["own"] = own
         self.has_uncertainty &= outputs.uncertainty is not None
         if outputs.uncertainty is not None:
@@ -245,7 +251,7 @@ class SplitEvaluation:
                 self.wrong[rule].append((rule_masks != truth)[fg])
 
     def _store(self, case: str, maps: np.ndarray, fg: np.ndarray, truth: np.ndarray,
-               anomalous: np.ndarray) -> list[float]:
+               anomalous: np.ndarray, spacing: tuple[float, float] | None) -> list[float]:
         """Append the case's filtered brain pixels (and its brain, truth and anomalous slices)
         to the store for the global Otsu's second pass;
         return the per-slice Otsu thresholds of its anomalous slices with brain (for the
@@ -256,21 +262,19 @@ class SplitEvaluation:
                 max(self.high, float(pixels.max()))
         for values in (pixels, np.packbits(fg), np.packbits(truth), anomalous.astype(bool)):
             self.store.write(values.tobytes())
-        self.stored.append((case, fg.shape, pixels.size))
+        self.stored.append((case, fg.shape, pixels.size, spacing))
         return [_otsu(m[f]) for m, f in zip(maps[anomalous], fg[anomalous], strict=True)
                 if f.any()]
 
     @property
     def anomalous_pixels(self) -> tuple[np.ndarray, np.ndarray]:
         """The pooled brain pixels of the anomalous slices: truth and filtered map values."""
-        return np.concatenate(self.pixel_truth or [np.zeros(0, bool)]), \
-            np.concatenate(self.pixel_scores or [np.zeros(0, np.float32)])
+        return _joined(self.pixel_truth, bool), _joined(self.pixel_scores, np.float32)
 
     @property
     def image_labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Every slice's label and score."""
-        return np.concatenate(self.labels or [np.zeros(0, bool)]), \
-            np.concatenate(self.scores or [np.zeros(0)])
+        return _joined(self.labels, bool), _joined(self.scores, np.float64)
 
     @property
     def slice_otsu_thresholds(self) -> list[float]:
@@ -280,13 +284,12 @@ class SplitEvaluation:
     def case_figures(self) -> CaseFigures:
         """The headline figures as functions of case weights (the bootstrap's and a paired
         comparison's), at this evaluation's operating point."""
-        cases = tuple(self.cases or [""])
+        cases = tuple(self.case_index)
         labels, scores = self.image_labels
         truth, values = self.anomalous_pixels
-        dice = self.by_case["fpr"].dice
-        return CaseFigures(cases, WeightedAP(truth, values, np.concatenate(
-            self.pixel_case or [np.zeros(0, np.int32)])),
-            WeightedAUROC(labels, scores, np.concatenate(self.slice_case or [np.zeros(0)])),
+        dice = self.per_case["fpr"].dice
+        return CaseFigures(cases, WeightedAP(truth, values, _joined(self.pixel_case, np.int32)),
+            WeightedAUROC(labels, scores, _joined(self.slice_case, np.int64)),
             np.array([dice.get(c, math.nan) for c in cases]))
 
     def results(self, resamples: int = 0, seconds_per_image: float = math.nan,
@@ -298,7 +301,7 @@ class SplitEvaluation:
         pixels_truth, pixels_score = self.anomalous_pixels
         n_anomalous = len(self.rules["otsu"].overlaps)
         best = best_dice(pixels_truth, pixels_score)
-        otsu = self.by_case["otsu"].pooled
+        otsu = self.per_case["otsu"].pooled
         results: dict[str, Any] = {
             "image_auroc": auroc(labels, scores),
             "image_ap": average_precision(labels, scores),
@@ -311,7 +314,7 @@ class SplitEvaluation:
             "dice_max": best.dice,
             "dice_max_threshold": best.threshold,
             **self.rules["otsu"].figures("otsu"),
-            "hd95_unit": "pixel" if self.pixel_mm is None else "mm",
+            "hd95_unit": self.hd95_units.pop() if len(self.hd95_units) == 1 else "mixed",
             "lesion_detection_rate": otsu.detection_rate,
             "lesion_false_positives_per_image": otsu.false_positives / self.count,
             "healthy_fp_area": mean_of(self.rules["otsu"].healthy_shares),
@@ -336,7 +339,7 @@ class SplitEvaluation:
             results.update(self.rules["own"].figures("own"))
             if self.has_uncertainty:
                 results["uncertainty_auroc_own"] = self._uncertainty_auroc("own")
-            if self.cases is not None:
+            if self.by_case:
                 results.update(self._operating_point("own"))
         if self.pixel_threshold is not None:
             results.update(self.rules["fpr"].figures("fpr"))
@@ -344,19 +347,22 @@ class SplitEvaluation:
             if self.has_uncertainty:
                 results["uncertainty_auroc_fpr"] = self._uncertainty_auroc("fpr")
             results["healthy_fp_area_fpr"] = mean_of(self.rules["fpr"].healthy_shares)
-            if self.cases is not None:
+            if self.by_case:
                 results.update(self._operating_point("fpr"))
-                results["case_dice_fpr"] = dict(self.by_case["fpr"].dice)
+                results["case_dice_fpr"] = dict(self.per_case["fpr"].dice)
                 lesioned = np.array(list(self.lesioned.values()))
                 results["case_auroc_fpr"] = auroc(lesioned, list(self.flagged_share.values()))
                 results["n_healthy_cases"] = int((~lesioned).sum())
                 results["size_bins_ml"] = list(self.size_bins_ml)
-        if self.cases is not None:
-            results["volume_dice_otsu"] = mean_of(list(self.by_case["otsu"].dice.values()))
+        if self.by_case:
+            results["volume_dice_otsu"] = mean_of(list(self.per_case["otsu"].dice.values()))
             results["volume_lesion_detection_rate"] = otsu.detection_rate
-            results["n_volumes"] = len(self.by_case["otsu"].detections)
+            results["n_volumes"] = len(self.per_case["otsu"].detections)
             if resamples:
                 results.update(intervals(self.case_figures(), resamples))
+        if len(self.hd95_units) > 1:  # millimetres and pixels: no mean of the two
+            results.update({key: math.nan for key in results
+                            if key.startswith("hd95_") and key != "hd95_unit"})
         self.store.close()
         return results
 
@@ -364,13 +370,14 @@ class SplitEvaluation:
         """AUROC of the uncertainty as a score for "``rule``'s mask is wrong here" over the
         foreground pixels (Wolleb 2022c): 1 when every wrong pixel is more uncertain than
         every right one, NaN when the masks are all right (or all wrong)."""
-        return auroc(np.concatenate(self.wrong[rule]), np.concatenate(self.uncertainty))
+        return auroc(np.concatenate(self.wrong[rule]),
+                     _joined(self.uncertainty, self.uncertainty[0].dtype.type))
 
     def _operating_point(self, rule: str) -> dict[str, float]:
         """Per-case Dice, lesion-wise precision / recall / F1 (pooled over cases) and
         detection by lesion volume of ``rule``'s masks (``fpr``, the healthy-FPR threshold;
         ``own``, the method's own mask)."""
-        found = self.by_case[rule]
+        found = self.per_case[rule]
         pooled = found.pooled
         return {f"volume_dice_{rule}": mean_of(list(found.dice.values())),
                 f"lesion_precision_{rule}": pooled.precision,
@@ -382,29 +389,27 @@ class SplitEvaluation:
         """Otsu's threshold over every stored brain pixel (their histogram summed case by
         case), then each case's masks at it."""
         threshold = self._global_otsu()
-        for case, shape, fg, truth, anomalous, pixels in self._stored_cases():
+        for case, shape, spacing, fg, truth, anomalous, pixels in self._stored_cases():
             maps = np.zeros(shape, np.float32)
             maps[fg] = pixels
             masks = self.post.masks((maps > threshold) & fg,
-                                    None if self.cases is None else [case] * shape[0],
-                                    self.voxel_ml)
-            spacing = None if self.pixel_mm is None else self.pixel_mm[case]
+                                    [case] * shape[0] if self.by_case else None, self.voxel_ml)
             self.rules["global_otsu"].add(masks, truth, fg, anomalous, np.zeros(shape[0], bool),
                                           spacing)
 
-    def _stored_cases(self) -> Iterator[tuple[str, tuple[int, ...], np.ndarray, np.ndarray,
-                                              np.ndarray, np.ndarray]]:
-        """The stored cases in order: case, shape, brain, truth, anomalous slices and the
-        filtered brain pixels."""
+    def _stored_cases(self) -> Iterator[tuple[str, tuple[int, ...], tuple[float, float] | None,
+                                              np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """The stored cases in order: case, shape, pixel size, brain, truth, anomalous slices
+        and the filtered brain pixels."""
         self.store.seek(0)
-        for case, shape, n_pixels in self.stored:
+        for case, shape, n_pixels, spacing in self.stored:
             pixels = np.frombuffer(self.store.read(4 * n_pixels), np.float32)
             packed = (int(np.prod(shape)) + 7) // 8
             fg, truth = (np.unpackbits(np.frombuffer(self.store.read(packed), np.uint8),
                                        count=int(np.prod(shape))).astype(bool).reshape(shape)
                          for _ in range(2))
             anomalous = np.frombuffer(self.store.read(shape[0]), bool)
-            yield case, shape, fg, truth, anomalous, pixels
+            yield case, shape, spacing, fg, truth, anomalous, pixels
 
     def _global_otsu(self) -> float:
         """scikit-image's Otsu threshold of every stored brain pixel, from their 256-bin
@@ -419,6 +424,15 @@ class SplitEvaluation:
             counts += found
         centres = (edges[:-1] + edges[1:]) / 2.0
         return float(threshold_otsu(hist=(counts, centres)))
+
+
+def _joined(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
+    """The parts of a pooled array as one, which replaces them in ``parts`` (so the pool is
+    joined once, however often it is read)."""
+    if len(parts) != 1:
+        parts[:] = [np.concatenate(parts).astype(dtype, copy=False) if parts
+                    else np.zeros(0, dtype)]
+    return parts[0]
 
 
 def _otsu(pixels: np.ndarray) -> float:

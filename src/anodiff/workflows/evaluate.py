@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,18 @@ from typing import Any
 import numpy as np
 
 from anodiff.config import build, to_plain
-from anodiff.data import SliceDataset
+from anodiff.data import CaseSource, SliceDataset
 from anodiff.devices import resolve_device
 from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
-from anodiff.evaluation.casewise import Calibration, ScoredSplit, TestStream
+from anodiff.evaluation.casewise import Calibration, ScoredSplit, TestStream, evaluate_cases
 from anodiff.evaluation.runner import (
     BatchOutputs,
     OutputArrays,
     SplitSlices,
     batch_starts,
     example_rows,
-    localised,
     predict,
     predict_batch,
     reduced,
@@ -72,6 +72,11 @@ from anodiff.workflows.shards import (
 
 log = logging.getLogger("anodiff")
 
+NO_TEST_SPLIT = "the dataset has no test split (splits.csv: case,split)"
+NO_HEALTHY_VAL = ("the dataset has no healthy validation slices, so no threshold at a healthy "
+                  "false-positive rate can be calibrated; give it a val split with healthy "
+                  "cases (splits.csv: case,val)")
+
 
 def json_ready(value: Any) -> Any:
     """NaN -> None so the file is strict JSON (readable by any tool)."""
@@ -87,37 +92,57 @@ def json_ready(value: Any) -> Any:
 
 
 def evaluate_detector(
-    detector: Detector, data: SliceDataset, out: Path, *, title: str,
+    detector: Detector, data: SliceDataset | CaseSource, out: Path, *, title: str,
     postprocess: PostProcess | None = None, fpr: float = 0.01, batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
 ) -> tuple[dict[str, Any], ScoredSplit, list[tuple[str, Path]]]:
-    """Calibrate on the healthy validation slices, then localise the test split and evaluate
-    it case by case as its batches come (with ``resamples`` case-bootstrap resamples), and
-    write metrics.json and the figures of :func:`method_figures`; return the metrics, the
-    scored split and the (caption, figure) pairs."""
-    test_split, healthy_val = evaluation_splits(data)
+    """Calibrate on the healthy validation slices, then localise the test split case by case
+    and evaluate each case as its last batch is localised (with ``resamples``
+    case-bootstrap resamples), and write metrics.json and the figures of
+    :func:`method_figures`; return the metrics, the scored split and the (caption, figure)
+    pairs. ``data`` read whole (a :class:`SliceDataset`), or a :class:`CaseSource` whose
+    test cases are read one at a time, so that one case's slices are held, not the
+    split's."""
     if resamples < 0:
         raise AnodiffError(f"resamples must be >= 0, got {resamples}")
+    test_cases, count, healthy_val = evaluation_parts(data)
     validation = with_map_steps(detector, predict(detector, healthy_val, batch_size,
                                                   all_pseudo_healthy=False))
-    stream = TestStream(SplitSlices.of(test_split), Calibration.on(validation, postprocess, fpr),
-                        postprocess, detector)
-    for start, outputs in localised(detector, stream.slices, batch_size):
-        stream.put(start, outputs)
-    return score_split(stream.finish(resamples), out, method=detector.name,
+    cases = progress_bar(test_cases, desc=f"{detector.name}: localise the test cases",
+                         total=count, unit="case")
+    scored = evaluate_cases(detector, (SplitSlices.of(case) for case in cases),
+                            Calibration.on(validation, postprocess, fpr), postprocess,
+                            batch_size, resamples)
+    return score_split(scored, out, method=detector.name,
                        sequences=list(data.centre_sequences), title=title)
+
+
+def evaluation_parts(data: SliceDataset | CaseSource
+                     ) -> tuple[Iterator[SliceDataset], int, SliceDataset]:
+    """The test cases in order (each a dataset of its slices, read only as it is asked for
+    when ``data`` is a :class:`CaseSource`), how many there are, and the healthy validation
+    slices; a named error without test cases or healthy validation slices."""
+    if isinstance(data, SliceDataset):
+        test_split, healthy_val = evaluation_splits(data)
+        names = test_split.case_ids
+        return (test_split.select_cases([name]) for name in names), len(names), healthy_val
+    test, val = data.of_split("test"), data.of_split("val")
+    if not test.keys:
+        raise AnodiffError(NO_TEST_SPLIT)
+    healthy_val = val.dataset().healthy() if val.keys else None
+    if healthy_val is None or len(healthy_val) == 0:
+        raise AnodiffError(NO_HEALTHY_VAL)
+    return test.each(), len(test.keys), healthy_val
 
 
 def evaluation_splits(data: SliceDataset) -> tuple[SliceDataset, SliceDataset]:
     """The test split and the healthy validation slices, or a named error without them."""
     test_split = data.split("test")
     if len(test_split) == 0:
-        raise AnodiffError("the dataset has no test split (splits.csv: case,split)")
+        raise AnodiffError(NO_TEST_SPLIT)
     healthy_val = data.split("val").healthy()
     if len(healthy_val) == 0:
-        raise AnodiffError("the dataset has no healthy validation slices, so no threshold at "
-                           "a healthy false-positive rate can be calibrated; give it a val "
-                           "split with healthy cases (splits.csv: case,val)")
+        raise AnodiffError(NO_HEALTHY_VAL)
     return test_split, healthy_val
 
 
@@ -143,18 +168,19 @@ def method_figures(scored: ScoredSplit, out: Path, title: str,
     threshold with the FPR / Otsu / best points, the per-case Dice and detection by lesion
     size at the FPR threshold (for volumes), and image- and pixel-level curves; the last
     three of the post-processed maps the metrics were computed on."""
-    metrics, split, rows = scored.metrics, scored.slices, scored.rows
+    metrics, rows = scored.metrics, scored.rows.tolist()
     name = str(metrics["method"])
-    examples = [scored.examples[row] for row in rows.tolist()]
+    examples = [scored.examples[row] for row in rows]
     pseudo_healthy = None if any(e.pseudo_healthy is None for e in examples) \
         else np.stack([e.pseudo_healthy for e in examples])
-    labels = [f"{split.cases[r]}, slice {split.slices[r]}" if split.cases[r] else f"slice {r}"
-              for r in rows] if split.slices else None
-    figures = [(f"{title}: examples, largest lesions first (case, slice; cyan: the method's "
-                "Otsu mask, green: ground truth)", qualitative_grid(
-                    split.images[rows], split.truth[rows], np.stack([e.map for e in examples]),
-                    np.stack([e.mask for e in examples]), pseudo_healthy, out / "grid.png", title,
-                    channel_names=channel_names, row_labels=labels))]
+    labels = [f"{scored.cases[r]}, slice {scored.slices[r]}" if scored.cases[r]
+              else f"slice {r}" for r in rows] if scored.slices else None
+    figures = [(f"{title}: examples, a lesioned patient a row, largest first (case, slice; "
+                "cyan: the method's Otsu mask, green: ground truth)", qualitative_grid(
+                    np.stack([e.image for e in examples]), np.stack([e.truth for e in examples]),
+                    np.stack([e.map for e in examples]), np.stack([e.mask for e in examples]),
+                    pseudo_healthy, out / "grid.png", title, channel_names=channel_names,
+                    row_labels=labels))]
     pixels = scored.evaluation.anomalous_pixels
     if metrics["n_anomalous"]:
         otsu = scored.evaluation.slice_otsu_thresholds
@@ -210,8 +236,8 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
         post = spec.postprocess if postprocess is None else postprocess
         out = prepare_output_folder(Path(out), [Path(data_root)])  # RUN/eval is fine: ours
         if part is None:
-            with run_log(out, "evaluate"):
-                data = open_evaluation_data(spec, data_root, layout, sequence_map)
+            with run_log(out, "evaluate"):  # test cases read one at a time
+                data = evaluation_source(spec, data_root, layout, sequence_map)
                 title = f"{spec.method} on {Path(data_root).name}"
                 metrics, _, figures = evaluate_detector(
                     detector, data, out, title=title, postprocess=post, fpr=fpr,
@@ -250,16 +276,24 @@ def evaluate_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
         localise_shard(detector, data, out, shard, plan["batch_size"])
 
 
+def evaluation_source(spec: RunSpec, data_root: Path, layout: str,
+                      sequence_map: dict[str, str] | None) -> CaseSource:
+    """The test and validation cases of the dataset, not read yet (the training cases are
+    never read), with the run's data options and this folder's layout and names; the cases
+    left out for a missing sequence are logged."""
+    names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
+    source = replace(spec.data, layout=layout, sequence_map=names or None).cases(
+        data_root, only_splits=("test", "val"))
+    for case, problem in source.skipped:
+        log.warning("skipped case %s: %s", case, problem)
+    return replace(source, skipped=())
+
+
 def open_evaluation_data(spec: RunSpec, data_root: Path, layout: str,
                          sequence_map: dict[str, str] | None) -> SliceDataset:
-    """The test and validation cases of the dataset (the training cases are not read), read
-    with the run's data options and this folder's layout and names."""
-    names = {**(spec.data.sequence_map or {}), **(sequence_map or {})}
-    data = replace(spec.data, layout=layout, sequence_map=names or None).open(
-        data_root, only_splits=("test", "val"))
-    for case, problem in data.skipped:
-        log.warning("skipped case %s: %s", case, problem)
-    return data
+    """The test and validation cases of the dataset read whole (a sharded evaluation's
+    batches are fixed by all of them), as :func:`evaluation_source` gives them."""
+    return evaluation_source(spec, data_root, layout, sequence_map).dataset()
 
 
 def write_evaluation_report(out: Path, title: str, metrics: dict[str, Any],
@@ -309,13 +343,13 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
                  len(units) - len(todo), len(units))
     splits = {name: SplitSlices.of(split) for name, split
               in zip(("test", "val"), evaluation_splits(data), strict=True)}
-    kept = {name: set(example_rows(split.truth, split.fg).tolist())
+    kept = {name: set(example_rows(split.truth, split.fg, split.cases).tolist())
             for name, split in splits.items()}
     for name, _, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
                                        unit="batch"):
         split = splits[name]
         rows = slice(start, start + batch_size)
-        outputs = reduced(predict_batch(detector, split.inputs[rows], split.images.shape[1]),
+        outputs = reduced(predict_batch(detector, split.inputs[rows], split.centre),
                           split.images[rows], split.fg[rows], start, kept[name])
         rows = sorted(outputs.examples)
         examples = {"example_rows": np.array(rows, dtype=np.int64),
@@ -357,9 +391,9 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
         for name, _, start in units:
             if name == "val":
                 validation.put(start, _read_unit(_unit_file(out, name, start)))
-        stream = TestStream(SplitSlices.of(test_split), Calibration.on(
-            with_map_steps(detector, validation.predictions()), post, plan["fpr"]), post,
-            detector)
+        stream = TestStream(Calibration.on(with_map_steps(detector, validation.predictions()),
+                                           post, plan["fpr"]), post, detector)
+        stream.extend(SplitSlices.of(test_split))
         for name, _, start in units:
             if name == "test":
                 stream.put(start, _read_unit(_unit_file(out, name, start)))

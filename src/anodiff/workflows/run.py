@@ -28,10 +28,11 @@ from anodiff._version import __version__
 from anodiff.config import build, listed, load_yaml, merge, parse_overrides, to_plain
 from anodiff.data import (
     LAYOUTS,
+    CaseSource,
     DropEnds,
     ForegroundExtent,
     SliceDataset,
-    open_dataset,
+    open_cases,
     sequence_name,
 )
 from anodiff.data.datasets import MAX_CONTEXT
@@ -98,15 +99,20 @@ class DataConfig:
     def open(self, root: str | Path, only_splits: Collection[str] | None = None
              ) -> SliceDataset:
         """Open ``root`` with these options (only the cases of ``only_splits`` if given)."""
+        return self.cases(root, only_splits).dataset()
+
+    def cases(self, root: str | Path, only_splits: Collection[str] | None = None
+              ) -> CaseSource:
+        """The cases of ``root`` with these options, not read yet (:class:`CaseSource`)."""
         if self.drop_inferior or self.drop_superior:
             keep = DropEnds(self.drop_inferior, self.drop_superior)
         else:
             keep = None if self.keep_fraction is None else ForegroundExtent(self.keep_fraction)
-        return open_dataset(root, sequences=self.sequences, size=self.size, fit=self.fit,
-                            normalisation=self.normalisation, keep=keep,
-                            on_error=self.on_error, on_missing=self.on_missing,
-                            layout=self.layout, sequence_map=self.sequence_map,
-                            context=self.context, only_splits=only_splits)
+        return open_cases(root, sequences=self.sequences, size=self.size, fit=self.fit,
+                          normalisation=self.normalisation, keep=keep,
+                          on_error=self.on_error, on_missing=self.on_missing,
+                          layout=self.layout, sequence_map=self.sequence_map,
+                          context=self.context, only_splits=only_splits)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anodiff.data.datasets.images import load_image, open_images
 from anodiff.data.datasets.slices import (
@@ -47,6 +48,7 @@ from anodiff.data.datasets.slices import (
     REGIMES,
     SPLITS,
     UNLABELLED,
+    CaseSource,
     LoadedCase,
     SliceDataset,
     SliceOptions,
@@ -68,11 +70,19 @@ from anodiff.errors import AnodiffError
 
 MAX_CONTEXT = 8  # neighbouring slices per side a 2.5-D input may carry
 
-__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "UNLABELLED", "InputCase", "SliceDataset",
-           "SliceOptions", "find_inputs", "load_input_case", "open_dataset"]
+__all__ = ["DEFAULT_KEEP", "REGIMES", "SPLITS", "UNLABELLED", "CaseSource", "InputCase",
+           "SliceDataset", "SliceOptions", "find_inputs", "load_input_case", "open_cases",
+           "open_dataset"]
 
 
-def open_dataset(
+def open_dataset(root: str | Path, **options: Any) -> SliceDataset:
+    """Load a dataset folder (layout auto-detected) as a :class:`SliceDataset`: every case
+    of :func:`open_cases` (the same keyword arguments: sequences, size, fit, normalisation,
+    keep, on_error, only_splits, ...) read and joined."""
+    return open_cases(root, **options).dataset()
+
+
+def open_cases(
     root: str | Path,
     *,
     sequences: Sequence[str] | None = None,
@@ -88,8 +98,9 @@ def open_dataset(
     sequence_map: Mapping[str, str] | None = None,
     context: int = 0,
     only_splits: Collection[str] | None = None,
-) -> SliceDataset:
-    """Load a dataset folder (layout auto-detected) as a :class:`SliceDataset`.
+) -> CaseSource:
+    """The cases of a dataset folder (layout auto-detected), checked but not read yet
+    (:class:`CaseSource`: all at once, or one at a time).
 
     ``sequences``: the channels of a volumes dataset, in order (default: every sequence all
     cases have, sorted). ``size``/``fit``: model size and :func:`~anodiff.data.normalise.

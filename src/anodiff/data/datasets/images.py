@@ -15,11 +15,10 @@ import numpy as np
 
 from anodiff.data.datasets.slices import (
     CaseGeometry,
+    CaseSource,
     LoadedCase,
-    SliceDataset,
     SliceOptions,
     cases_of_splits,
-    collect_cases,
 )
 from anodiff.data.datasets.tables import read_table
 from anodiff.data.io import Image, image_format, image_stem, read_image
@@ -28,9 +27,9 @@ from anodiff.errors import AnodiffError
 
 
 def open_images(root: Path, options: SliceOptions, on_error: str,
-                only_splits: Collection[str] | None = None) -> SliceDataset:
-    """The 2-D images dataset at ``root`` (see :func:`anodiff.data.open_dataset`); with
-    ``only_splits`` the images of other splits are not read."""
+                only_splits: Collection[str] | None = None) -> CaseSource:
+    """The images of the 2-D images dataset at ``root``, not read yet (see
+    :func:`anodiff.data.open_dataset`); with ``only_splits`` only those of these splits."""
     images = _id_files(root / "images")
     if not images:
         raise AnodiffError(f"{root / 'images'}: no images")
@@ -46,7 +45,7 @@ def open_images(root: Path, options: SliceOptions, on_error: str,
 
     chosen = cases_of_splits(root, list(images), splits, only_splits,
                              "labels.csv: id,label,split")
-    return collect_cases(root, chosen, load, splits, ("image",), options, on_error)
+    return CaseSource(root, tuple(chosen), load, splits, ("image",), options, on_error)
 
 
 def _id_files(folder: Path) -> dict[str, Path]:

@@ -3,14 +3,15 @@
 :class:`SliceDataset` holds every slice of a dataset folder (or of one detection input) as
 arrays, with per-case geometry so maps go back onto each case's voxel grid; the layout
 readers (:mod:`.volumes`, :mod:`.images`) load one case at a time into a
-:class:`LoadedCase`, and :func:`collect_cases` joins them, skipping bad cases when asked.
+:class:`LoadedCase`, and :func:`collect_cases` joins them, skipping bad cases when asked;
+a :class:`CaseSource` is the cases before they are read (all at once, or one at a time).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def centre_sequences(self) -> tuple[str, ...]:
         """The sequences of the slice itself: ``sequences`` without the context channels
         (``options.context`` neighbours per side, :func:`~anodiff.data.slicing.context_names`)."""
-        return self.sequences[:len(self.sequences) // (2 * self.options.context + 1)]
+        return centre_sequences(self.sequences, self.options)
 
     @property
     def case_ids(self) -> list[str]:
@@ -250,6 +251,12 @@ class SliceDataset(torch.utils.data.Dataset):
 
 
 
+def centre_sequences(sequences: tuple[str, ...], options: SliceOptions) -> tuple[str, ...]:
+    """The channels of a slice itself among ``sequences``, without the ``options.context``
+    neighbouring slices per side a 2.5-D input appends."""
+    return sequences[:len(sequences) // (2 * options.context + 1)]
+
+
 def cases_of_splits(root: Path, keys: Sequence[str], splits: Mapping[str, str],
                     wanted: Collection[str] | None, table: str = "splits.csv: case,split"
                     ) -> list[str]:
@@ -262,6 +269,59 @@ def cases_of_splits(root: Path, keys: Sequence[str], splits: Mapping[str, str],
     if not chosen:
         raise AnodiffError(f"{root}: no case in the {' or '.join(wanted)} split ({table})")
     return chosen
+
+
+@dataclass(frozen=True, eq=False)
+class CaseSource:
+    """The cases of a dataset folder before they are read, each read on demand by ``load``
+    into its slices: as one :class:`SliceDataset` (:meth:`dataset`), or one case at a time
+    (:meth:`each`: a task that reduces case by case, ``anodiff evaluate``, then holds one
+    case's slices, not the split's). ``skipped``: (case, reason) of the cases left out before
+    reading (a missing sequence); ``on_error`` says what a case that cannot be read does
+    ("raise" or "skip")."""
+
+    root: Path
+    keys: tuple[str, ...]
+    load: Callable[[str], LoadedCase]
+    splits: Mapping[str, str]
+    sequences: tuple[str, ...]
+    options: SliceOptions
+    on_error: str
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def centre_sequences(self) -> tuple[str, ...]:
+        """The sequences of the slice itself (:attr:`SliceDataset.centre_sequences`)."""
+        return centre_sequences(self.sequences, self.options)
+
+    def dataset(self) -> SliceDataset:
+        """Every case read and their slices joined (bad ones skipped when asked)."""
+        return collect_cases(self.root, list(self.keys), self.load, dict(self.splits),
+                             self.sequences, self.options, self.on_error, self.skipped)
+
+    def of_split(self, name: str) -> CaseSource:
+        """The cases of one split (train, val or test), none read yet."""
+        if name not in SPLITS:
+            raise AnodiffError(f"unknown split '{name}'; choose from {SPLITS}")
+        return replace(self, keys=tuple(k for k in self.keys if self.splits[k] == name),
+                       skipped=())
+
+    def each(self) -> Iterator[SliceDataset]:
+        """The cases in order, each read as it is asked for and given as a dataset of its
+        slices alone; a case that cannot be read is skipped and logged (``on_error="skip"``)
+        or stops the iteration with its error."""
+        for key, reason in self.skipped:
+            log.warning("skipping %s: %s", key, reason)
+        for key in self.keys:
+            try:
+                loaded = self.load(key)
+            except AnodiffError as err:
+                if self.on_error == "raise":
+                    raise
+                log.warning("skipping %s: %s", key, err)
+                continue
+            yield joined_cases({key: loaded}, dict(self.splits), self.sequences, self.options,
+                               [])
 
 
 def collect_cases(
@@ -295,6 +355,13 @@ def collect_cases(
     if not loaded:
         reasons = "; ".join(f"{k}: {m}" for k, m in skipped[:3])
         raise AnodiffError(f"{root}: no case could be loaded ({reasons})")
+    return joined_cases(loaded, splits, sequences, options, skipped)
+
+
+def joined_cases(loaded: Mapping[str, LoadedCase], splits: Mapping[str, str],
+                 sequences: tuple[str, ...], options: SliceOptions,
+                 skipped: list[tuple[str, str]]) -> SliceDataset:
+    """The slices of the ``loaded`` cases, in order, as one dataset."""
     parts = list(loaded.values())
     n = [len(p.labels) for p in parts]
     return SliceDataset(

@@ -19,11 +19,10 @@ import numpy as np
 
 from anodiff.data.datasets.slices import (
     CaseGeometry,
+    CaseSource,
     LoadedCase,
-    SliceDataset,
     SliceOptions,
     cases_of_splits,
-    collect_cases,
 )
 from anodiff.data.datasets.tables import read_table
 from anodiff.data.io import Image, read_image
@@ -38,8 +37,9 @@ _AFFINE_TOLERANCE = 1e-3  # mm (and direction cosine units): sequences share one
 def open_volumes(
     found: Found, sequences: Sequence[str] | None, options: SliceOptions, on_error: str,
     on_missing: str = "raise", only_splits: Collection[str] | None = None,
-) -> SliceDataset:
-    """The volumes dataset ``found`` (see :func:`anodiff.data.open_dataset`).
+) -> CaseSource:
+    """The cases of the volumes dataset ``found``, not read yet (see
+    :func:`anodiff.data.open_dataset`).
 
     Splits come from ``ROOT/splits.csv`` when there is one, else from the layout (nnU-Net's
     imagesTs is ``test``), else every case is ``train``. Cases that lack one of the
@@ -80,8 +80,8 @@ def open_volumes(
     def load(case: str) -> LoadedCase:
         return load_case(case, files[case], sequences, options)
 
-    return collect_cases(root, keep, load, splits, context_names(sequences, options.context),
-                         options, on_error, skipped)
+    return CaseSource(root, tuple(keep), load, splits, context_names(sequences, options.context),
+                      options, on_error, tuple(skipped))
 
 
 def _only(case: str, sequence: str, files: CaseFiles) -> Path:
