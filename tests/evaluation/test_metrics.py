@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.metrics import compute_dice, compute_iou
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
@@ -160,3 +160,19 @@ def test_lesion_detection_counts_components() -> None:
     assert (found.lesions, found.detected, found.false_positives) == (2, 1, 2)
     assert found.detection_rate == 0.5
     assert math.isnan(lesion_detection(pred, np.zeros_like(truth)).detection_rate)
+
+
+@pytest.mark.parametrize("spacing", [None, (1.0, 2.5), (0.7, 1.2, 3.0)])
+def test_hd95_is_monais_to_the_bit(spacing: tuple[float, ...] | None) -> None:
+    """The masks cut to their bounding box here (MONAI's crop skipped) give MONAI's own
+    ``compute_hausdorff_distance``, masks on the image border included."""
+    rng = np.random.default_rng(len(spacing or ()))
+    shape = (9, 11, 8)[-len(spacing):] if spacing else (16, 13)
+    for _ in range(25):
+        pred = rng.random(shape) < rng.uniform(0.05, 0.4)
+        truth = rng.random(shape) < rng.uniform(0.05, 0.4)
+        reference = compute_hausdorff_distance(
+            torch.from_numpy(pred[None, None]), torch.from_numpy(truth[None, None]),
+            include_background=True, percentile=95,
+            spacing=None if spacing is None else list(spacing))
+        assert hd95(pred, truth, spacing) == float(reference.item())

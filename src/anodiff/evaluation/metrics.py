@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics.utils import get_edge_surface_distance
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
@@ -137,7 +137,10 @@ def hd95(prediction: np.ndarray, truth: np.ndarray,
     """95th-percentile symmetric Hausdorff distance between two masks (MONAI), in mm.
 
     Both empty: 0. Exactly one empty: the diagonal of the image (worst case), see the module
-    docstring.
+    docstring. The value is MONAI's ``compute_hausdorff_distance`` to the bit: its edges and
+    surface distances (``get_edge_surface_distance``) on the masks' bounding box with a
+    one-pixel margin, cut here by slicing (MONAI's own crop, a transform, cost half of the
+    evaluation's HD95 time), then its 95th percentile of each direction's distances.
     """
     prediction, truth = prediction.astype(bool), truth.astype(bool)
     if not prediction.any() and not truth.any():
@@ -145,14 +148,28 @@ def hd95(prediction: np.ndarray, truth: np.ndarray,
     if not prediction.any() or not truth.any():
         steps = np.asarray(spacing if spacing is not None else (1.0,) * truth.ndim)
         return float(np.linalg.norm((np.asarray(truth.shape) - 1) * steps))
+    pred, gt = (torch.from_numpy(box) for box in around((prediction, truth)))
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal call
         warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
-        distance = compute_hausdorff_distance(
-            torch.from_numpy(prediction[None, None]), torch.from_numpy(truth[None, None]),
-            include_background=True, percentile=95,
-            spacing=None if spacing is None else list(spacing),
-        )
-    return float(distance.item())
+        _, distances, _ = get_edge_surface_distance(
+            pred, gt, spacing=None if spacing is None else list(spacing), symmetric=True,
+            mask=torch.ones(pred.shape, dtype=torch.bool))  # the whole box: no second crop
+    return float(torch.max(torch.stack([torch.quantile(d, 0.95) for d in distances])))
+
+
+def around(masks: tuple[np.ndarray, ...], margin: int = 1) -> tuple[np.ndarray, ...]:
+    """``masks`` cut to the bounding box of their union with ``margin`` pixels on every side,
+    padded with background where the margin runs past the image (MONAI's crop for edges:
+    ``CropForeground(margin=1, allow_smaller=False)``)."""
+    union = np.logical_or.reduce(masks)
+    cut, pad = [], []
+    for axis, size in enumerate(union.shape):
+        present = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim)
+                                                      if a != axis)))
+        low, high = int(present[0]) - margin, int(present[-1]) + margin + 1
+        cut.append(slice(max(low, 0), min(high, size)))
+        pad.append((max(-low, 0), max(high - size, 0)))
+    return tuple(np.pad(mask[tuple(cut)], pad) for mask in masks)
 
 
 @dataclass(frozen=True, eq=False)
