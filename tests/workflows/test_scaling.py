@@ -5,6 +5,7 @@ refusals (shard out of range, shards of other settings, a shard already running)
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,6 +180,22 @@ def test_merge_names_the_shards_not_done(
         merge_shards(tmp_path / "half")
     result = RUNNER.invoke(app, ["merge", str(tmp_path / "nothing")])
     assert "holds no shards" in str(result.exception)
+
+
+def test_merge_refuses_a_dataset_whose_test_slices_changed(
+        trained: Path, data: Path, tmp_path: Path) -> None:
+    """The merge reads the test cases one at a time: a test case that can no longer be read
+    (skipped, with a warning) leaves fewer slices than the shards localised."""
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    for shard in ("0/2", "1/2"):
+        evaluate_run(trained, copy, tmp_path / "out", shard=shard, resamples=0, batch_size=16)
+    test_case = next(line.split(",")[0] for line in (copy / "splits.csv").read_text().split()
+                     if line.endswith(",test"))
+    next((copy / test_case).glob("*flair*")).write_bytes(b"\x1f\x8b not a volume")
+    with pytest.raises(AnodiffError, match=r"holds other slices than when the shards were "
+                                           r"made \(.* -> test \d+, val_healthy \d+\); rerun"):
+        merge_shards(tmp_path / "out")
 
 
 @pytest.mark.parametrize(("shard", "message"), [

@@ -262,7 +262,8 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
             return None
         if not world.main:
             return None
-        wait_for([_unit_file(out, name, start) for name, _, start in _units(data, batch_size)])
+        wait_for([_unit_file(out, name, start)
+                  for name, start in _units(_split_sizes(data), batch_size)])
         return merge_evaluation(out)
 
 
@@ -316,13 +317,13 @@ def _split_sizes(data: SliceDataset) -> dict[str, int]:
     return {"test": len(test_split), "val_healthy": len(healthy_val)}
 
 
-def _units(data: SliceDataset, batch_size: int) -> list[tuple[str, SliceDataset, int]]:
-    """The units of a sharded evaluation in order: (split name, slices, first slice) of
-    every batch of the test split, then of the healthy validation slices."""
-    test_split, healthy_val = evaluation_splits(data)
-    return [(name, split, start) for name, split in (("test", test_split),
-                                                     ("val", healthy_val))
-            for start in batch_starts(len(split), batch_size)]
+def _units(sizes: dict[str, int], batch_size: int) -> list[tuple[str, int]]:
+    """The units of a sharded evaluation in order, from the split sizes
+    (:func:`_split_sizes`): (split name, first slice) of every batch of the test split, then
+    of the healthy validation slices."""
+    return [(name, start) for name, size in (("test", sizes["test"]),
+                                             ("val", sizes["val_healthy"]))
+            for start in batch_starts(size, batch_size)]
 
 
 def _unit_file(out: Path, name: str, start: int) -> Path:
@@ -334,10 +335,9 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
     """Localise the shard's batches that are not done yet, each written atomically into
     ``OUT/shards/<split>-<first slice>.npz`` (its done marker), :func:`reduced` first: no
     pseudo-healthy images but those of the split's example rows."""
-    units = [(number, unit) for number, unit in enumerate(_units(data, batch_size))
+    units = [unit for number, unit in enumerate(_units(_split_sizes(data), batch_size))
              if shard.takes(number)]
-    todo = [(name, split, start) for _, (name, split, start) in units
-            if not _unit_file(out, name, start).is_file()]
+    todo = [(name, start) for name, start in units if not _unit_file(out, name, start).is_file()]
     if len(todo) < len(units):
         log.info("shard %s: %d of its %d batches were done before", shard,
                  len(units) - len(todo), len(units))
@@ -345,8 +345,8 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
               in zip(("test", "val"), evaluation_splits(data), strict=True)}
     kept = {name: set(example_rows(split.truth, split.fg, split.cases).tolist())
             for name, split in splits.items()}
-    for name, _, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
-                                       unit="batch"):
+    for name, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
+                                    unit="batch"):
         split = splits[name]
         rows = slice(start, start + batch_size)
         outputs = reduced(predict_batch(detector, split.inputs[rows], split.centre),
@@ -363,7 +363,9 @@ def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Sha
 def merge_evaluation(out: Path) -> dict[str, Any]:
     """``anodiff merge`` of an evaluation: the shards' batches put together, then the
     metrics, figures and report of a one-process run (the same numbers: each batch is the
-    one-process run's batch)."""
+    one-process run's batch). Like one process, it reads the test cases one at a time and
+    evaluates each once its batches are read; a dataset whose slices changed since the
+    shards were made is refused."""
     out = Path(out)
     plan = read_plan(out)
     run, data_root = Path(plan["run"]), Path(plan["data"])
@@ -371,36 +373,46 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
         raise AnodiffError(f"{run}: its model changed since the shards in {out} were made; "
                            "rerun them into another --out")
     detector, spec = load_run(run, "cpu")  # the score and mask rules of its map steps
-    with run_log(out, "evaluate"):
-        data = open_evaluation_data(spec, data_root, plan["layout"],
-                                    plan["sequence_map"] or None)
-        counts = _split_sizes(data)
-        if counts != plan["slices"]:
-            raise AnodiffError(f"{data_root}: holds other slices than when the shards were made "
-                               f"({plan['slices']} -> {counts}); rerun them")
-        units = _units(data, plan["batch_size"])
-        done = {number for number, (name, _, start) in enumerate(units)
+    with run_log(out, "evaluate"):  # the test cases read one at a time, as in one process
+        source = evaluation_source(spec, data_root, plan["layout"], plan["sequence_map"] or None)
+        sizes, batch_size = plan["slices"], plan["batch_size"]
+        units = _units(sizes, batch_size)
+        done = {number for number, (name, start) in enumerate(units)
                 if _unit_file(out, name, start).is_file()}
         missing = missing_units(done, len(units), plan["shards"])
         if missing:
             raise AnodiffError(f"{out}: not every shard is done ({missing}); run the missing "
                                "shards, then merge again")
-        test_split, healthy_val = evaluation_splits(data)
+        test_cases, _, healthy_val = evaluation_parts(source)
+
+        def changed(test_slices: int | str) -> AnodiffError:
+            return AnodiffError(f"{data_root}: holds other slices than when the shards were made "
+                                f"({sizes} -> test {test_slices}, val_healthy "
+                                f"{len(healthy_val)}); rerun them")
+
+        if len(healthy_val) != sizes["val_healthy"]:
+            raise changed("not read")
         post = build(PostProcess, plan.get("postprocess", {}), "postprocess")
         validation = OutputArrays(healthy_val, all_pseudo_healthy=False)
-        for name, _, start in units:
+        for name, start in units:
             if name == "val":
                 validation.put(start, _read_unit(_unit_file(out, name, start)))
         stream = TestStream(Calibration.on(with_map_steps(detector, validation.predictions()),
                                            post, plan["fpr"]), post, detector)
-        stream.extend(SplitSlices.of(test_split))
-        for name, _, start in units:
-            if name == "test":
-                stream.put(start, _read_unit(_unit_file(out, name, start)))
+        test_units = [start for name, start in units if name == "test"]
+        for case in test_cases:
+            stream.extend(SplitSlices.of(case))
+            if stream.added > sizes["test"]:
+                raise changed(f"{stream.added} or more")
+            while test_units and min(test_units[0] + batch_size, sizes["test"]) <= stream.added:
+                start = test_units.pop(0)
+                stream.put(start, _read_unit(_unit_file(out, "test", start)))
+        if stream.added != sizes["test"]:
+            raise changed(stream.added)
         title = f"{spec.method} on {data_root.name}"
         metrics, _, figures = score_split(
             stream.finish(plan["resamples"]), out, method=spec.method,
-            sequences=list(data.centre_sequences), title=title)
+            sequences=list(source.centre_sequences), title=title)
         write_evaluation_report(out, title, metrics, figures, {
             "run": str(run), "data": str(data_root), "fpr": plan["fpr"],
             "resamples": plan["resamples"], "postprocess": post.to_dict(),
