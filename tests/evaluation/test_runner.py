@@ -56,7 +56,8 @@ def test_the_split_keeps_residual_sums_and_the_examples_not_the_pseudo_healthy_i
     np.testing.assert_array_equal(lean.maps, whole.maps)
     rows = example_rows(lean.truth, lean.foreground, lean.cases)
     assert sorted(lean.examples) == sorted(rows.tolist())  # only the grid's slices
-    np.testing.assert_array_equal(lean.pseudo_healthy_of(rows), whole.pseudo_healthy[rows])
+    np.testing.assert_array_equal(np.stack([lean.examples[row] for row in rows.tolist()]),
+                                  whole.pseudo_healthy[rows])
     fg = whole.foreground
     expected = [np.abs(whole.images[i] - whole.pseudo_healthy[i]).sum(0)[fg[i]].sum()
                 for i in range(len(data))]

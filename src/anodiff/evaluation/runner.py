@@ -52,15 +52,6 @@ class Predictions:
     def foreground(self) -> np.ndarray:
         return brain(self.images)
 
-    def pseudo_healthy_of(self, rows: np.ndarray) -> np.ndarray | None:
-        """The pseudo-healthy images of ``rows``: from all of them where they are kept, else
-        from the kept examples (None where the method makes none or a row was not kept)."""
-        if self.pseudo_healthy is not None:
-            return self.pseudo_healthy[rows]
-        if not self.examples or not set(rows.tolist()) <= set(self.examples):
-            return None
-        return np.stack([self.examples[row] for row in rows.tolist()])
-
 
 class ExamplePicker:
     """The slices an evaluation shows (its grid), chosen as the slices come: the slice with

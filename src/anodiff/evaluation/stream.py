@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from anodiff.evaluation.metrics import (
     lesion_detection,
 )
 from anodiff.scoring.postprocess import PostProcess
-from anodiff.scoring.thresholds import above_threshold, per_image_otsu
+from anodiff.scoring.thresholds import above_threshold, otsu_threshold
 
 # Lesion volume strata (ml): small < 1 ml <= medium < 10 ml <= large. WML and small stroke
 # lesions fall in the first, tumours mostly in the last (docs/data.md).
@@ -92,9 +92,9 @@ class SliceFigures:
     """Per-slice figures of one mask rule on the anomalous slices (overlap counts and
     HD95), and the flagged brain share of the healthy slices."""
 
-    overlaps: list[Overlap]
-    distances: list[float]
-    healthy_shares: list[float]
+    overlaps: list[Overlap] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    healthy_shares: list[float] = field(default_factory=list)
 
     def add(self, masks: np.ndarray, truth: np.ndarray, fg: np.ndarray, anomalous: np.ndarray,
             healthy: np.ndarray, spacing: tuple[float, float] | None) -> None:
@@ -116,17 +116,13 @@ class SliceFigures:
         }
 
 
-def _slice_figures() -> SliceFigures:
-    return SliceFigures([], [], [])
-
-
 @dataclass
 class CaseFiguresOfRule:
     """Per-case figures of one mask rule: lesion matches, and the 3-D Dice of the cases
     with a lesion."""
 
-    detections: dict[str, LesionDetection]
-    dice: dict[str, float]
+    detections: dict[str, LesionDetection] = field(default_factory=dict)
+    dice: dict[str, float] = field(default_factory=dict)
 
     def add(self, case: str, masks: np.ndarray, truth: np.ndarray) -> None:
         self.detections[case] = lesion_detection(masks, truth)
@@ -136,10 +132,6 @@ class CaseFiguresOfRule:
     @property
     def pooled(self) -> LesionDetection:
         return sum(self.detections.values(), start=LesionDetection(0, 0, 0))
-
-
-def _case_rule() -> CaseFiguresOfRule:
-    return CaseFiguresOfRule({}, {})
 
 
 class SplitEvaluation:
@@ -181,8 +173,8 @@ class SplitEvaluation:
         self.uncertainty: list[np.ndarray] = []
         self.wrong: dict[str, list[np.ndarray]] = {"otsu": [], "fpr": [], "own": []}
         self.otsu_of_slices: list[float] = []
-        self.rules = {rule: _slice_figures() for rule in ("otsu", "fpr", "own", "global_otsu")}
-        self.per_case = {rule: _case_rule() for rule in ("otsu", "fpr", "own")}
+        self.rules = {rule: SliceFigures() for rule in ("otsu", "fpr", "own", "global_otsu")}
+        self.per_case = {rule: CaseFiguresOfRule() for rule in ("otsu", "fpr", "own")}
         self.flagged_share: dict[str, float] = {}
         self.lesioned: dict[str, bool] = {}
         self.has_foreground = self.has_own = self.has_uncertainty = True
@@ -190,6 +182,7 @@ class SplitEvaluation:
 
     def add(self, outputs: CaseOutputs) -> None:
         """Reduce one case (all of its slices, or, without cases, the whole split)."""
+        check_shapes(outputs.maps, outputs.truth, outputs.foreground, outputs.predicted)
         case = outputs.case if self.by_case else ""
         if case in self.case_index:
             raise AnodiffError(f"case {case!r} was given twice (a case is added whole, once)"
@@ -198,7 +191,6 @@ class SplitEvaluation:
         self.case_index[case] = index = len(self.case_index)
         if outputs.voxel_ml is not None:
             self.voxel_ml[case] = outputs.voxel_ml
-        check_shapes(outputs.maps, outputs.truth, outputs.foreground, outputs.predicted)
         truth = outputs.truth.astype(bool)
         n = len(truth)
         lesion = truth.reshape(n, -1).any(1)
@@ -225,8 +217,10 @@ class SplitEvaluation:
         self.pixel_truth.append(truth[inside])
         self.pixel_scores.append(maps[inside])
         self.pixel_case.append(np.full(int(inside.sum()), index, dtype=np.int32))
-        self.otsu_of_slices += self._store(case, maps, fg, truth, anomalous, spacing)
-        masks = self.post.masks(per_image_otsu(maps, fg), ids, self.voxel_ml)
+        self._store(case, maps, fg, truth, anomalous, spacing)
+        otsu = np.array([otsu_threshold(m, f) for m, f in zip(maps, fg, strict=True)])
+        self.otsu_of_slices += otsu[anomalous & fg.reshape(n, -1).any(1)].tolist()
+        masks = self.post.masks((maps > otsu[:, None, None]) & fg, ids, self.voxel_ml)
         self.rules["otsu"].add(masks, truth, fg, anomalous, healthy, spacing)
         self.per_case["otsu"].add(case, masks, truth)
         rules = {"otsu": masks}
@@ -251,11 +245,9 @@ class SplitEvaluation:
                 self.wrong[rule].append((rule_masks != truth)[fg])
 
     def _store(self, case: str, maps: np.ndarray, fg: np.ndarray, truth: np.ndarray,
-               anomalous: np.ndarray, spacing: tuple[float, float] | None) -> list[float]:
+               anomalous: np.ndarray, spacing: tuple[float, float] | None) -> None:
         """Append the case's filtered brain pixels (and its brain, truth and anomalous slices)
-        to the store for the global Otsu's second pass;
-        return the per-slice Otsu thresholds of its anomalous slices with brain (for the
-        figures)."""
+        to the store for the global Otsu's second pass."""
         pixels = maps[fg].astype(np.float32, copy=False)
         if pixels.size:
             self.low, self.high = min(self.low, float(pixels.min())), \
@@ -263,8 +255,6 @@ class SplitEvaluation:
         for values in (pixels, np.packbits(fg), np.packbits(truth), anomalous.astype(bool)):
             self.store.write(values.tobytes())
         self.stored.append((case, fg.shape, pixels.size, spacing))
-        return [_otsu(m[f]) for m, f in zip(maps[anomalous], fg[anomalous], strict=True)
-                if f.any()]
 
     @property
     def anomalous_pixels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -433,11 +423,6 @@ def _joined(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
         parts[:] = [np.concatenate(parts).astype(dtype, copy=False) if parts
                     else np.zeros(0, dtype)]
     return parts[0]
-
-
-def _otsu(pixels: np.ndarray) -> float:
-    return math.inf if pixels.size == 0 or pixels.min() == pixels.max() \
-        else float(threshold_otsu(pixels))
 
 
 def size_strata(detections: Mapping[str, LesionDetection], voxel_ml: Mapping[str, float] | None,
