@@ -155,8 +155,8 @@ def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
     kept = {split: sum(len(np.load(unit)["example_rows"]) for unit, k
                        in zip(units, kinds, strict=True)
                        if "example_rows" in k and unit.name.startswith(split))
-            for split in ("test", "val")}  # the grid rows: a slice of each lesioned case (up
-    assert kept["val"] == 2 and 3 <= kept["test"] <= 4 + 2  # to 4), two healthy slices
+            for split in ("test", "val")}  # the grid rows, a slice a case: up to 4 lesioned
+    assert 1 <= kept["val"] <= 2 and 2 <= kept["test"] <= 4 + 2  # cases, up to 2 healthy
     stamps = [p.stat().st_mtime_ns for p in units]
     evaluate_run(run, data, tmp_path / "sharded", shard="0/2", resamples=50, batch_size=16,
                  postprocess=post)

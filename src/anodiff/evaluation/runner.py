@@ -54,15 +54,15 @@ class Predictions:
 
 
 class ExamplePicker:
-    """The slices an evaluation shows (its grid), chosen as the slices come: the slice with
-    the largest lesion of each of the ``lesioned`` cases whose largest lesions are the
-    largest (one slice a patient, largest first), then the ``healthy`` lesion-free slices with
-    the most brain (typical anatomy rather than the skull base). Known from the truth and
-    the brain alone, before localising, so only their outputs need be kept; the choice among
-    the slices given so far is the one among all of them (an exact top-k: a slice passed over
-    is never chosen later, and only the picks are kept), so a split read case by case needs
-    no second pass. A case's slices come in one :meth:`add`; slices without a case count as
-    cases of their own."""
+    """The slices an evaluation shows (its grid), one a patient, chosen as the slices come:
+    the slice with the largest lesion of each of the ``lesioned`` cases whose largest lesions
+    are the largest (largest first), then the lesion-free slice with the most brain of each of
+    the ``healthy`` cases where it is largest (typical anatomy rather than the skull base).
+    Known from the truth and the brain alone, before localising, so only their outputs need
+    be kept; the choice among the slices given so far is the one among all of them (an exact
+    top-k: a slice passed over is never chosen later, and only the picks are kept), so a split
+    read case by case needs no second pass. A case's slices come in one :meth:`add`; slices
+    without a case count as cases of their own."""
 
     def __init__(self, lesioned: int = 4, healthy: int = 2) -> None:
         self.lesioned, self.healthy = lesioned, healthy
@@ -73,19 +73,27 @@ class ExamplePicker:
         """The slices from row ``start`` on: their truth and brain (n, H, W) and cases."""
         area = truth.reshape(len(truth), -1).sum(1)
         brain_area = fg.reshape(len(fg), -1).sum(1)
-        healthy = [(int(brain_area[i]), start + i) for i in np.flatnonzero(area == 0)]
-        self.calm = _top(self.calm + healthy, self.healthy)
-        largest: dict[str, tuple[int, int]] = {}
-        for i in np.flatnonzero(area > 0).tolist():
-            key = cases[i] or f"#{start + i}"
-            if key not in largest or area[i] > largest[key][0]:
-                largest[key] = (int(area[i]), start + i)
-        self.largest = _top(self.largest + list(largest.values()), self.lesioned)
+        self.largest = _top(self.largest + _best_of_each_case(
+            area, start, cases, area > 0), self.lesioned)
+        self.calm = _top(self.calm + _best_of_each_case(
+            brain_area, start, cases, area == 0), self.healthy)
 
     @property
     def rows(self) -> np.ndarray:
         """The chosen rows in the grid's order."""
         return np.array([row for _, row in self.largest + self.calm], dtype=int)
+
+
+def _best_of_each_case(size: np.ndarray, start: int, cases: Sequence[str],
+                       eligible: np.ndarray) -> list[tuple[int, int]]:
+    """(size, row) of the eligible slice of the largest ``size`` in each case (the first on
+    ties; a slice without a case is a case of its own)."""
+    best: dict[str, tuple[int, int]] = {}
+    for i in np.flatnonzero(eligible).tolist():
+        key = cases[i] or f"#{start + i}"
+        if key not in best or size[i] > best[key][0]:
+            best[key] = (int(size[i]), start + i)
+    return list(best.values())
 
 
 def _top(picks: list[tuple[int, int]], count: int) -> list[tuple[int, int]]:

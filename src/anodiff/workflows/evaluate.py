@@ -175,7 +175,7 @@ def method_figures(scored: ScoredSplit, out: Path, title: str,
         else np.stack([e.pseudo_healthy for e in examples])
     labels = [f"{scored.cases[r]}, slice {scored.slices[r]}" if scored.cases[r]
               else f"slice {r}" for r in rows] if scored.slices else None
-    figures = [(f"{title}: examples, a lesioned patient a row, largest first (case, slice; "
+    figures = [(f"{title}: examples, a patient a row, largest lesions first (case, slice; "
                 "cyan: the method's Otsu mask, green: ground truth)", qualitative_grid(
                     np.stack([e.image for e in examples]), np.stack([e.truth for e in examples]),
                     np.stack([e.map for e in examples]), np.stack([e.mask for e in examples]),
