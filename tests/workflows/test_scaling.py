@@ -185,17 +185,27 @@ def test_merge_names_the_shards_not_done(
 def test_merge_refuses_a_dataset_whose_test_slices_changed(
         trained: Path, data: Path, tmp_path: Path) -> None:
     """The merge reads the test cases one at a time: a test case that can no longer be read
-    (skipped, with a warning) leaves fewer slices than the shards localised."""
+    (skipped, with a warning) leaves fewer slices than the shards localised; shards that
+    counted different slices are refused too."""
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     for shard in ("0/2", "1/2"):
         evaluate_run(trained, copy, tmp_path / "out", shard=shard, resamples=0, batch_size=16)
     test_case = next(line.split(",")[0] for line in (copy / "splits.csv").read_text().split()
                      if line.endswith(",test"))
-    next((copy / test_case).glob("*flair*")).write_bytes(b"\x1f\x8b not a volume")
+    flair = next((copy / test_case).glob("*flair*"))
+    intact = flair.read_bytes()
+    flair.write_bytes(b"\x1f\x8b not a volume")
     with pytest.raises(AnodiffError, match=r"holds other slices than when the shards were "
                                            r"made \(.* -> test \d+, val_healthy \d+\); rerun"):
         merge_shards(tmp_path / "out")
+    # a shard run after the change counts fewer slices than the one before it
+    evaluate_run(trained, copy, tmp_path / "mixed", shard="0/2", resamples=0, batch_size=16)
+    flair.write_bytes(intact)
+    evaluate_run(trained, copy, tmp_path / "mixed", shard="1/2", resamples=0, batch_size=16)
+    with pytest.raises(AnodiffError, match=r"the shards read different data .*; the dataset "
+                                           r"changed while they ran"):
+        merge_shards(tmp_path / "mixed")
 
 
 @pytest.mark.parametrize(("shard", "message"), [

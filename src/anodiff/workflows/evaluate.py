@@ -28,10 +28,10 @@ from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
 from anodiff.evaluation.casewise import Calibration, ScoredSplit, TestStream, evaluate_cases
 from anodiff.evaluation.runner import (
     BatchOutputs,
+    ExamplePicker,
     OutputArrays,
     SplitSlices,
     batch_starts,
-    example_rows,
     predict,
     predict_batch,
     reduced,
@@ -71,6 +71,8 @@ from anodiff.workflows.shards import (
 )
 
 log = logging.getLogger("anodiff")
+
+SIZES = "sizes"  # OUT/shards/sizes-I-of-N.json: the split sizes a finished shard counted
 
 NO_TEST_SPLIT = "the dataset has no test split (splits.csv: case,split)"
 NO_HEALTHY_VAL = ("the dataset has no healthy validation slices, so no threshold at a healthy "
@@ -249,8 +251,8 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
             return metrics
         shards_folder(out)
         with run_log(out, f"{SHARDS_FOLDER}/evaluate-{part.tag}"):
-            data = open_evaluation_data(spec, data_root, layout, sequence_map)
-            evaluate_shard(detector, data, out, part, {
+            source = evaluation_source(spec, data_root, layout, sequence_map)
+            sizes = evaluate_shard(detector, source, out, part, {
                 "kind": "evaluate", "run": str(resolved(Path(run))),
                 "model": model_fingerprint(run), "data": str(resolved(Path(data_root))),
                 "layout": layout, "sequence_map": sequence_map or {}, "fpr": fpr,
@@ -262,19 +264,21 @@ def evaluate_run(run: Path, data_root: Path, out: Path, *, fpr: float = 0.01,
             return None
         if not world.main:
             return None
-        wait_for([_unit_file(out, name, start)
-                  for name, start in _units(_split_sizes(data), batch_size)])
+        wait_for([_unit_file(out, name, start) for name, start in _units(sizes, batch_size)])
         return merge_evaluation(out)
 
 
-def evaluate_shard(detector: Detector, data: SliceDataset, out: Path, shard: Shard,
-                   plan: dict[str, Any]) -> None:
-    """Agree on the folder's plan (the settings, plus the split sizes), then localise the
-    shard's batches under its lock."""
-    plan = {**plan, "slices": _split_sizes(data)}
+def evaluate_shard(detector: Detector, source: CaseSource, out: Path, shard: Shard,
+                   plan: dict[str, Any]) -> dict[str, int]:
+    """Agree on the folder's plan (the settings), then localise the shard's batches under
+    its lock, reading the test cases one at a time, and record the split sizes it counted
+    (``OUT/shards/sizes-I-of-N.json``: the merge checks every shard read the same data);
+    return them."""
     agree_on_plan(out, plan)
     with shard_lock(out, shard):
-        localise_shard(detector, data, out, shard, plan["batch_size"])
+        sizes = localise_shard(detector, source, out, shard, plan["batch_size"])
+        write_text_atomic(shards_folder(out) / f"{SIZES}-{shard.tag}.json", json.dumps(sizes))
+    return sizes
 
 
 def evaluation_source(spec: RunSpec, data_root: Path, layout: str,
@@ -290,13 +294,6 @@ def evaluation_source(spec: RunSpec, data_root: Path, layout: str,
     return replace(source, skipped=())
 
 
-def open_evaluation_data(spec: RunSpec, data_root: Path, layout: str,
-                         sequence_map: dict[str, str] | None) -> SliceDataset:
-    """The test and validation cases of the dataset read whole (a sharded evaluation's
-    batches are fixed by all of them), as :func:`evaluation_source` gives them."""
-    return evaluation_source(spec, data_root, layout, sequence_map).dataset()
-
-
 def write_evaluation_report(out: Path, title: str, metrics: dict[str, Any],
                             figures: list[tuple[str, Path]], settings: dict[str, Any]) -> None:
     """report.html of one evaluation."""
@@ -310,11 +307,20 @@ def write_evaluation_report(out: Path, title: str, metrics: dict[str, Any],
     log.info("metrics written to %s, report to %s", out / "metrics.json", out / "report.html")
 
 
-def _split_sizes(data: SliceDataset) -> dict[str, int]:
-    """Slices of the test split and healthy validation slices: the plan records them, so a
-    merge notices a dataset that changed under the shards."""
-    test_split, healthy_val = evaluation_splits(data)
-    return {"test": len(test_split), "val_healthy": len(healthy_val)}
+def _shard_sizes(out: Path, planned: dict[str, int] | None) -> dict[str, int]:
+    """The split sizes the finished shards counted (``sizes-*.json``), which must agree: a
+    named error if they do not, or if no shard has finished. ``planned``: the sizes the plan
+    of a folder made by an earlier anodiff records (its shards counted before starting)."""
+    counted = {path.name: json.loads(path.read_text(encoding="utf-8"))
+               for path in sorted(shards_folder(out).glob(f"{SIZES}-*.json"))}
+    if not counted and planned is not None:
+        return planned
+    if not counted:
+        raise AnodiffError(f"{out}: no shard has finished; run them, then merge")
+    if len({json.dumps(sizes, sort_keys=True) for sizes in counted.values()}) > 1:
+        raise AnodiffError(f"{out}: the shards read different data ({counted}); the dataset "
+                           "changed while they ran: rerun them into another --out")
+    return next(iter(counted.values()))
 
 
 def _units(sizes: dict[str, int], batch_size: int) -> list[tuple[str, int]]:
@@ -330,34 +336,69 @@ def _unit_file(out: Path, name: str, start: int) -> Path:
     return Path(out) / SHARDS_FOLDER / f"{name}-{start:07d}.npz"
 
 
-def localise_shard(detector: Detector, data: SliceDataset, out: Path, shard: Shard,
-                   batch_size: int) -> None:
-    """Localise the shard's batches that are not done yet, each written atomically into
-    ``OUT/shards/<split>-<first slice>.npz`` (its done marker), :func:`reduced` first: no
-    pseudo-healthy images but those of the split's example rows."""
-    units = [unit for number, unit in enumerate(_units(_split_sizes(data), batch_size))
-             if shard.takes(number)]
-    todo = [(name, start) for name, start in units if not _unit_file(out, name, start).is_file()]
-    if len(todo) < len(units):
-        log.info("shard %s: %d of its %d batches were done before", shard,
-                 len(units) - len(todo), len(units))
-    splits = {name: SplitSlices.of(split) for name, split
-              in zip(("test", "val"), evaluation_splits(data), strict=True)}
-    kept = {name: set(example_rows(split.truth, split.fg, split.cases).tolist())
-            for name, split in splits.items()}
-    for name, start in progress_bar(todo, desc=f"{detector.name}: shard {shard}",
-                                    unit="batch"):
-        split = splits[name]
-        rows = slice(start, start + batch_size)
-        outputs = reduced(predict_batch(detector, split.inputs[rows], split.centre),
-                          split.images[rows], split.fg[rows], start, kept[name])
+def localise_shard(detector: Detector, source: CaseSource, out: Path, shard: Shard,
+                   batch_size: int) -> dict[str, int]:
+    """Read the test cases one at a time and localise the shard's batches among those of the
+    split held whole (every ``batch_size`` consecutive slices, across cases; numbered over
+    the test split, then the healthy validation slices) that are not done yet, each written
+    atomically into ``OUT/shards/<split>-<first slice>.npz`` (its done marker),
+    :func:`reduced` first: no pseudo-healthy images but those of the grid's rows chosen so
+    far. Returns the split sizes it counted."""
+    test_cases, count, healthy_val = evaluation_parts(source)
+    units = ShardUnits(detector, out, shard)
+    picker = ExamplePicker()
+    waiting: SplitSlices | None = None  # read, not yet in a batch
+    start = 0  # the first of them
+    for case in progress_bar(test_cases, desc=f"{detector.name}: shard {shard}", total=count,
+                             unit="case"):
+        part = SplitSlices.of(case)
+        picker.add(start + (len(waiting) if waiting is not None else 0), part.truth, part.fg,
+                   part.cases)
+        waiting = part if waiting is None else waiting.then(part)
+        while len(waiting) >= batch_size:
+            units.take("test", start, waiting.rows(0, batch_size), picker)
+            waiting, start = waiting.rows(batch_size), start + batch_size
+    if waiting is not None and len(waiting):
+        units.take("test", start, waiting, picker)
+        start += len(waiting)
+    val = SplitSlices.of(healthy_val)
+    val_picker = ExamplePicker()
+    val_picker.add(0, val.truth, val.fg, val.cases)
+    for first in batch_starts(len(val), batch_size):
+        units.take("val", first, val.rows(first, first + batch_size), val_picker)
+    if units.done_before:
+        log.info("shard %s: %d of its %d batches were done before", shard, units.done_before,
+                 units.done_before + units.localised)
+    return {"test": start, "val_healthy": len(val)}
+
+
+class ShardUnits:
+    """The units of a sharded evaluation as they come, numbered in order: a shard's own that
+    are not done are localised and written, the others passed over."""
+
+    def __init__(self, detector: Detector, out: Path, shard: Shard) -> None:
+        self.detector, self.out, self.shard = detector, out, shard
+        self.number = self.done_before = self.localised = 0
+
+    def take(self, name: str, start: int, batch: SplitSlices, picker: ExamplePicker) -> None:
+        """The batch of split ``name`` that starts at slice ``start``."""
+        number, self.number = self.number, self.number + 1
+        path = _unit_file(self.out, name, start)
+        if not self.shard.takes(number):
+            return
+        if path.is_file():
+            self.done_before += 1
+            return
+        outputs = reduced(predict_batch(self.detector, batch.inputs, batch.centre),
+                          batch.images, batch.fg, start, set(picker.rows.tolist()))
         rows = sorted(outputs.examples)
         examples = {"example_rows": np.array(rows, dtype=np.int64),
                     "example_images": np.stack([outputs.examples[r] for r in rows])} \
             if rows else {}
-        with replaced_atomically(_unit_file(out, name, start)) as path:
-            np.savez(path, seconds=outputs.seconds, nfe=outputs.nfe, **outputs.arrays,
+        with replaced_atomically(path) as written:
+            np.savez(written, seconds=outputs.seconds, nfe=outputs.nfe, **outputs.arrays,
                      **examples)
+        self.localised += 1
 
 
 def merge_evaluation(out: Path) -> dict[str, Any]:
@@ -375,7 +416,7 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
     detector, spec = load_run(run, "cpu")  # the score and mask rules of its map steps
     with run_log(out, "evaluate"):  # the test cases read one at a time, as in one process
         source = evaluation_source(spec, data_root, plan["layout"], plan["sequence_map"] or None)
-        sizes, batch_size = plan["slices"], plan["batch_size"]
+        sizes, batch_size = _shard_sizes(out, plan.get("slices")), plan["batch_size"]
         units = _units(sizes, batch_size)
         done = {number for number, (name, start) in enumerate(units)
                 if _unit_file(out, name, start).is_file()}
