@@ -138,7 +138,8 @@ def test_two_shards_of_evaluate_give_the_metrics_of_one_process(
         trained: Path, data: Path, tmp_path: Path) -> None:
     """With a post-processing across slices: the plan carries it to the merge. The one
     process reads the test cases one at a time and evaluates each as its batches come; the
-    merge reads the split whole: the same metrics."""
+    shards localise their batches as the cases are read, the merge puts them together: the
+    same metrics."""
     run, post = trained, PostProcess(interslice_median=3)
     evaluate_run(run, data, tmp_path / "whole", resamples=50, batch_size=16, postprocess=post)
     merged = sharded_evaluation(run, data, tmp_path / "sharded", post)
