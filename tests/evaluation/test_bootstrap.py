@@ -50,7 +50,12 @@ def _figures(separation: float, seed: int, cases: int = 20) -> CaseFigures:
     scores = maps.reshape(n, -1).max(1)
     dice = {f"c{i}": float(np.clip(0.5 + separation / 4 + rng.normal(0, 0.05), 0, 1))
             for i in range(cases)}
-    return CaseFigures.of(ids, labels, truth, maps, np.ones_like(truth), labels, scores, dice)
+    case = np.repeat(np.arange(cases), 4)
+    pixels = np.broadcast_to(case[:, None, None], truth.shape)[labels].ravel()
+    return CaseFigures(tuple(dict.fromkeys(ids.tolist())),  # the anomalous slices' pixels
+                       WeightedAP(truth[labels].ravel(), maps[labels].ravel(), pixels),
+                       WeightedAUROC(labels, scores, case),
+                       np.array([dice[c] for c in dict.fromkeys(ids.tolist())]))
 
 
 def test_intervals_bracket_the_estimate() -> None:

@@ -25,7 +25,7 @@ its one-sided p-value is the share of resamples in which method A does not beat 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,21 +114,6 @@ class CaseFigures:
     pixel_ap: WeightedAP
     image_auroc: WeightedAUROC
     case_dice: np.ndarray
-
-    @classmethod
-    def of(cls, case_ids: Sequence[str], anomalous: np.ndarray, truth: np.ndarray,
-           maps: np.ndarray, fg: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-           case_dice: dict[str, float]) -> CaseFigures:
-        """From a test set's slices (``case_ids`` per slice) and its per-case Dice."""
-        ids = np.asarray(case_ids)
-        cases = tuple(dict.fromkeys(ids.tolist()))
-        index = {case: i for i, case in enumerate(cases)}
-        slice_case = np.array([index[c] for c in ids.tolist()])
-        pixel_case = np.broadcast_to(slice_case[:, None, None], truth.shape)
-        inside = fg & anomalous[:, None, None]
-        return cls(cases, WeightedAP(truth[inside], maps[inside], pixel_case[inside]),
-                   WeightedAUROC(labels, scores, slice_case),
-                   np.array([case_dice.get(c, math.nan) for c in cases]))
 
     def figure(self, name: str) -> Callable[[np.ndarray], float]:
         """The figure ``name`` of :data:`FIGURES` as a function of case weights."""
