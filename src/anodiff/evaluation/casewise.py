@@ -215,8 +215,9 @@ class TestStream:
         self.examples = {row: e for row, e in self.examples.items() if row in chosen}
         self.pseudo_healthy = {row: p for row, p in self.pseudo_healthy.items()
                                if row in chosen}
-        self.waiting_slices = self.waiting_slices.rows(end - self.base)
-        self.base = end
+        if 2 * (end - self.base) >= len(self.waiting_slices):  # drop the evaluated slices once
+            self.waiting_slices = self.waiting_slices.rows(end - self.base)  # they are half:
+            self.base = end  # not a copy of the rest after each case of a split given whole
 
     def finish(self, resamples: int = 0) -> ScoredSplit:
         """The split's metrics (every slice appended must have been localised)."""

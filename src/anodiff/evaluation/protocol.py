@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from anodiff.errors import AnodiffError
 from anodiff.evaluation.metrics import auroc, check_shapes
 from anodiff.evaluation.stream import (
     SIZE_BINS_ML,
@@ -54,7 +53,7 @@ from anodiff.evaluation.stream import (
     SplitEvaluation,
     residual_sum_per_slice,
 )
-from anodiff.scoring.postprocess import PostProcess
+from anodiff.scoring.postprocess import PostProcess, rows_of_cases
 
 
 def evaluate(
@@ -122,12 +121,7 @@ def evaluate(
 def case_rows(case_ids: Sequence[str] | None, n: int) -> list[tuple[str, np.ndarray]]:
     """Each case and its rows, in order of first appearance (without case ids, all ``n``
     rows as one piece)."""
-    if case_ids is None:
-        return [("", np.arange(n))]
-    ids = np.asarray(case_ids)
-    if len(ids) != n:
-        raise AnodiffError(f"{len(ids)} case ids for {n} slices")
-    return [(case, np.flatnonzero(ids == case)) for case in dict.fromkeys(ids.tolist())]
+    return [("", np.arange(n))] if case_ids is None else rows_of_cases(case_ids, n)
 
 
 def uncertainty_auroc(uncertainty: np.ndarray, masks: np.ndarray, truth: np.ndarray,

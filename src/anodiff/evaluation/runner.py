@@ -254,10 +254,11 @@ class SplitSlices:
         """Rows ``begin`` to ``end`` (views, not copies)."""
         rows = slice(begin, end)
         cases = self.cases[rows]
+        known = dict.fromkeys(cases)  # the sizes of these rows' cases alone, found by key
         return SplitSlices(self.inputs[rows], self.centre, self.truth[rows], self.labels[rows],
                            cases, self.slices[rows],
-                           {c: v for c, v in self.voxel_ml.items() if c in cases},
-                           {c: v for c, v in self.pixel_mm.items() if c in cases},
+                           {c: self.voxel_ml[c] for c in known if c in self.voxel_ml},
+                           {c: self.pixel_mm[c] for c in known if c in self.pixel_mm},
                            self.fg[rows])
 
     def then(self, more: SplitSlices) -> SplitSlices:

@@ -127,10 +127,19 @@ def _case_rows(post: PostProcess, case_ids: Sequence[str] | None, n: int) -> lis
     if case_ids is None:
         raise AnodiffError(f"post-processing {post.to_dict()} works across slices and needs "
                            "each slice's case")
+    return [rows for _, rows in rows_of_cases(case_ids, n)]
+
+
+def rows_of_cases(case_ids: Sequence[str], n: int) -> list[tuple[str, np.ndarray]]:
+    """Each case of ``n`` slices and its rows (ascending), the cases in order of first
+    appearance; one sort, however many cases (an images dataset has one a slice)."""
     ids = np.asarray(case_ids)
     if len(ids) != n:
         raise AnodiffError(f"{len(ids)} case ids for {n} slices")
-    return [np.flatnonzero(ids == case) for case in dict.fromkeys(ids.tolist())]
+    names, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    grouped = np.split(np.argsort(inverse, kind="stable"),
+                       np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1])
+    return [(names[k].item(), grouped[k]) for k in np.argsort(first)]
 
 
 def _drop_small(volume: np.ndarray, min_voxels: float) -> np.ndarray:

@@ -25,7 +25,13 @@ from anodiff.devices import resolve_device
 from anodiff.diffusion.distributed import joined
 from anodiff.errors import AnodiffError
 from anodiff.evaluation.bootstrap import DEFAULT_RESAMPLES
-from anodiff.evaluation.casewise import Calibration, ScoredSplit, TestStream, evaluate_cases
+from anodiff.evaluation.casewise import (
+    Calibration,
+    ScoredSplit,
+    TestStream,
+    case_spans,
+    evaluate_cases,
+)
 from anodiff.evaluation.runner import (
     BatchOutputs,
     ExamplePicker,
@@ -112,29 +118,29 @@ def evaluate_detector(
                                                   all_pseudo_healthy=False))
     cases = progress_bar(test_cases, desc=f"{detector.name}: localise the test cases",
                          total=count, unit="case")
-    scored = evaluate_cases(detector, (SplitSlices.of(case) for case in cases),
-                            Calibration.on(validation, postprocess, fpr), postprocess,
-                            batch_size, resamples)
+    scored = evaluate_cases(detector, cases, Calibration.on(validation, postprocess, fpr),
+                            postprocess, batch_size, resamples)
     return score_split(scored, out, method=detector.name,
                        sequences=list(data.centre_sequences), title=title)
 
 
 def evaluation_parts(data: SliceDataset | CaseSource
-                     ) -> tuple[Iterator[SliceDataset], int, SliceDataset]:
-    """The test cases in order (each a dataset of its slices, read only as it is asked for
+                     ) -> tuple[Iterator[SplitSlices], int, SliceDataset]:
+    """The test cases in order (each the slices of one case: read only as it is asked for
     when ``data`` is a :class:`CaseSource`), how many there are, and the healthy validation
     slices; a named error without test cases or healthy validation slices."""
     if isinstance(data, SliceDataset):
         test_split, healthy_val = evaluation_splits(data)
-        names = test_split.case_ids
-        return (test_split.select_cases([name]) for name in names), len(names), healthy_val
+        whole = SplitSlices.of(test_split)
+        spans = list(case_spans(whole.cases))
+        return (whole.rows(begin, end) for _, begin, end in spans), len(spans), healthy_val
     test, val = data.of_split("test"), data.of_split("val")
     if not test.keys:
         raise AnodiffError(NO_TEST_SPLIT)
     healthy_val = val.dataset().healthy() if val.keys else None
     if healthy_val is None or len(healthy_val) == 0:
         raise AnodiffError(NO_HEALTHY_VAL)
-    return test.each(), len(test.keys), healthy_val
+    return (SplitSlices.of(case) for case in test.each()), len(test.keys), healthy_val
 
 
 def evaluation_splits(data: SliceDataset) -> tuple[SliceDataset, SliceDataset]:
@@ -349,9 +355,8 @@ def localise_shard(detector: Detector, source: CaseSource, out: Path, shard: Sha
     picker = ExamplePicker()
     waiting: SplitSlices | None = None  # read, not yet in a batch
     start = 0  # the first of them
-    for case in progress_bar(test_cases, desc=f"{detector.name}: shard {shard}", total=count,
+    for part in progress_bar(test_cases, desc=f"{detector.name}: shard {shard}", total=count,
                              unit="case"):
-        part = SplitSlices.of(case)
         picker.add(start + (len(waiting) if waiting is not None else 0), part.truth, part.fg,
                    part.cases)
         waiting = part if waiting is None else waiting.then(part)
@@ -441,8 +446,8 @@ def merge_evaluation(out: Path) -> dict[str, Any]:
         stream = TestStream(Calibration.on(with_map_steps(detector, validation.predictions()),
                                            post, plan["fpr"]), post, detector)
         test_units = [start for name, start in units if name == "test"]
-        for case in test_cases:
-            stream.extend(SplitSlices.of(case))
+        for part in test_cases:
+            stream.extend(part)
             if stream.added > sizes["test"]:
                 raise changed(f"{stream.added} or more")
             while test_units and min(test_units[0] + batch_size, sizes["test"]) <= stream.added:
